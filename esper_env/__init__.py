@@ -1,0 +1,34 @@
+"""esper_env: a Gymnasium environment for networks that grow while they train.
+
+``import esper_env`` registers ``Esper-v0`` (by string entry point, so importing the package does
+not import torch); ``EsperEnv`` and ``EsperConfig`` are exported lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gymnasium.envs.registration import register, registry
+
+__version__ = "0.1.0"
+
+if "Esper-v0" not in registry:
+    register(id="Esper-v0", entry_point="esper_env.env:EsperEnv", nondeterministic=False)
+
+__all__ = ["ConfigError", "EsperConfig", "EsperEnv", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EsperEnv":
+        from esper_env.env import EsperEnv
+
+        return EsperEnv
+    if name == "EsperConfig":
+        from esper_env.config import EsperConfig
+
+        return EsperConfig
+    if name == "ConfigError":
+        from esper_env.errors import ConfigError
+
+        return ConfigError
+    raise AttributeError(f"module 'esper_env' has no attribute {name!r}")

@@ -1,0 +1,392 @@
+"""Configuration of an Esper-v0 environment: frozen dataclasses, validated at construction.
+
+Pure module (stdlib only): it is part of the core layer and imports no torch.
+
+``EsperConfig`` holds the episode, task, host and optimiser settings; ``GateConfig`` the quality-gate
+thresholds; ``RewardConfig`` every reward weight; ``GovernorConfig`` the watchdog. Every field can be
+given to ``gym.make("Esper-v0", **kwargs)``; nested configs accept a dataclass or a plain dict. A config
+round-trips through JSON (:meth:`EsperConfig.to_json` / :meth:`EsperConfig.from_json`).
+
+Anchor values (the Esper-lite research system, Dec 2025) are the defaults unless a comment says why not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from esper_env.errors import ConfigError, unknown_name_message
+
+TASKS = ("digits", "synthetic")
+REWARD_MODES = ("contribution", "delta", "sparse")
+BLENDS = ("add", "multiply", "gate")
+ALPHA_SCHEDULES = ("linear", "cosine", "sigmoid")
+
+
+def _check(cond: bool, name: str, value: object, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}")
+
+
+def _check_int(name: str, value: object, low: int, high: int | None = None) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    ok = ok and (high is None or value <= high)  # type: ignore[operator]
+    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    _check(ok, name, value, allowed)
+
+
+def _check_float(name: str, value: object, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low  # type: ignore[operator]
+    if ok and high is not None:
+        ok = value <= high  # type: ignore[operator]
+    lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+    hi = "" if high is None else f"<= {high}"
+    allowed = "a finite number" + (" " + " and ".join(s for s in (lo, hi) if s) if lo or hi else "")
+    _check(ok, name, value, allowed)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}: " + unknown_name_message(name, value, choices))
+
+
+def _check_bool(name: str, value: object) -> None:
+    _check(isinstance(value, bool), name, value, "True or False")
+
+
+@dataclass(frozen=True, slots=True)
+class GateConfig:
+    """Thresholds of the quality gates G0-G5 (spec section 5).
+
+    Attributes:
+        min_training_epochs: G2, epochs a seed spends in TRAINING before it may blend (anchor 3).
+        max_isolation_violations: G2, host gradients allowed through the seed path (anchor 10).
+        min_gradient_ratio: G2, parameter-normalised seed/host gradient ratio (anchor 0.05).
+        require_host_improvement: G2, also demand host improvement during TRAINING (off: it
+            measures the host, not the seed).
+        min_host_improvement: G2, that improvement in percentage points (anchor 0.5).
+        min_blend_alpha: G3, alpha needed to enter PROBATIONARY (anchor 0.95).
+        min_fossilize_contribution: G5, counterfactual contribution in pp (anchor 1.0).
+    """
+
+    min_training_epochs: int = 3
+    max_isolation_violations: int = 10
+    min_gradient_ratio: float = 0.05
+    require_host_improvement: bool = False
+    min_host_improvement: float = 0.5
+    min_blend_alpha: float = 0.95
+    min_fossilize_contribution: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_int("gates.min_training_epochs", self.min_training_epochs, 1)
+        _check_int("gates.max_isolation_violations", self.max_isolation_violations, 0)
+        _check_float("gates.min_gradient_ratio", self.min_gradient_ratio, 0.0)
+        _check_bool("gates.require_host_improvement", self.require_host_improvement)
+        _check_float("gates.min_host_improvement", self.min_host_improvement)
+        _check_float("gates.min_blend_alpha", self.min_blend_alpha, 0.0, 1.0)
+        _check_float("gates.min_fossilize_contribution", self.min_fossilize_contribution)
+
+
+@dataclass(frozen=True, slots=True)
+class RewardConfig:
+    """Weights of every reward term (spec section 9). Accuracies are in percentage points (pp).
+
+    The ``contribution`` mode sums: attribution (counterfactual, bounded by progress), proxy credit
+    before a counterfactual exists, blending warning, probation indecision penalty, potential-based
+    stage shaping, parameter rent, action shaping, terminal bonus. ``illegal_action_penalty``,
+    ``rollback_penalty`` and ``diverged_penalty`` apply in every mode.
+    """
+
+    contribution_weight: float = 1.0
+    proxy_weight: float = 0.3
+    blending_warning_base: float = 0.1
+    blending_warning_per_epoch: float = 0.05
+    blending_warning_max: float = 0.3
+    probation_wait_base: float = 3.0
+    probation_wait_grace: int = 2
+    probation_wait_max: float = 10.0
+    pbrs_weight: float = 0.3
+    pbrs_epoch_bonus: float = 0.3
+    pbrs_max_epoch_bonus: float = 2.0
+    gamma: float = 0.99
+    rent_weight: float = 0.5
+    max_rent: float = 8.0
+    germinate_cost: float = 0.02
+    fossilize_cost: float = 0.01
+    cull_cost: float = 0.005
+    fossilize_base_bonus: float = 0.5
+    fossilize_contribution_scale: float = 0.1
+    fossilize_noncontributing_penalty: float = 0.2
+    fossilize_ransomware_penalty: float = 0.5
+    cull_hurting_bonus: float = 0.3
+    cull_acceptable_bonus: float = 0.1
+    cull_good_seed_penalty: float = 0.3
+    cull_hurting_threshold: float = -0.5
+    terminal_acc_weight: float = 0.05
+    terminal_fossil_bonus: float = 3.0
+    illegal_action_penalty: float = 0.1
+    rollback_penalty: float = 10.0
+    diverged_penalty: float = 10.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "probation_wait_grace":
+                _check_int("reward.probation_wait_grace", value, 0)
+            elif f.name == "gamma":
+                _check_float("reward.gamma", value, 0.0, 1.0, low_open=True)
+            elif f.name == "cull_hurting_threshold":
+                _check_float("reward.cull_hurting_threshold", value, None, 0.0)
+            else:
+                _check_float(f"reward.{f.name}", value, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class GovernorConfig:
+    """The watchdog (spec section 12): panic detection, snapshots and rollback.
+
+    Attributes:
+        enabled: switch the governor off entirely (no snapshots, no rollback).
+        snapshot_every: epochs between "last known good" snapshots (anchor 5).
+        history_window: val losses kept for the statistical check (anchor 20).
+        min_history: losses needed before the lobotomy and spike checks run (anchor 10).
+        sensitivity: spike = loss > mean + sensitivity * std (anchor 6).
+        multiplier: ... and loss > multiplier * mean (anchor 3).
+        absolute_floor: ... and loss > this floor (anchor 12 for CIFAR; ln(classes)-scaled tasks
+            keep the same default).
+        consecutive_spikes: spikes in a row that make a panic (anchor 3).
+        lobotomy_tolerance: panic if |loss - ln(classes)| < tolerance * ln(classes) after the host
+            had learned (history mean < 0.6 ln(classes)) (anchor 0.065).
+        max_rollbacks: rollbacks per episode; a panic after that terminates the episode.
+    """
+
+    enabled: bool = True
+    snapshot_every: int = 5
+    history_window: int = 20
+    min_history: int = 10
+    sensitivity: float = 6.0
+    multiplier: float = 3.0
+    absolute_floor: float = 12.0
+    consecutive_spikes: int = 3
+    lobotomy_tolerance: float = 0.065
+    max_rollbacks: int = 1
+
+    def __post_init__(self) -> None:
+        _check_bool("governor.enabled", self.enabled)
+        _check_int("governor.snapshot_every", self.snapshot_every, 1)
+        _check_int("governor.history_window", self.history_window, 2)
+        _check_int("governor.min_history", self.min_history, 2, self.history_window)
+        _check_float("governor.sensitivity", self.sensitivity, 0.0)
+        _check_float("governor.multiplier", self.multiplier, 0.0)
+        _check_float("governor.absolute_floor", self.absolute_floor, 0.0)
+        _check_int("governor.consecutive_spikes", self.consecutive_spikes, 1)
+        _check_float("governor.lobotomy_tolerance", self.lobotomy_tolerance, 0.0, 1.0)
+        _check_int("governor.max_rollbacks", self.max_rollbacks, 0)
+
+
+_NESTED = {"gates": GateConfig, "reward": RewardConfig, "governor": GovernorConfig}
+
+
+@dataclass(frozen=True, slots=True)
+class EsperConfig:
+    """Everything that defines an Esper-v0 environment. All fields are ``gym.make`` keyword arguments.
+
+    Attributes:
+        task: dataset and host: ``digits`` (default, scikit-learn's 8x8 digits) or ``synthetic``.
+        n_slots: seed slots, at distinct injection points (1 to the host's number of points).
+        max_epochs: epoch budget; one env step is one epoch; reaching it terminates (anchor 25).
+        reward_mode: ``contribution`` (default), ``delta`` or ``sparse``.
+        blend: blend operator of every slot: ``add`` (default), ``multiply`` or ``gate``.
+        alpha_schedule: blending ramp: ``sigmoid`` (default), ``linear`` or ``cosine``.
+        blending_epochs: epochs of the alpha ramp (anchor 5).
+        germination_gate: mask GERMINATE until the host has plateaued and stabilised.
+        min_germinate_epoch: germination gate, first epoch GERMINATE may be chosen (anchor 5).
+        plateau_epochs_to_germinate: germination gate, plateaued epochs needed (anchor 3).
+        plateau_threshold: an epoch whose val-accuracy gain is below this (pp) is a plateau epoch.
+        stabilization_threshold: relative val-loss improvement below which an epoch is stable.
+        stabilization_epochs: stable epochs in a row that latch "host stabilised" (anchor 3).
+        min_cull_age: seed age (epochs since germination) before CULL is legal (anchor 10).
+        embargo_epochs: epochs a slot stays EMBARGOED after a cull (default 3).
+        probation_timeout: epochs in PROBATIONARY before the automatic cull; ``None`` means
+            ``max(3, max_epochs // 10)`` (anchor).
+        injection_points: indices of the host injection points that get the slots; ``None`` means
+            the last ``n_slots`` points.
+        host_channels: channel widths of the CNN host blocks; ``None`` means the task's default.
+        batch_size: training mini-batch size.
+        host_lr, host_momentum, host_weight_decay: host SGD (anchor 0.01, 0.9, 5e-4).
+        seed_lr, seed_momentum: seed SGD, created at germination, dropped at cull (anchor 0.01, 0.9).
+        synthetic_samples: samples per class of the ``synthetic`` task.
+        device: torch device string (``cpu``, ``cuda``, ``cuda:1``...).
+        torch_threads: if set, ``torch.set_num_threads`` is applied at construction (use 1 in
+            subprocess vector-env workers); ``None`` leaves the process setting alone.
+        fault_epochs: fault injection for tests and robustness studies: at these epochs the host
+            weights are poisoned with NaN before training, so the governor must roll back.
+        gates, reward, governor: nested configs.
+    """
+
+    task: str = "digits"
+    n_slots: int = 1
+    max_epochs: int = 25
+    reward_mode: str = "contribution"
+    blend: str = "add"
+    alpha_schedule: str = "sigmoid"
+    blending_epochs: int = 5
+    germination_gate: bool = True
+    min_germinate_epoch: int = 5
+    plateau_epochs_to_germinate: int = 3
+    plateau_threshold: float = 0.5
+    stabilization_threshold: float = 0.03
+    stabilization_epochs: int = 3
+    min_cull_age: int = 10
+    embargo_epochs: int = 3
+    probation_timeout: int | None = None
+    injection_points: tuple[int, ...] | None = None
+    host_channels: tuple[int, ...] | None = None
+    batch_size: int = 64
+    host_lr: float = 0.01
+    host_momentum: float = 0.9
+    host_weight_decay: float = 5e-4
+    seed_lr: float = 0.01
+    seed_momentum: float = 0.9
+    synthetic_samples: int = 40
+    device: str = "cpu"
+    torch_threads: int | None = None
+    fault_epochs: tuple[int, ...] = ()
+    gates: GateConfig = field(default_factory=GateConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    governor: GovernorConfig = field(default_factory=GovernorConfig)
+
+    def __post_init__(self) -> None:
+        # Accept dicts (and JSON lists) for nested/tuple fields, so make() kwargs and JSON both work.
+        for name, cls in _NESTED.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                object.__setattr__(self, name, _from_dict(cls, value, prefix=f"{name}."))
+            elif not isinstance(value, cls):
+                raise ConfigError(f"{name}={value!r} is invalid; allowed: a {cls.__name__} or a dict")
+        for name in ("injection_points", "host_channels", "fault_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+        self._validate()
+
+    def _validate(self) -> None:
+        _check_choice("task", self.task, TASKS)
+        _check_int("n_slots", self.n_slots, 1)
+        _check_int("max_epochs", self.max_epochs, 2)
+        _check_choice("reward_mode", self.reward_mode, REWARD_MODES)
+        _check_choice("blend", self.blend, BLENDS)
+        _check_choice("alpha_schedule", self.alpha_schedule, ALPHA_SCHEDULES)
+        _check_int("blending_epochs", self.blending_epochs, 1)
+        _check_bool("germination_gate", self.germination_gate)
+        _check_int("min_germinate_epoch", self.min_germinate_epoch, 0)
+        _check_int("plateau_epochs_to_germinate", self.plateau_epochs_to_germinate, 0)
+        _check_float("plateau_threshold", self.plateau_threshold, 0.0)
+        _check_float("stabilization_threshold", self.stabilization_threshold, 0.0)
+        _check_int("stabilization_epochs", self.stabilization_epochs, 1)
+        _check_int("min_cull_age", self.min_cull_age, 0)
+        _check_int("embargo_epochs", self.embargo_epochs, 1)
+        if self.probation_timeout is not None:
+            _check_int("probation_timeout", self.probation_timeout, 1)
+        if self.injection_points is not None:
+            pts = self.injection_points
+            ok = (isinstance(pts, tuple) and len(pts) == self.n_slots and len(set(pts)) == len(pts)
+                  and all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pts))
+            _check(ok, "injection_points", pts,
+                   f"None or {self.n_slots} distinct non-negative integers (one per slot)")
+        if self.host_channels is not None:
+            ch = self.host_channels
+            ok = (isinstance(ch, tuple) and len(ch) >= 2
+                  and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in ch))
+            _check(ok, "host_channels", ch, "None or a tuple of >= 2 positive integers")
+        _check_int("batch_size", self.batch_size, 1)
+        _check_float("host_lr", self.host_lr, 0.0, low_open=True)
+        _check_float("host_momentum", self.host_momentum, 0.0, 1.0)
+        _check_float("host_weight_decay", self.host_weight_decay, 0.0)
+        _check_float("seed_lr", self.seed_lr, 0.0, low_open=True)
+        _check_float("seed_momentum", self.seed_momentum, 0.0, 1.0)
+        _check_int("synthetic_samples", self.synthetic_samples, 2)
+        dev = self.device
+        ok = isinstance(dev, str) and (dev in ("cpu", "cuda", "mps") or
+                                       (dev.startswith("cuda:") and dev[5:].isdigit()))
+        _check(ok, "device", dev, "'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.torch_threads is not None:
+            _check_int("torch_threads", self.torch_threads, 1)
+        fe = self.fault_epochs
+        ok = isinstance(fe, tuple) and all(isinstance(e, int) and not isinstance(e, bool) and e >= 2
+                                           for e in fe)
+        _check(ok, "fault_epochs", fe, "a tuple of epoch numbers >= 2 (epoch 1 trains in reset)")
+
+    # -- derived values ---------------------------------------------------------------------------
+    @property
+    def effective_probation_timeout(self) -> int:
+        """Epochs in PROBATIONARY before the automatic cull (``max(3, 10 % of max_epochs)``)."""
+        if self.probation_timeout is not None:
+            return self.probation_timeout
+        return max(3, self.max_epochs // 10)
+
+    # -- construction helpers ---------------------------------------------------------------------
+    def replace(self, **changes: Any) -> EsperConfig:
+        """A copy with ``changes`` applied (validated like any construction)."""
+        return from_kwargs(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON-compatible dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kwargs: Any) -> str:
+        """Serialise to a JSON string; :meth:`from_json` restores an equal config."""
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EsperConfig:
+        """Build from a dict such as :meth:`to_dict` returns; unknown keys raise ConfigError."""
+        return _from_dict(cls, data)
+
+    @classmethod
+    def from_json(cls, text: str) -> EsperConfig:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(text))
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or cls.__name__} must be a dict, got {data!r}")
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(unknown_name_message(f"{cls.__name__} field", f"{prefix}{key}",
+                                                   [prefix + n for n in names]))
+    return cls(**data)
+
+
+def from_kwargs(base: EsperConfig | None = None, **kwargs: Any) -> EsperConfig:
+    """Apply ``gym.make``-style keyword overrides to ``base`` (default config if None).
+
+    Nested configs may be given whole (``gates=GateConfig(...)``) or partially as a dict
+    (``gates={"min_fossilize_contribution": 2.0}``), which updates only those fields.
+    """
+    base = base if base is not None else EsperConfig()
+    names = [f.name for f in dataclasses.fields(EsperConfig)]
+    for key in kwargs:
+        if key not in names:
+            raise ConfigError(unknown_name_message("EsperConfig field", key, names))
+    merged = {n: getattr(base, n) for n in names}
+    for key, value in kwargs.items():
+        if key in _NESTED and isinstance(value, dict):
+            current = dataclasses.asdict(merged[key])
+            unknown = [k for k in value if k not in current]
+            if unknown:
+                raise ConfigError(unknown_name_message(f"{_NESTED[key].__name__} field",
+                                                       f"{key}.{unknown[0]}",
+                                                       [f"{key}.{k}" for k in current]))
+            current.update(value)
+            value = current
+        merged[key] = value
+    return EsperConfig(**merged)

@@ -1,0 +1,105 @@
+"""The flat action space: codec between ``Discrete`` indices and actions, and the legality mask.
+
+Pure module. Layout of ``Discrete(1 + n_slots * (n_blueprints + 2))``: index 0 is WAIT; then for
+each slot, GERMINATE_<blueprint> for every blueprint in catalog order, FOSSILIZE, CULL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from esper_env.core.lifecycle import LIVE_STAGES, SeedStage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from esper_env.config import EsperConfig
+    from esper_env.core.state import SlotState
+    from esper_env.core.tracker import TrackerState
+
+
+class ActionKind(IntEnum):
+    """The agent's verbs."""
+
+    WAIT = 0
+    GERMINATE = 1
+    FOSSILIZE = 2
+    CULL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """A decoded action: kind, target slot (None for WAIT) and blueprint (GERMINATE only)."""
+
+    kind: ActionKind
+    slot: int | None = None
+    blueprint: str | None = None
+
+
+class ActionCodec:
+    """Bijection between ``Discrete`` indices and :class:`Action` for a slot count and catalog."""
+
+    def __init__(self, n_slots: int, blueprints: Sequence[str]) -> None:
+        self.n_slots = int(n_slots)
+        self.blueprints = tuple(blueprints)
+        self.per_slot = len(self.blueprints) + 2
+        self.n = 1 + self.n_slots * self.per_slot
+        self._actions: list[Action] = [Action(ActionKind.WAIT)]
+        for s in range(self.n_slots):
+            self._actions += [Action(ActionKind.GERMINATE, s, b) for b in self.blueprints]
+            self._actions += [Action(ActionKind.FOSSILIZE, s), Action(ActionKind.CULL, s)]
+        self._index = {a: i for i, a in enumerate(self._actions)}
+
+    def decode(self, index: int) -> Action:
+        """Action for ``index`` (0 <= index < n)."""
+        return self._actions[index]
+
+    def encode(self, action: Action) -> int:
+        """Index of ``action``; raises KeyError for an action not in this space."""
+        return self._index[action]
+
+    def name(self, index: int) -> str:
+        """Human-readable name: ``WAIT``, ``GERMINATE_conv_light@1``, ``FOSSILIZE@0``, ``CULL@2``."""
+        a = self._actions[index]
+        if a.kind == ActionKind.WAIT:
+            return "WAIT"
+        if a.kind == ActionKind.GERMINATE:
+            return f"GERMINATE_{a.blueprint}@{a.slot}"
+        return f"{a.kind.name}@{a.slot}"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of all actions in index order."""
+        return tuple(self.name(i) for i in range(self.n))
+
+
+def germination_gate_open(tracker: TrackerState, epoch: int, cfg: EsperConfig) -> bool:
+    """The host-side germination gate: epoch, plateau and stabilisation (or switched off)."""
+    if not cfg.germination_gate:
+        return True
+    return (epoch >= cfg.min_germinate_epoch
+            and tracker.plateau_epochs >= cfg.plateau_epochs_to_germinate
+            and tracker.host_stabilized)
+
+
+def legal_action_mask(codec: ActionCodec, slots: Sequence[SlotState], tracker: TrackerState,
+                      epoch: int, cfg: EsperConfig) -> np.ndarray:
+    """Boolean mask over the action space (MaskablePPO's convention). WAIT is always legal.
+
+    GERMINATE_*: slot DORMANT and the germination gate open. FOSSILIZE: slot PROBATIONARY.
+    CULL: seed in GERMINATED..PROBATIONARY with age >= ``min_cull_age``.
+    """
+    mask = np.zeros(codec.n, dtype=bool)
+    mask[0] = True
+    gate_open = germination_gate_open(tracker, epoch, cfg)
+    nb = len(codec.blueprints)
+    for s, slot in enumerate(slots):
+        base = 1 + s * codec.per_slot
+        if gate_open and slot.stage == SeedStage.DORMANT:
+            mask[base:base + nb] = True
+        mask[base + nb] = slot.stage == SeedStage.PROBATIONARY
+        mask[base + nb + 1] = slot.stage in LIVE_STAGES and slot.seed_age >= cfg.min_cull_age
+    return mask

@@ -1,0 +1,90 @@
+"""Plain records that cross from the torch layer to the core (Python floats and ints, no tensors).
+
+Pure module: core code is tested with hand-made numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from esper_env.core.alpha import AlphaController
+from esper_env.core.gates import GateResult
+from esper_env.core.lifecycle import SeedStage
+
+
+@dataclass(frozen=True, slots=True)
+class SlotMetrics:
+    """What the trainer measured for one slot during one epoch.
+
+    Attributes:
+        gradient_ratio: (seed |g| / sqrt(n_seed)) / (host |g| / sqrt(n_host)), 0 without a seed.
+        isolation_violations: host gradients that arrived through the seed path this epoch.
+        counterfactual: val accuracy with the seed minus with its alpha forced to 0, in pp;
+            None when the slot's alpha is 0 (no counterfactual exists).
+    """
+
+    gradient_ratio: float = 0.0
+    isolation_violations: int = 0
+    counterfactual: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EpochReport:
+    """One epoch of training and validation (accuracies in pp, losses in nats)."""
+
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    slots: tuple[SlotMetrics, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SlotState:
+    """Lifecycle state of one seed slot.
+
+    Attributes:
+        index: slot number (action and observation order).
+        stage: current :class:`SeedStage`.
+        blueprint: blueprint name of the seed, None when the slot holds none.
+        seed_id: episode-unique seed name (``seed0``, ``seed1``...).
+        seed_params: trainable parameters of the seed module (0 without one).
+        epochs_in_stage: epochs trained since the stage was entered.
+        seed_age: epochs trained since germination.
+        alpha: blend-weight controller; ``alpha.alpha`` is the value used in training.
+        acc_at_germination: val accuracy (pp) when the seed was germinated.
+        acc_at_stage_start: val accuracy (pp) when the current stage was entered.
+        current_acc: val accuracy (pp) after the last epoch.
+        counterfactual: this epoch's counterfactual contribution (pp), None if none exists.
+        gradient_ratio: last parameter-normalised gradient ratio (feeds G2).
+        isolation_violations: cumulative host gradients through the seed path (feeds G2).
+        last_gate: result of the last gate checked for this slot.
+    """
+
+    index: int
+    stage: SeedStage = SeedStage.DORMANT
+    blueprint: str | None = None
+    seed_id: str | None = None
+    seed_params: int = 0
+    epochs_in_stage: int = 0
+    seed_age: int = 0
+    alpha: AlphaController = field(default_factory=AlphaController)
+    acc_at_germination: float | None = None
+    acc_at_stage_start: float = 0.0
+    current_acc: float = 0.0
+    counterfactual: float | None = None
+    gradient_ratio: float = 0.0
+    isolation_violations: int = 0
+    last_gate: GateResult | None = None
+
+    @property
+    def improvement_since_stage_start(self) -> float:
+        """current_acc - acc_at_stage_start, in pp."""
+        return self.current_acc - self.acc_at_stage_start
+
+    @property
+    def total_improvement(self) -> float:
+        """current_acc - acc_at_germination, in pp (0 without a seed)."""
+        if self.acc_at_germination is None:
+            return 0.0
+        return self.current_acc - self.acc_at_germination

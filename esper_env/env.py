@@ -1,0 +1,513 @@
+"""EsperEnv: the Gymnasium environment. Glue only: it connects the pure core and the torch layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.error import InvalidAction, ResetNeeded
+
+from esper_env.config import EsperConfig, from_kwargs
+from esper_env.core.actions import ActionCodec, ActionKind, germination_gate_open, legal_action_mask
+from esper_env.core.catalog import BLUEPRINT_NAMES
+from esper_env.core.gates import GateResult
+from esper_env.core.governor import GovernorState, check_loss
+from esper_env.core.lifecycle import LIVE_STAGES, MODULE_STAGES, SeedStage
+from esper_env.core.observation import encode_observation, observation_bounds, observation_features
+from esper_env.core.reward import RewardInputs, added_parameters, compute_reward, reward_terms
+from esper_env.core.seeds import (LifecycleEvent, auto_transition, cull, fossilize, germinate,
+                                  record_epoch)
+from esper_env.core.state import EpochReport, SlotMetrics, SlotState
+from esper_env.core.tracker import TrackerState, update_tracker
+from esper_env.errors import ConfigError
+from esper_env.nn.data import TASK_SPECS, load_task
+from esper_env.nn.trainer import Trainer
+
+
+class EsperEnv(gym.Env[np.ndarray, np.int64]):
+    r"""A host network that grows while it trains; the agent decides when and how.
+
+    ## Description
+
+    One episode is one training run of a small, deliberately weak *host* network on a real dataset
+    (default: scikit-learn's 8x8 digits). One step is one *Kasmina epoch*: the chosen action is
+    applied, the host and its live seeds train for one epoch, the model is validated (with each
+    blended seed's counterfactual), and every seed's lifecycle advances under the quality gates.
+    Seeds move DORMANT -> GERMINATED -> TRAINING -> BLENDING -> PROBATIONARY -> FOSSILIZED, or
+    CULLED -> EMBARGOED -> RESETTING -> DORMANT. TRAINING is an incubator (the model's output is
+    exactly the seedless output while the seed learns); BLENDING ramps the blend weight alpha
+    0 -> 1; FOSSILIZE (only by action, only through gate G5) makes a seed permanent. A fossilised
+    seed keeps training with the host and its gradient isolation is lifted (it is part of the host).
+
+    ## Action Space
+
+    ``Discrete(1 + n_slots * (n_blueprints + 2))``. ``env.action_masks()`` gives the legal ones.
+
+    | index | action | legal when |
+    |-------|--------|------------|
+    | 0 | WAIT | always |
+    | 1 + s*(B+2) + b | GERMINATE blueprint b into slot s | slot DORMANT and the germination gate is open (epoch >= min_germinate_epoch, host plateaued plateau_epochs_to_germinate epochs, host stabilised; ``germination_gate=False`` opens it) |
+    | 1 + s*(B+2) + B | FOSSILIZE slot s | slot PROBATIONARY (the action then succeeds only if G5 passes) |
+    | 1 + s*(B+2) + B + 1 | CULL slot s | seed GERMINATED..PROBATIONARY and seed age >= min_cull_age |
+
+    CNN blueprints (B = 5), in ascending parameter count (the action order): ``norm``,
+    ``attention``, ``depthwise``, ``conv_light``, ``conv_heavy``. A masked-out action is a no-op
+    that costs ``reward.illegal_action_penalty`` and sets ``info["illegal_action"]``; an action
+    outside the space raises ``gymnasium.error.InvalidAction``.
+
+    ## Observation Space
+
+    A flat ``Box(float32)``: a global block of 28 features, then one block of 26 features per slot
+    (21 + B). Values are finite and clipped to the bounds below (accuracies are fractions; losses are
+    divided by ln(n_classes); ``pp`` = percentage points).
+
+    | feature | meaning | bounds |
+    |---------|---------|--------|
+    | epoch_fraction | epochs trained / max_epochs | [0, 1] |
+    | train_loss | mean training loss / ln(n_classes) | [0, 5] |
+    | val_loss | validation loss / ln(n_classes) | [0, 5] |
+    | train_acc | training accuracy | [0, 1] |
+    | val_acc | validation accuracy | [0, 1] |
+    | val_loss_delta | (previous - current val loss) / ln(n_classes) | [-1, 1] |
+    | val_acc_delta | val accuracy change, pp / 10 (first epoch: accuracy / 10) | [-1, 1] |
+    | plateau_epochs | consecutive epochs gaining < plateau_threshold pp, / max_epochs | [0, 1] |
+    | best_val_acc | best validation accuracy so far | [0, 1] |
+    | val_acc_hist_0..4 | val accuracy 5..1 epochs ago (0 before the start) | [0, 1] |
+    | val_loss_hist_0..4 | val loss / ln(n_classes) 5..1 epochs ago | [0, 5] |
+    | host_stabilized | 1 once the val loss has stabilised (latched for the episode) | {0, 1} |
+    | germination_open | 1 if the germination gate is open | {0, 1} |
+    | added_param_ratio | parameters of live seed modules / host parameters | [0, 10] |
+    | slot{s}_stage_{dormant..resetting} | one-hot of the stage (9 stages, in enum order) | {0, 1} |
+    | slot{s}_alpha | blend weight | [0, 1] |
+    | slot{s}_epochs_in_stage | epochs in the current stage / max_epochs | [0, 1] |
+    | slot{s}_seed_age | epochs since germination / max_epochs | [0, 1] |
+    | slot{s}_improvement | val accuracy change since the stage started, pp / 10 | [-1, 1] |
+    | slot{s}_counterfactual | this epoch's counterfactual contribution, pp / 10 | [-1, 1] |
+    | slot{s}_has_counterfactual | 1 if the seed has a counterfactual (alpha > 0) | {0, 1} |
+    | slot{s}_gradient_ratio | parameter-normalised seed/host gradient ratio / 10 | [0, 1] |
+    | slot{s}_param_share | seed parameters / host parameters | [0, 10] |
+    | slot{s}_blueprint_{name} | one-hot of the seed's blueprint, in action order | {0, 1} |
+
+    ``env.unwrapped.feature_names`` lists them in vector order.
+
+    ## Rewards
+
+    Chosen with ``reward_mode``; every term is in ``info["reward_terms"]`` (weights in
+    :class:`~esper_env.config.RewardConfig`). Accuracies and contributions are in pp.
+
+    * ``contribution`` (default): ``attribution`` (per blended seed: its counterfactual c if
+      c < 0, else ``min(c, sqrt(P*c))`` with P the val-accuracy progress since germination, 0 if
+      P <= 0; a seed culled by the action earns none), ``proxy`` (0.3 x accuracy gain for seeds
+      without a counterfactual), ``blending_warning`` (a blending seed with negative progress),
+      ``probation_wait`` (-3^(e-2) for leaving a PROBATIONARY seed undecided e >= 2 epochs),
+      ``stage_shaping`` (0.3 x (0.99 Phi(after) - Phi(before)) per slot, paid on the explicit
+      stage pair, so a cull pays the potential's drop), ``rent`` (-min(0.5 ln(1 + added/host), 8)
+      from live module parameters), ``action_shaping`` (germinate/fossilize/cull outcomes) and
+      ``terminal`` (0.05 x final val accuracy + 3 per fossilised seed).
+    * ``delta``: val-accuracy change (sums to final - initial accuracy) minus rent.
+    * ``sparse``: 0 until the last step, then final val accuracy minus rent.
+
+    In every mode: ``illegal_action`` (-0.1), ``rollback`` (-10) and ``diverged`` (-10).
+
+    ## Starting State
+
+    ``reset`` builds a fresh host (weights from the episode seed), empty DORMANT slots, and trains
+    and validates the first epoch; the first observation describes that epoch.
+
+    ## Episode End
+
+    1. Termination: ``max_epochs`` epochs have been trained (the budget is observed, so this is
+       ``terminated=True``, never ``truncated``).
+    2. Termination: the governor panicked again after ``governor.max_rollbacks`` rollbacks
+       (``info["diverged"] = True``, ``diverged`` penalty).
+
+    A first governor panic (NaN loss, loss back at chance, or a loss spike) rolls back to the last
+    snapshot (host + fossilised seeds), culls live seeds, costs the ``rollback`` penalty, sets
+    ``info["rollback"]`` and the episode continues. The last ``info`` holds ``final_val_acc``,
+    ``final_test_acc`` (held-out test split, reported only) and ``n_fossilized``.
+
+    ## Arguments
+
+    Every field of :class:`~esper_env.config.EsperConfig` is a keyword of ``gym.make``:
+
+    | argument | default | meaning |
+    |----------|---------|---------|
+    | task | "digits" | "digits" or "synthetic" |
+    | n_slots | 1 | seed slots (at most the host's injection points: 3) |
+    | max_epochs | 25 | epoch budget |
+    | reward_mode | "contribution" | "contribution", "delta", "sparse" |
+    | blend | "add" | "add", "multiply", "gate" |
+    | alpha_schedule | "sigmoid" | "linear", "cosine", "sigmoid" |
+    | germination_gate | True | mask GERMINATE until the host plateaus |
+    | min_cull_age | 10 | seed age before CULL is legal |
+    | embargo_epochs | 3 | epochs EMBARGOED after a cull |
+    | device | "cpu" | torch device |
+    | gates, reward, governor | defaults | nested configs (dataclass or dict) |
+
+    >>> import gymnasium as gym, esper_env
+    >>> env = gym.make("Esper-v0", task="synthetic", max_epochs=3)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(0)
+    >>> info["stages"]
+    ['DORMANT']
+
+    Determinism: on CPU, ``reset(seed=s)`` and the same actions give identical observations,
+    rewards and infos; the env never touches the global ``random``, ``numpy`` or ``torch`` RNGs.
+    GPU runs are reproducible in distribution only.
+
+    ## Version History
+
+    * v0: initial release.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, config: EsperConfig | None = None, render_mode: str | None = None,
+                 **kwargs: Any) -> None:
+        self.config = cfg = from_kwargs(config, **kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(f"render_mode={render_mode!r} is invalid; allowed: None, 'ansi'")
+        self.render_mode = render_mode
+        self.task_spec = spec = TASK_SPECS[cfg.task]
+        n_points = len(cfg.host_channels or spec.host_channels)
+        if cfg.n_slots > n_points:
+            raise ConfigError(f"n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
+                              f"(the {cfg.task} host has {n_points} injection points)")
+        if cfg.injection_points is not None and max(cfg.injection_points) >= n_points:
+            raise ConfigError(f"injection_points={cfg.injection_points} is invalid; allowed: "
+                              f"distinct indices in 0..{n_points - 1}")
+        try:
+            torch.device(cfg.device)
+        except RuntimeError as e:  # pragma: no cover - validated in config already
+            raise ConfigError(f"device={cfg.device!r} is invalid: {e}") from None
+        if cfg.torch_threads is not None:
+            torch.set_num_threads(cfg.torch_threads)
+        self.blueprints = BLUEPRINT_NAMES[spec.topology]
+        self.codec = ActionCodec(cfg.n_slots, self.blueprints)
+        self.action_space = spaces.Discrete(self.codec.n)
+        self.features = observation_features(cfg.n_slots, self.blueprints)
+        self._low, self._high = observation_bounds(self.features)
+        self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
+        self._reward_keys = reward_terms(cfg.reward_mode)
+        self._trainer: Trainer | None = None
+        self._done = False
+        self._warned_done = False
+
+    # -- public helpers ---------------------------------------------------------------------------
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Observation feature names in vector order."""
+        return tuple(f.name for f in self.features)
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """Action names in index order."""
+        return self.codec.names
+
+    @property
+    def slots(self) -> tuple[SlotState, ...]:
+        """The slots' lifecycle records (read-only)."""
+        return self._slots
+
+    @property
+    def trainer(self) -> Trainer:
+        """The episode's trainer (model, optimisers); raises ResetNeeded before ``reset``."""
+        if self._trainer is None:
+            raise ResetNeeded("call reset() before using the environment")
+        return self._trainer
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask of the legal actions (sb3-contrib's MaskablePPO convention).
+
+        Cast with ``.astype(np.int8)`` for ``action_space.sample(mask=...)``.
+        """
+        if self._trainer is None:
+            raise ResetNeeded("call reset() before action_masks()")
+        return self._mask.copy()
+
+    # -- reset --------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start a new training run; trains and validates the first epoch."""
+        super().reset(seed=seed)
+        if options:
+            raise ConfigError(f"reset options {sorted(options)} are not supported; allowed: none")
+        cfg = self.config
+        episode_seed = int(self.np_random.integers(0, 2**31 - 1))
+        model_seed, data_seed, self._seed_base = (
+            int(x) for x in np.random.SeedSequence(episode_seed).generate_state(3))
+        data = load_task(cfg.task, episode_seed=episode_seed, device=cfg.device,
+                         synthetic_samples=cfg.synthetic_samples)
+        self._trainer = Trainer(cfg, data, model_seed, data_seed)
+        self._slots = tuple(SlotState(i) for i in range(cfg.n_slots))
+        self._tracker = TrackerState()
+        self._governor = GovernorState()
+        self._epoch = 1  # epochs trained; reset trains the first
+        self._seeds_made = 0
+        self._rollbacks = 0
+        self._done = False
+        self._warned_done = False
+        self._history: list[dict[str, Any]] = []
+        report, panic = self._train_and_validate()
+        # A first epoch that already diverges has no good state to go back to: it only can end.
+        self._diverged = panic
+        self._done = panic
+        self._slots = tuple(record_epoch(s, SlotMetrics(), report.val_acc) for s in self._slots)
+        self._update_tracker(report)
+        if cfg.governor.enabled:
+            self._trainer.snapshot(())
+        self._report = report
+        self._val_acc_initial = report.val_acc
+        self._mask = self._compute_mask()
+        self._obs = self._encode()
+        info = self._base_info()
+        info.update(events=[], gates=[None] * cfg.n_slots, illegal_action=False, rollback=False,
+                    diverged=panic, reward_terms=dict.fromkeys(self._reward_keys, 0.0))
+        self._info = info
+        return self._obs.copy(), info
+
+    # -- step -----------------------------------------------------------------------------------
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Apply ``action``, train one epoch, validate, advance the lifecycle."""
+        if self._trainer is None:
+            raise ResetNeeded("call reset() before step()")
+        index = self._check_action(action)
+        if self._done:
+            if not self._warned_done:
+                gym.logger.warn("step() called after the episode terminated; call reset(). "
+                                "Returning the terminal observation.")
+                self._warned_done = True
+            return self._obs.copy(), 0.0, True, False, dict(self._info)
+        cfg, trainer = self.config, self._trainer
+        act = self.codec.decode(index)
+        legal = bool(self._mask[index])
+        before = self._slots
+        val_acc_before = self._report.val_acc
+        events: list[LifecycleEvent] = []
+        gates: list[GateResult | None] = [None] * cfg.n_slots
+        fossil_gate: GateResult | None = None
+        fossilized_now = False
+
+        # 1. the action
+        if legal and act.kind != ActionKind.WAIT:
+            k = act.slot
+            assert k is not None
+            slot = before[k]
+            if act.kind == ActionKind.GERMINATE:
+                assert act.blueprint is not None
+                seed_id = f"seed{self._seeds_made}"
+                module_seed = (self._seed_base + 7919 * self._seeds_made) % (2**31 - 1)
+                self._seeds_made += 1
+                params, shape_ok = trainer.germinate(k, act.blueprint, module_seed)
+                slot, gates[k], ev = germinate(slot, blueprint=act.blueprint, seed_id=seed_id,
+                                               seed_params=params, shape_ok=shape_ok,
+                                               val_acc=val_acc_before, schedule=cfg.alpha_schedule)
+            elif act.kind == ActionKind.FOSSILIZE:
+                slot, fossil_gate, ev = fossilize(slot, cfg)
+                gates[k] = fossil_gate
+                fossilized_now = fossil_gate.passed
+            else:
+                slot, ev = cull(slot, "action")
+            events += ev
+            self._slots = self._slots[:k] + (slot,) + self._slots[k + 1:]
+            self._sync_trainer(k)
+
+        # 2. one epoch of training and validation, watched by the governor
+        self._epoch += 1
+        if self._epoch in cfg.fault_epochs:
+            trainer.poison_host()
+        report, panic = self._train_and_validate()
+        rollback = diverged = False
+        if panic:
+            if self._rollbacks >= cfg.governor.max_rollbacks or not cfg.governor.enabled:
+                diverged = True
+            else:
+                rollback = True
+                self._rollbacks += 1
+                for k, slot in enumerate(self._slots):
+                    if slot.stage in LIVE_STAGES:
+                        slot, ev = cull(slot, "rollback")
+                        events += ev
+                        self._slots = self._slots[:k] + (slot,) + self._slots[k + 1:]
+                        self._sync_trainer(k)
+                trainer.rollback()
+                report = self._validate_only()
+        # 3. lifecycle: record the epoch, then the automatic transitions
+        measured = tuple(record_epoch(s, m, report.val_acc)
+                         for s, m in zip(self._slots, report.slots))
+        after = []
+        for k, slot in enumerate(measured):
+            new, gate, ev = auto_transition(slot, cfg)
+            if gate is not None and gates[k] is None:
+                gates[k] = gate
+            events += ev
+            after.append(new)
+        self._slots = tuple(after)
+        for k in range(cfg.n_slots):
+            self._sync_trainer(k)
+        if not diverged:
+            self._update_tracker(report)
+        if cfg.governor.enabled and not (panic or diverged) and (
+                fossilized_now or self._epoch % cfg.governor.snapshot_every == 0):
+            trainer.snapshot([k for k, s in enumerate(self._slots)
+                              if s.stage == SeedStage.FOSSILIZED])
+        self._report = report
+        terminated = diverged or self._epoch >= cfg.max_epochs
+        self._done = terminated
+
+        # 4. reward, observation, info
+        breakdown = compute_reward(cfg.reward_mode, RewardInputs(
+            action=act, action_legal=legal, slots_before=before, slots_measured=measured,
+            slots_after=self._slots, val_acc_before=val_acc_before,
+            val_acc_after=report.val_acc, host_params=trainer.host_params,
+            terminal=terminated, fossilize_gate=fossil_gate, rollback=rollback,
+            diverged=diverged), cfg.reward)
+        self._mask = self._compute_mask()
+        self._obs = self._encode()
+        info = self._base_info()
+        info.update(
+            action=index, action_name=self.codec.name(index), illegal_action=not legal,
+            events=[e.to_info() for e in events],
+            gates=[g.to_info() if g is not None else None for g in gates],
+            reward_terms=breakdown.terms, rollback=rollback, diverged=diverged)
+        if terminated:
+            _, test_acc = trainer.evaluate("test")
+            info.update(final_val_acc=report.val_acc, final_test_acc=test_acc,
+                        n_fossilized=sum(s.stage == SeedStage.FOSSILIZED for s in self._slots))
+        self._info = info
+        return self._obs.copy(), breakdown.total, terminated, False, info
+
+    # -- internals --------------------------------------------------------------------------------
+    def _check_action(self, action: Any) -> int:
+        if isinstance(action, np.ndarray) and action.shape == (1,):
+            action = action[0]
+        if not self.action_space.contains(action):
+            raise InvalidAction(f"expected an integer action in [0, {self.codec.n}), "
+                                f"actual: {action!r}")
+        return int(action)
+
+    def _train_and_validate(self) -> tuple[EpochReport, bool]:
+        """Train one epoch, validate with counterfactuals, ask the governor."""
+        trainer = self._trainer
+        assert trainer is not None
+        train_loss, train_acc, ratios, violations = trainer.train_epoch()
+        report = self._validate_only(train_loss, train_acc, ratios, violations)
+        panic = False
+        if self.config.governor.enabled or not np.isfinite(report.val_loss):
+            self._governor, verdict = check_loss(self._governor, report.val_loss,
+                                                 self.task_spec.n_classes, self.config.governor)
+            panic = verdict.panic
+        return report, panic
+
+    def _validate_only(self, train_loss: float | None = None, train_acc: float | None = None,
+                       ratios: Sequence[float] | None = None,
+                       violations: Sequence[int] | None = None) -> EpochReport:
+        trainer = self._trainer
+        assert trainer is not None
+        cf_slots = [k for k, s in enumerate(trainer.model.slots)
+                    if s.is_active and s.mode == "blend" and s.alpha > 0.0]
+        val_loss, val_acc, contributions = trainer.validate(cf_slots)
+        if train_loss is None:  # after a rollback: describe the restored model
+            train_loss, train_acc, _ = trainer.validate((), "train")
+        n = self.config.n_slots
+        ratios = ratios or [0.0] * n
+        violations = violations or [0] * n
+        slots = tuple(SlotMetrics(ratios[k], violations[k], contributions.get(k)) for k in range(n))
+        return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)  # type: ignore[arg-type]
+
+    def _sync_trainer(self, k: int) -> None:
+        """Make the torch slot match the lifecycle record of slot ``k``."""
+        trainer = self._trainer
+        assert trainer is not None
+        slot = self._slots[k]
+        torch_slot = trainer.model.slots[k]
+        if slot.stage not in MODULE_STAGES:
+            if torch_slot.seed is not None:
+                trainer.cull(k)
+            return
+        if slot.stage == SeedStage.TRAINING:
+            trainer.configure(k, "incubate", 0.0, isolate=True)
+        elif slot.stage == SeedStage.FOSSILIZED:
+            trainer.configure(k, "blend", slot.alpha.alpha, isolate=False)
+        elif slot.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY):
+            trainer.configure(k, "blend", slot.alpha.alpha, isolate=True)
+        else:  # GERMINATED never survives a step
+            trainer.configure(k, "off", 0.0, isolate=True)
+
+    def _update_tracker(self, report: EpochReport) -> None:
+        cfg = self.config
+        self._tracker = update_tracker(
+            self._tracker, report.val_loss, report.val_acc,
+            plateau_threshold=cfg.plateau_threshold,
+            stabilization_threshold=cfg.stabilization_threshold,
+            stabilization_epochs=cfg.stabilization_epochs)
+
+    def _compute_mask(self) -> np.ndarray:
+        if self._done:
+            mask = np.zeros(self.codec.n, dtype=bool)
+            mask[0] = True
+            return mask
+        return legal_action_mask(self.codec, self._slots, self._tracker, self._epoch,
+                                 self.config)
+
+    def _encode(self) -> np.ndarray:
+        cfg = self.config
+        return encode_observation(
+            report=self._report, tracker=self._tracker, slots=self._slots,
+            blueprints=self.blueprints, epoch=min(self._epoch, cfg.max_epochs),
+            max_epochs=cfg.max_epochs, n_classes=self.task_spec.n_classes,
+            host_params=self.trainer.host_params,
+            germination_open=germination_gate_open(self._tracker, self._epoch, cfg),
+            low=self._low, high=self._high)
+
+    def _base_info(self) -> dict[str, Any]:
+        r = self._report
+        slots = self._slots
+        return {
+            "epoch": self._epoch,
+            "train_loss": r.train_loss, "train_acc": r.train_acc,
+            "val_loss": r.val_loss, "val_acc": r.val_acc,
+            "stages": [s.stage.name for s in slots],
+            "blueprints": [s.blueprint for s in slots],
+            "seed_ids": [s.seed_id for s in slots],
+            "alphas": [s.alpha.alpha for s in slots],
+            "counterfactuals": [s.counterfactual for s in slots],
+            "gradient_ratios": [s.gradient_ratio for s in slots],
+            "params_added": added_parameters(slots),
+            "host_params": self.trainer.host_params,
+            "action_mask": self._mask.copy(),
+        }
+
+    # -- rendering / closing ----------------------------------------------------------------------
+    def render(self) -> str | None:
+        """``ansi``: a short text table of the epoch and every slot."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode; use render_mode='ansi'")
+            return None
+        if self._trainer is None:
+            return "EsperEnv (not reset)\n"
+        r = self._report
+        lines = [f"epoch {self._epoch}/{self.config.max_epochs}  "
+                 f"val_acc {r.val_acc:6.2f}  val_loss {r.val_loss:.4f}  "
+                 f"params +{added_parameters(self._slots)}/{self._trainer.host_params}"]
+        for s in self._slots:
+            c = "-" if s.counterfactual is None else f"{s.counterfactual:+.2f}pp"
+            lines.append(f"  slot{s.index}: {s.stage.name:<12} {s.blueprint or '-':<10} "
+                         f"alpha {s.alpha.alpha:.2f}  age {s.seed_age:2d}  cf {c}")
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        """Release the model and data (safe to call twice)."""
+        self._trainer = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the configuration only; a restored env needs ``reset``."""
+        return {"config": self.config, "render_mode": self.render_mode}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # noqa: D105
+        self.__init__(state["config"], render_mode=state["render_mode"])  # type: ignore[misc]

@@ -1,0 +1,268 @@
+"""Trainer: owns the model, its optimisers, the episode's data-order generator and snapshots.
+
+It trains one epoch, validates (with per-slot counterfactuals), germinates and culls seeds, and
+rolls back to the last good snapshot. Everything it returns is a Python float or int (the
+``.item()`` calls happen here), so the core never sees a tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esper_env.config import EsperConfig
+from esper_env.nn.blueprints import build_blueprint, count_parameters
+from esper_env.nn.data import TaskData
+from esper_env.nn.hosts import CNNHost
+from esper_env.nn.model import MorphogeneticModel
+from esper_env.nn.slots import SeedGate
+
+EVAL_CHUNK = 4096
+"""Validation runs the whole split as one batch up to this many samples."""
+
+
+def build_seeded(seed: int, factory: callable) -> nn.Module:  # type: ignore[valid-type]
+    """Build a module with reproducible initial weights, leaving the global CPU RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def _grad_norm(params: Sequence[nn.Parameter]) -> tuple[float, int]:
+    grads = [p.grad for p in params if p.grad is not None]
+    n = sum(p.numel() for p in params)
+    if not grads:
+        return 0.0, n
+    norms = torch._foreach_norm(grads)
+    return float(torch.linalg.vector_norm(torch.stack(norms))), n
+
+
+class Trainer:
+    """Training loop of one episode.
+
+    Args:
+        cfg: the environment config (host, optimisers, slots, blend).
+        data: the task's tensors, already on the device.
+        model_seed: seed of the host's initial weights.
+        data_seed: seed of the mini-batch order.
+    """
+
+    def __init__(self, cfg: EsperConfig, data: TaskData, model_seed: int, data_seed: int) -> None:
+        self.cfg = cfg
+        self.data = data
+        spec = data.spec
+        self.device = data.train_x.device
+        channels = cfg.host_channels or spec.host_channels
+        host = build_seeded(model_seed, lambda: CNNHost(spec.in_channels, spec.image_size,
+                                                        channels, spec.pool_layers, spec.n_classes))
+        points = cfg.injection_points
+        n_points = len(host.injection_points)
+        if points is None:
+            points = tuple(range(n_points - cfg.n_slots, n_points))
+        self.model = MorphogeneticModel(host, points, cfg.blend).to(self.device)
+        self.model.train()
+        self.host_params = count_parameters(host)
+        self.host_opt = self._host_optimizer()
+        self.seed_opts: list[torch.optim.Optimizer | None] = [None] * len(points)
+        self.generator = torch.Generator().manual_seed(data_seed)
+        self._snapshot: dict[str, object] | None = None
+
+    def _host_optimizer(self) -> torch.optim.Optimizer:
+        c = self.cfg
+        return torch.optim.SGD(self.model.host_parameters(), lr=c.host_lr, momentum=c.host_momentum,
+                               weight_decay=c.host_weight_decay)
+
+    # -- seeds ----------------------------------------------------------------------------------
+    def germinate(self, slot: int, blueprint: str, module_seed: int) -> tuple[int, bool]:
+        """Build ``blueprint`` into ``slot``; returns (seed parameters, shape probe passed).
+
+        The seed starts in mode ``off``; its SGD optimiser is created here. If the shape probe
+        fails the slot is left empty.
+        """
+        s = self.model.slots[slot]
+        topology = self.data.spec.topology
+        seed = build_seeded(module_seed, lambda: build_blueprint(topology, blueprint, s.channels))
+        gate = build_seeded(module_seed + 1, lambda: SeedGate(s.channels)) if s.blend == "gate" \
+            else None
+        seed.to(self.device)
+        if gate is not None:
+            gate.to(self.device)
+        probe = torch.zeros(1, s.channels, s.size, s.size, device=self.device)
+        with torch.no_grad():
+            seed.eval()
+            shape_ok = tuple(seed(probe).shape) == tuple(probe.shape)
+            seed.train()
+        if not shape_ok:
+            return 0, False
+        s.set_seed(seed, gate)
+        self.seed_opts[slot] = torch.optim.SGD(s.seed_parameters(), lr=self.cfg.seed_lr,
+                                               momentum=self.cfg.seed_momentum)
+        return sum(p.numel() for p in s.seed_parameters()), True
+
+    def cull(self, slot: int) -> None:
+        """Remove the seed of ``slot`` and drop its optimiser."""
+        self.model.slots[slot].set_seed(None)
+        self.seed_opts[slot] = None
+
+    def configure(self, slot: int, mode: str, alpha: float, isolate: bool) -> None:
+        """Set a slot's forward mode, alpha and isolation."""
+        self.model.slots[slot].configure(mode, alpha, isolate)
+
+    # -- training and evaluation ----------------------------------------------------------------
+    def train_epoch(self) -> tuple[float, float, list[float], list[int]]:
+        """One pass over the training split.
+
+        Returns:
+            mean training loss, training accuracy (pp), per-slot gradient ratio (measured on the
+            last batch: (seed |g|/sqrt(n_seed)) / (host |g|/sqrt(n_host)), 0 without an active
+            seed), per-slot isolation violations this epoch.
+        """
+        model, data = self.model, self.data
+        slots = model.slots
+        before = [s.isolation_violations for s in slots]
+        n = data.train_x.shape[0]
+        perm = torch.randperm(n, generator=self.generator).to(self.device)
+        xs, ys = data.train_x[perm], data.train_y[perm]
+        opts = [self.host_opt] + [o for o in self.seed_opts if o is not None]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        bs = self.cfg.batch_size
+        ratios = [0.0] * len(slots)
+        model.train()
+        for start in range(0, n, bs):
+            x, y = xs[start:start + bs], ys[start:start + bs]
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if start + bs >= n:
+                ratios = self._gradient_ratios()
+            for opt in opts:
+                opt.step()
+            with torch.no_grad():
+                loss_sum += loss.detach() * y.shape[0]
+                correct += (out.argmax(dim=1) == y).sum()
+        violations = [s.isolation_violations - b for s, b in zip(slots, before)]
+        return float(loss_sum) / n, 100.0 * float(correct) / n, ratios, violations
+
+    def _gradient_ratios(self) -> list[float]:
+        host_norm, n_host = _grad_norm(self.model.host_parameters())
+        ratios = []
+        for s in self.model.slots:
+            if not s.is_active:
+                ratios.append(0.0)
+                continue
+            seed_norm, n_seed = _grad_norm(s.seed_parameters())
+            if host_norm < 1e-12 or seed_norm < 1e-12 or n_seed == 0:
+                ratios.append(0.0)
+            else:
+                r = (seed_norm / math.sqrt(n_seed)) / (host_norm / math.sqrt(n_host))
+                ratios.append(r if math.isfinite(r) else 0.0)
+        return ratios
+
+    def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.data
+        if split == "val":
+            return d.val_x, d.val_y
+        if split == "test":
+            return d.test_x, d.test_y
+        if split == "train":
+            return d.train_x, d.train_y
+        raise ValueError(f"split={split!r} is invalid; allowed: 'train', 'val', 'test'")
+
+    def validate(self, counterfactual_slots: Sequence[int] = (), split: str = "val"
+                 ) -> tuple[float, float, dict[int, float]]:
+        """Loss and accuracy (pp) on ``split``, plus each listed slot's counterfactual.
+
+        The counterfactual of slot ``k`` is accuracy(real) - accuracy(slot k's alpha forced to 0),
+        in pp, on the same batches, in eval mode under ``inference_mode``; the train/eval mode is
+        restored afterwards even on error.
+        """
+        x_all, y_all = self._split(split)
+        model = self.model
+        was_training = model.training
+        n = x_all.shape[0]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        cf_correct = {k: torch.zeros((), device=self.device, dtype=torch.long)
+                      for k in counterfactual_slots}
+        try:
+            model.eval()
+            with torch.inference_mode():
+                for start in range(0, n, EVAL_CHUNK):
+                    x, y = x_all[start:start + EVAL_CHUNK], y_all[start:start + EVAL_CHUNK]
+                    real, ablated = model.forward_ablations(x, counterfactual_slots)
+                    loss_sum += F.cross_entropy(real, y, reduction="sum")
+                    correct += (real.argmax(dim=1) == y).sum()
+                    for k, logits in ablated.items():
+                        cf_correct[k] += (logits.argmax(dim=1) == y).sum()
+        finally:
+            model.train(was_training)
+        acc = 100.0 * float(correct) / n
+        contributions = {k: acc - 100.0 * float(c) / n for k, c in cf_correct.items()}
+        return float(loss_sum) / n, acc, contributions
+
+    def evaluate(self, split: str = "val", ablate_slot: int | None = None) -> tuple[float, float]:
+        """Loss and accuracy (pp) of the whole model, optionally with one slot's alpha forced to 0.
+
+        A plain full forward pass per call (no shared trunk): the independent reference for the
+        counterfactual that :meth:`validate` computes.
+        """
+        if ablate_slot is None:
+            loss, acc, _ = self.validate((), split)
+            return loss, acc
+        with self.model.slots[ablate_slot].ablated():
+            loss, acc, _ = self.validate((), split)
+        return loss, acc
+
+    # -- governor support -----------------------------------------------------------------------
+    def snapshot(self, fossil_slots: Sequence[int]) -> None:
+        """Keep the host and the fossilised seeds on the CPU as the last known good state."""
+        with torch.no_grad():
+            host = {k: v.detach().to("cpu", copy=True) for k, v in
+                    self.model.host.state_dict().items()}
+            fossils = {}
+            for k in fossil_slots:
+                s = self.model.slots[k]
+                mods = nn.ModuleList([m for m in (s.seed, s.gate) if m is not None])
+                fossils[k] = {n: v.detach().to("cpu", copy=True)
+                              for n, v in mods.state_dict().items()}
+        self._snapshot = {"host": host, "fossils": fossils}
+
+    @property
+    def snapshot_slots(self) -> tuple[int, ...]:
+        """Slots whose fossilised seed is in the snapshot."""
+        if self._snapshot is None:
+            return ()
+        return tuple(self._snapshot["fossils"])  # type: ignore[arg-type]
+
+    def rollback(self) -> None:
+        """Restore the host and fossilised seeds from the snapshot; reset optimiser momentum.
+
+        Live seeds must be culled by the caller first (snapshots never contain them).
+        """
+        if self._snapshot is None:
+            raise RuntimeError("rollback() without a snapshot")
+        self.model.host.load_state_dict(self._snapshot["host"])  # type: ignore[arg-type]
+        for k, state in self._snapshot["fossils"].items():  # type: ignore[union-attr]
+            s = self.model.slots[k]
+            nn.ModuleList([m for m in (s.seed, s.gate) if m is not None]).load_state_dict(state)
+            self.seed_opts[k] = torch.optim.SGD(s.seed_parameters(), lr=self.cfg.seed_lr,
+                                                momentum=self.cfg.seed_momentum)
+        self.host_opt = self._host_optimizer()
+
+    def poison_host(self) -> None:
+        """Fault injection: overwrite every host weight with NaN."""
+        with torch.no_grad():
+            for p in self.model.host_parameters():
+                p.fill_(float("nan"))
+
+    def parameters_finite(self) -> bool:
+        """True if every model parameter is finite."""
+        with torch.no_grad():
+            return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())

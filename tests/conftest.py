@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny fast config, Hypothesis profiles, a global-RNG guard."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+from esper_env.config import EsperConfig
+
+settings.register_profile("ci", derandomize=True, max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def tiny_kwargs(**overrides: object) -> dict:
+    """make() kwargs of a fast env: synthetic task, short episodes, lifecycle reachable quickly."""
+    kw: dict = dict(task="synthetic", max_epochs=12, germination_gate=False, min_cull_age=2,
+                    blending_epochs=2, embargo_epochs=1,
+                    gates={"min_training_epochs": 1, "min_gradient_ratio": 0.0,
+                           "min_fossilize_contribution": -100.0})
+    kw.update(overrides)
+    return kw
+
+
+@pytest.fixture
+def tiny_config() -> EsperConfig:
+    """A fast config (synthetic task) in which a whole lifecycle fits in a dozen epochs."""
+    return EsperConfig(**tiny_kwargs())
+
+
+@pytest.fixture
+def rng_guard():
+    """Fail if the code under test changes the global random / numpy / torch RNG states."""
+    py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    yield
+    assert random.getstate() == py, "global `random` state changed"
+    after = np.random.get_state()
+    assert after[0] == npy[0] and np.array_equal(after[1], npy[1]) and after[2:] == npy[2:], \
+        "global numpy RNG state changed"
+    assert torch.equal(torch.get_rng_state(), th), "global torch RNG state changed"
