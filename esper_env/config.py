@@ -221,7 +221,8 @@ class EsperConfig:
         batch_size: training mini-batch size.
         host_lr, host_momentum, host_weight_decay: host SGD (anchor 0.01, 0.9, 5e-4).
         seed_lr, seed_momentum: seed SGD, created at germination, dropped at cull (anchor 0.01, 0.9).
-        synthetic_samples: samples per class of the ``synthetic`` task.
+        synthetic_samples: samples per class of the ``synthetic`` task (>= 5, so that every split
+            holds every class).
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``...).
         torch_threads: if set, ``torch.set_num_threads`` is applied at construction (use 1 in
             subprocess vector-env workers); ``None`` leaves the process setting alone.
@@ -311,7 +312,7 @@ class EsperConfig:
         _check_float("host_weight_decay", self.host_weight_decay, 0.0)
         _check_float("seed_lr", self.seed_lr, 0.0, low_open=True)
         _check_float("seed_momentum", self.seed_momentum, 0.0, 1.0)
-        _check_int("synthetic_samples", self.synthetic_samples, 2)
+        _check_int("synthetic_samples", self.synthetic_samples, 5)
         dev = self.device
         ok = isinstance(dev, str) and (dev in ("cpu", "cuda", "mps") or
                                        (dev.startswith("cuda:") and dev[5:].isdigit()))

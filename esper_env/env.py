@@ -75,7 +75,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | val_acc | validation accuracy | [0, 1] |
     | val_loss_delta | (previous - current val loss) / ln(n_classes) | [-1, 1] |
     | val_acc_delta | val accuracy change, pp / 10 (first epoch: accuracy / 10) | [-1, 1] |
-    | plateau_epochs | consecutive epochs gaining < plateau_threshold pp, / max_epochs | [0, 1] |
+    | plateau_epochs | epochs since the best val accuracy rose by >= plateau_threshold pp, / max_epochs | [0, 1] |
     | best_val_acc | best validation accuracy so far | [0, 1] |
     | val_acc_hist_0..4 | val accuracy 5..1 epochs ago (0 before the start) | [0, 1] |
     | val_loss_hist_0..4 | val loss / ln(n_classes) 5..1 epochs ago | [0, 5] |

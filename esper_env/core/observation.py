@@ -40,7 +40,7 @@ def _global_features() -> list[Feature]:
         Feature("val_acc", 0, 1, "validation accuracy (fraction)"),
         Feature("val_loss_delta", -1, 1, "(previous - current val loss) / ln(n_classes)"),
         Feature("val_acc_delta", -1, 1, "val accuracy change in pp / 10 (first epoch: acc / 10)"),
-        Feature("plateau_epochs", 0, 1, "consecutive epochs gaining < plateau_threshold pp, / max_epochs"),
+        Feature("plateau_epochs", 0, 1, "epochs since best val accuracy rose >= plateau_threshold pp, / max_epochs"),
         Feature("best_val_acc", 0, 1, "best val accuracy so far (fraction)"),
     ]
     f += [Feature(f"val_acc_hist_{i}", 0, 1, f"val accuracy {HISTORY - i} epochs ago (0 before start)")
@@ -132,7 +132,9 @@ def encode_observation(*, report: EpochReport, tracker: TrackerState, slots: Seq
             slot.seed_params / host_params,
         ]
         v += [1.0 if slot.blueprint == b else 0.0 for b in blueprints]
-    obs = np.asarray(v, dtype=np.float32)
-    np.nan_to_num(obs, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    # Clip in float64 first: a finite value beyond float32's range must clip to the bound, not
+    # overflow to inf. NaN becomes 0; +-inf become the bounds.
+    obs = np.asarray(v, dtype=np.float64)
+    np.nan_to_num(obs, copy=False, nan=0.0, posinf=np.inf, neginf=-np.inf)
     np.clip(obs, low, high, out=obs)
-    return obs
+    return obs.astype(np.float32)

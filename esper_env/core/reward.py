@@ -133,6 +133,15 @@ def stage_potential(slot: SlotState, cfg: RewardConfig) -> float:
                                              cfg.pbrs_max_epoch_bonus)
 
 
+def _capped_power(base: float, exponent: int, cap: float) -> float:
+    """``min(cap, base ** exponent)`` for base >= 0, without overflow for long exponents."""
+    if cap <= 0.0:
+        return cap
+    if base > 1.0 and exponent * math.log(base) >= math.log(cap):
+        return cap
+    return min(cap, base ** exponent)
+
+
 def _targets(action: Action, slot: int, kind: ActionKind) -> bool:
     return action.kind == kind and action.slot == slot
 
@@ -183,8 +192,9 @@ def _contribution_terms(x: RewardInputs, cfg: RewardConfig) -> dict[str, float]:
         if (b.stage == SeedStage.PROBATIONARY and b.epochs_in_stage >= cfg.probation_wait_grace
                 and not _targets(x.action, s, ActionKind.FOSSILIZE)
                 and not _targets(x.action, s, ActionKind.CULL)):
-            probation -= min(cfg.probation_wait_max,
-                             cfg.probation_wait_base ** (b.epochs_in_stage - cfg.probation_wait_grace))
+            probation -= _capped_power(cfg.probation_wait_base,
+                                       b.epochs_in_stage - cfg.probation_wait_grace,
+                                       cfg.probation_wait_max)
     shaping = sum(cfg.pbrs_weight * (cfg.gamma * stage_potential(a, cfg) - stage_potential(b, cfg))
                   for b, a in zip(x.slots_before, x.slots_after))
     terminal = 0.0

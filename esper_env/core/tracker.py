@@ -1,10 +1,20 @@
-"""Host signal tracker: plateau count, stabilisation latch and short histories (anchor section 11.1).
+"""Host signal tracker: plateau count, stabilisation latch and short histories.
 
 Pure module. Accuracies are in percentage points (0-100).
+
+The anchor (reference section 11.1) counted *consecutive epochs whose accuracy gain was below
+0.5 pp* and *consecutive epochs whose relative loss improvement was below 3 %*. On a small, noisy
+validation split (digits: 359 samples, epoch-to-epoch swings of several pp) every rebound after a
+dip resets those counters, so the germination gate almost never opens. We keep the thresholds but
+measure against the best value so far ("patience", as in learning-rate schedulers): a plateau epoch
+is one that does not beat the best val accuracy by ``plateau_threshold`` pp; a stable epoch is one
+that does not beat the best val loss by more than ``stabilization_threshold`` (relative). On a
+monotone learning curve both rules agree with the anchor's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 HISTORY = 5
@@ -23,6 +33,7 @@ class TrackerState:
     stable_epochs: int = 0
     host_stabilized: bool = False
     best_val_acc: float = 0.0
+    best_val_loss: float = math.inf
     loss_history: tuple[float, ...] = ()
     acc_history: tuple[float, ...] = ()
 
@@ -32,21 +43,23 @@ def update_tracker(state: TrackerState, val_loss: float, val_acc: float, *,
                    stabilization_epochs: int) -> TrackerState:
     """Record one epoch's validation loss and accuracy.
 
-    An epoch whose accuracy gain is below ``plateau_threshold`` pp counts as a plateau epoch (the
-    first epoch's gain is its accuracy). From the second epoch on, an epoch is stable when the
-    relative loss improvement is below ``stabilization_threshold`` and the loss is below 1.5x the
-    previous one; ``stabilization_epochs`` stable epochs in a row latch ``host_stabilized``.
+    ``plateau_epochs`` counts epochs since the best val accuracy last rose by at least
+    ``plateau_threshold`` pp (the first epoch always improves on nothing, so it is not a plateau
+    epoch unless its accuracy is below the threshold). ``stable_epochs`` counts epochs, from the
+    second on, since the best val loss last fell by more than ``stabilization_threshold``
+    (relative); ``stabilization_epochs`` of them latch ``host_stabilized`` for the episode.
     """
     first = state.epochs == 0
     acc_delta = val_acc if first else val_acc - state.val_acc
     loss_delta = 0.0 if first else state.val_loss - val_loss
-    plateau = state.plateau_epochs + 1 if acc_delta < plateau_threshold else 0
+    improved_acc = val_acc - (0.0 if first else state.best_val_acc) >= plateau_threshold
+    plateau = 0 if improved_acc else state.plateau_epochs + 1
     stable_epochs = state.stable_epochs
     if not first:
-        prev = state.val_loss
-        rel = (prev - val_loss) / prev if prev > 0 else 0.0
-        stable = rel < stabilization_threshold and val_loss < 1.5 * prev
-        stable_epochs = stable_epochs + 1 if stable else 0
+        best = state.best_val_loss
+        improved_loss = best > 0 and (best - val_loss) / best > stabilization_threshold
+        stable_epochs = 0 if improved_loss else stable_epochs + 1
+    finite_loss = val_loss if math.isfinite(val_loss) else math.inf
     return replace(
         state,
         epochs=state.epochs + 1,
@@ -57,7 +70,8 @@ def update_tracker(state: TrackerState, val_loss: float, val_acc: float, *,
         plateau_epochs=plateau,
         stable_epochs=stable_epochs,
         host_stabilized=state.host_stabilized or stable_epochs >= stabilization_epochs,
-        best_val_acc=max(state.best_val_acc, val_acc),
+        best_val_acc=max(state.best_val_acc, val_acc) if not first else val_acc,
+        best_val_loss=min(state.best_val_loss, finite_loss),
         loss_history=(state.loss_history + (val_loss,))[-HISTORY:],
         acc_history=(state.acc_history + (val_acc,))[-HISTORY:],
     )

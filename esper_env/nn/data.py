@@ -108,5 +108,6 @@ def load_task(name: str, *, episode_seed: int, device: torch.device | str,
         tensors = _digits_cpu()
     else:
         tensors = _synthetic_cpu(spec, synthetic_samples, episode_seed)
-    moved = [t.to(device) for t in tensors]
+    # Copy: the digits tensors are cached for the process and must not be changed in place.
+    moved = [t.to(device, copy=True) for t in tensors]
     return TaskData(spec, *moved)

@@ -27,6 +27,10 @@ class MorphogeneticModel(nn.Module):
         self.host = host
         ips = host.injection_points
         self.points = tuple(points)
+        if len(set(self.points)) != len(self.points) or not all(
+                isinstance(p, int) and 0 <= p < len(ips) for p in self.points):
+            raise ValueError(f"points={self.points} is invalid; allowed: distinct indices in "
+                             f"0..{len(ips) - 1}")
         self.slots = nn.ModuleList(SeedSlot(ips[p].channels, ips[p].size, blend) for p in points)
         self._slot_after = {p: i for i, p in enumerate(self.points)}
 

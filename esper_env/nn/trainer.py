@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from esper_env.config import EsperConfig
+from esper_env.errors import ConfigError
 from esper_env.nn.blueprints import build_blueprint, count_parameters
 from esper_env.nn.data import TaskData
 from esper_env.nn.hosts import CNNHost
@@ -28,7 +29,9 @@ EVAL_CHUNK = 4096
 def build_seeded(seed: int, factory: callable) -> nn.Module:  # type: ignore[valid-type]
     """Build a module with reproducible initial weights, leaving the global CPU RNG untouched."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        # Seed only the CPU generator: torch.manual_seed would also reseed every CUDA/MPS
+        # generator, which fork_rng(devices=[]) does not restore. Modules are built on the CPU.
+        torch.default_generator.manual_seed(seed)
         return factory()
 
 
@@ -62,6 +65,9 @@ class Trainer:
         points = cfg.injection_points
         n_points = len(host.injection_points)
         if points is None:
+            if cfg.n_slots > n_points:
+                raise ConfigError(f"n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
+                                  f"(the host has {n_points} injection points)")
             points = tuple(range(n_points - cfg.n_slots, n_points))
         self.model = MorphogeneticModel(host, points, cfg.blend).to(self.device)
         self.model.train()

@@ -1,0 +1,121 @@
+"""Env steps per second, and the env's overhead over the bare compute of the same host.
+
+For each task, three measurements in one process, on the same data and config:
+
+1. ``no-growth``: steps/s of ``env.step(WAIT)`` over whole episodes (resets excluded).
+2. ``bare``: the same host trained by a bare loop, ``Trainer.train_epoch()`` + ``Trainer.validate()``
+   per epoch, with no env around it. ``overhead = step time / bare epoch time``.
+3. ``growth``: steps/s of a scripted policy that germinates ``conv_heavy`` as soon as the mask
+   allows and fossilizes when it can (so seeds train, blend and need counterfactual passes). Its
+   overhead is step time / the time spent inside the trainer's compute calls during those steps.
+
+Medians over ``--repeats`` repetitions; the machines are shared, so quote medians and ratios.
+Targets (2-core CPU): digits >= 25 steps/s single env, overhead <= 1.15.
+
+    python benchmarks/bench_env_step.py --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import provenance, save  # noqa: E402
+
+from agents.policies import ScriptedPolicy  # noqa: E402
+from esper_env.env import EsperEnv  # noqa: E402
+from esper_env.nn.data import load_task  # noqa: E402
+from esper_env.nn.trainer import Trainer  # noqa: E402
+
+
+def _episode_steps(env: EsperEnv, seed: int, policy=None) -> tuple[float, int, float]:
+    """Run one episode; return (seconds in step(), steps, seconds inside trainer compute)."""
+    trainer_time = [0.0]
+    obs, _ = env.reset(seed=seed)
+    tr = env.trainer
+    originals = {name: getattr(tr, name) for name in ("train_epoch", "validate")}
+
+    def timed(fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                trainer_time[0] += time.perf_counter() - t
+        return wrapper
+
+    for name, fn in originals.items():
+        setattr(tr, name, timed(fn))
+    done, steps, total = False, 0, 0.0
+    while not done:
+        a = 0 if policy is None else policy.predict(obs, action_masks=env.action_masks())[0]
+        t = time.perf_counter()
+        obs, _, done, _, _ = env.step(a)
+        total += time.perf_counter() - t
+        steps += 1
+    return total, steps, trainer_time[0]
+
+
+def _bare_epochs(env: EsperEnv, seed: int, epochs: int) -> float:
+    """Seconds per epoch of train_epoch + validate on a fresh trainer of the same config."""
+    cfg = env.config
+    data = load_task(cfg.task, episode_seed=seed, device=cfg.device,
+                     synthetic_samples=cfg.synthetic_samples)
+    trainer = Trainer(cfg, data, model_seed=seed, data_seed=seed + 1)
+    trainer.train_epoch()
+    trainer.validate(())
+    t = time.perf_counter()
+    for _ in range(epochs):
+        trainer.train_epoch()
+        trainer.validate(())
+    return (time.perf_counter() - t) / epochs
+
+
+def bench_task(task: str, repeats: int, max_epochs: int) -> dict:
+    env = EsperEnv(task=task, max_epochs=max_epochs)
+    _episode_steps(env, 1000)  # warm-up
+    nog, bare, grow, grow_ratio = [], [], [], []
+    policy = ScriptedPolicy(env, "conv_heavy")
+    for r in range(repeats):
+        total, steps, _ = _episode_steps(env, r)
+        nog.append(total / steps)
+        bare.append(_bare_epochs(env, r, max_epochs - 1))
+        total, steps, compute = _episode_steps(env, r, policy)
+        grow.append(total / steps)
+        grow_ratio.append(total / compute)
+    step_s, bare_s, grow_s = (statistics.median(x) for x in (nog, bare, grow))
+    return {"task": task, "repeats": repeats, "max_epochs": max_epochs,
+            "no_growth_steps_per_s": 1.0 / step_s, "bare_epochs_per_s": 1.0 / bare_s,
+            "overhead_no_growth": step_s / bare_s, "growth_steps_per_s": 1.0 / grow_s,
+            "overhead_growth": statistics.median(grow_ratio)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="digits,synthetic")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-epochs", type=int, default=25)
+    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    args = p.parse_args(argv)
+    prov = provenance()
+    print(f"# {prov['cpu']} ({prov['cores']} cores, {prov['torch_threads']} torch threads), "
+          f"torch {prov['torch']}, commit {prov['commit']}")
+    print(f"{'task':<10} {'steps/s':>8} {'bare ep/s':>9} {'overhead':>8} "
+          f"{'growth steps/s':>14} {'growth overhead':>15}")
+    out = []
+    for task in args.tasks.split(","):
+        r = bench_task(task, args.repeats, args.max_epochs)
+        print(f"{task:<10} {r['no_growth_steps_per_s']:>8.1f} {r['bare_epochs_per_s']:>9.1f} "
+              f"{r['overhead_no_growth']:>8.3f} {r['growth_steps_per_s']:>14.1f} "
+              f"{r['overhead_growth']:>15.3f}")
+        save("env_step", {"bench": "env_step", **r}, args.out)
+        out.append(r)
+    return out
+
+
+if __name__ == "__main__":
+    main()

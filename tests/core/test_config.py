@@ -1,0 +1,245 @@
+"""Configuration validation, overrides and JSON round trip (esper_env/config.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+
+import pytest
+
+from esper_env.config import EsperConfig, GateConfig, GovernorConfig, RewardConfig, from_kwargs
+from esper_env.errors import ConfigError, EsperError
+
+BAD_TOP: dict[str, list[object]] = {
+    "task": ["digit", "cifar", "", None, 3],
+    "n_slots": [0, -1, 1.5, True, "1"],
+    "max_epochs": [1, 0, 2.0, None],
+    "reward_mode": ["contrib", "Delta", None],
+    "blend": ["addd", "mul"],
+    "alpha_schedule": ["sigmoidal", "step"],
+    "blending_epochs": [0, -2, 2.5],
+    "germination_gate": [1, "yes", None, 0],
+    "min_germinate_epoch": [-1, 1.0],
+    "plateau_epochs_to_germinate": [-1, "3"],
+    "plateau_threshold": [-0.1, math.nan, math.inf, "0.5", True],
+    "stabilization_threshold": [-1.0, math.nan, -math.inf],
+    "stabilization_epochs": [0, False],
+    "min_cull_age": [-1, 2.0],
+    "embargo_epochs": [0, -3],
+    "probation_timeout": [0, 1.5, True],
+    "injection_points": [(0, 1), (-1,), (True,), (1.0,), "0"],
+    "host_channels": [(4,), (4, 0), (4, 8.0), "4,8", ()],
+    "batch_size": [0, 64.0],
+    "host_lr": [0.0, -0.1, math.nan, math.inf],
+    "host_momentum": [1.5, -0.1, math.nan],
+    "host_weight_decay": [-1e-4, math.inf],
+    "seed_lr": [0, -1.0],
+    "seed_momentum": [1.1, -0.5],
+    "synthetic_samples": [1, 0, 10.0],
+    "device": ["gpu", "cuda:x", "cuda:", "CPU", 0, None],
+    "torch_threads": [0, -1, 2.0],
+    "fault_epochs": [(1,), (0,), (2.5,), (True,), "3", 3],
+}
+BAD_TOP_CASES = [(k, v) for k, vs in BAD_TOP.items() for v in vs]
+
+BAD_NESTED: dict[str, list[object]] = {
+    "gates.min_training_epochs": [0, 1.5],
+    "gates.max_isolation_violations": [-1],
+    "gates.min_gradient_ratio": [-0.01, math.nan],
+    "gates.require_host_improvement": [1, "no"],
+    "gates.min_host_improvement": [math.nan, math.inf],
+    "gates.min_blend_alpha": [1.5, -0.1],
+    "gates.min_fossilize_contribution": [math.inf, "1"],
+    "reward.gamma": [0.0, 1.5, -0.1],
+    "reward.probation_wait_grace": [-1, 1.5],
+    "reward.cull_hurting_threshold": [0.1],
+    "reward.rent_weight": [-1.0],
+    "reward.max_rent": [math.nan],
+    "reward.terminal_fossil_bonus": [-3.0],
+    "reward.illegal_action_penalty": [-0.1],
+    "governor.enabled": ["no", 1],
+    "governor.snapshot_every": [0],
+    "governor.history_window": [1],
+    "governor.min_history": [1, 21],
+    "governor.sensitivity": [-1.0],
+    "governor.multiplier": [-1.0],
+    "governor.absolute_floor": [-1.0, math.inf],
+    "governor.consecutive_spikes": [0],
+    "governor.lobotomy_tolerance": [1.5, -0.1],
+    "governor.max_rollbacks": [-1],
+}
+BAD_NESTED_CASES = [(k, v) for k, vs in BAD_NESTED.items() for v in vs]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_TOP_CASES,
+                         ids=[f"{k}={v!r}" for k, v in BAD_TOP_CASES])
+def test_esper_config_invalid_value_names_field_and_value(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        EsperConfig(**{field: value})
+    msg = str(info.value)
+    assert field in msg
+    assert repr(value) in msg
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_NESTED_CASES,
+                         ids=[f"{k}={v!r}" for k, v in BAD_NESTED_CASES])
+def test_nested_config_invalid_value_names_field_and_value(field: str, value: object) -> None:
+    group, name = field.split(".")
+    with pytest.raises(ConfigError) as info:
+        from_kwargs(**{group: {name: value}})
+    msg = str(info.value)
+    assert f"{field}={value!r}" in msg
+    cls = {"gates": GateConfig, "reward": RewardConfig, "governor": GovernorConfig}[group]
+    with pytest.raises(ConfigError, match=re.escape(f"{field}={value!r}")):
+        cls(**{name: value})
+
+
+def test_every_field_has_a_bad_value_case() -> None:
+    assert set(BAD_TOP) == {f.name for f in dataclasses.fields(EsperConfig)} - {
+        "gates", "reward", "governor"}
+    for group, cls in (("gates", GateConfig), ("governor", GovernorConfig)):
+        assert {k.split(".")[1] for k in BAD_NESTED if k.startswith(group)} == {
+            f.name for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(RewardConfig)])
+def test_reward_config_rejects_nan_for_every_weight(field: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"reward.{field}=nan")):
+        RewardConfig(**{field: math.nan})
+
+
+def test_config_error_is_value_error_and_esper_error() -> None:
+    with pytest.raises(ValueError):
+        EsperConfig(n_slots=0)
+    assert issubclass(ConfigError, EsperError)
+
+
+def test_config_task_typo_suggests_closest_name() -> None:
+    with pytest.raises(ConfigError, match=re.escape("did you mean 'digits'")):
+        EsperConfig(task="digit")
+    with pytest.raises(ConfigError, match=re.escape("did you mean 'sigmoid'")):
+        EsperConfig(alpha_schedule="sigmoidal")
+
+
+def test_config_error_message_says_what_is_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"^n_slots=0 is invalid; allowed: an integer >= 1$"):
+        EsperConfig(n_slots=0)
+    with pytest.raises(ConfigError, match=r"allowed: a finite number >= 0\.0 and <= 1\.0$"):
+        EsperConfig(host_momentum=1.5)
+
+
+def test_config_nested_wrong_type_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"^gates='x' is invalid"):
+        EsperConfig(gates="x")  # type: ignore[arg-type]
+
+
+def test_from_kwargs_nested_dict_updates_only_given_fields() -> None:
+    base = EsperConfig(gates=GateConfig(min_training_epochs=1, max_isolation_violations=4))
+    c = from_kwargs(base, gates={"min_fossilize_contribution": 2.0},
+                    reward={"gamma": 0.9}, max_epochs=40)
+    assert c.gates == GateConfig(min_training_epochs=1, max_isolation_violations=4,
+                                 min_fossilize_contribution=2.0)
+    assert c.reward.gamma == 0.9 and c.reward.rent_weight == RewardConfig().rent_weight
+    assert c.max_epochs == 40
+    assert c.governor == base.governor
+
+
+def test_from_kwargs_whole_nested_dataclass_replaces() -> None:
+    g = GateConfig(min_blend_alpha=0.5)
+    assert from_kwargs(gates=g).gates is g
+
+
+def test_esper_config_dict_for_nested_builds_dataclass() -> None:
+    c = EsperConfig(governor={"enabled": False})
+    assert isinstance(c.governor, GovernorConfig) and c.governor.enabled is False
+    assert c.governor.snapshot_every == 5
+
+
+def test_esper_config_replace_validates() -> None:
+    c = EsperConfig().replace(n_slots=2, injection_points=[0, 1])
+    assert c.injection_points == (0, 1)
+    with pytest.raises(ConfigError, match="max_epochs=1"):
+        EsperConfig().replace(max_epochs=1)
+
+
+def test_from_kwargs_unknown_kwarg_did_you_mean() -> None:
+    with pytest.raises(ConfigError, match=re.escape("unknown EsperConfig field 'max_epoch'; "
+                                                    "did you mean 'max_epochs'?")):
+        from_kwargs(max_epoch=10)
+
+
+def test_from_kwargs_unknown_nested_key_did_you_mean() -> None:
+    with pytest.raises(ConfigError, match=re.escape("did you mean 'gates.min_training_epochs'?")):
+        from_kwargs(gates={"min_training_epoch": 2})
+    with pytest.raises(ConfigError, match=re.escape("'governor.foo'")):
+        EsperConfig(governor={"foo": 1})
+
+
+def test_from_dict_unknown_key_rejected() -> None:
+    d = EsperConfig().to_dict()
+    d["n_slot"] = 2
+    with pytest.raises(ConfigError, match=re.escape("did you mean 'n_slots'?")):
+        EsperConfig.from_dict(d)
+
+
+NON_DEFAULT = dict(
+    task="synthetic", n_slots=2, max_epochs=40, reward_mode="delta", blend="gate",
+    alpha_schedule="cosine", blending_epochs=3, germination_gate=False, min_germinate_epoch=2,
+    plateau_epochs_to_germinate=1, plateau_threshold=0.25, stabilization_threshold=0.01,
+    stabilization_epochs=5, min_cull_age=4, embargo_epochs=2, probation_timeout=6,
+    injection_points=(0, 2), host_channels=(4, 8, 16), batch_size=32, host_lr=0.05,
+    host_momentum=0.0, host_weight_decay=0.0, seed_lr=0.1, seed_momentum=0.5,
+    synthetic_samples=10, device="cuda:1", torch_threads=1, fault_epochs=(3, 7),
+    gates=GateConfig(min_training_epochs=1, min_gradient_ratio=0.0, require_host_improvement=True,
+                     min_fossilize_contribution=-100.0),
+    reward=RewardConfig(gamma=0.95, rent_weight=0.25, cull_hurting_threshold=-1.0),
+    governor=GovernorConfig(enabled=False, min_history=5, history_window=8),
+)
+
+
+@pytest.mark.parametrize("config", [EsperConfig(), EsperConfig(**NON_DEFAULT)],
+                         ids=["default", "non_default"])
+def test_esper_config_json_round_trip(config: EsperConfig) -> None:
+    text = config.to_json()
+    json.loads(text)  # plain JSON
+    back = EsperConfig.from_json(text)
+    assert back == config
+    assert isinstance(back.gates, GateConfig) and isinstance(back.reward, RewardConfig)
+    if config.injection_points is not None:
+        assert isinstance(back.injection_points, tuple)
+        assert isinstance(back.fault_epochs, tuple)
+
+
+def test_non_default_config_differs_from_default_in_every_field() -> None:
+    d, n = EsperConfig(), EsperConfig(**NON_DEFAULT)
+    for f in dataclasses.fields(EsperConfig):
+        assert getattr(d, f.name) != getattr(n, f.name), f.name
+
+
+@pytest.mark.parametrize(("max_epochs", "timeout", "want"), [
+    (25, None, 3), (2, None, 3), (39, None, 3), (40, None, 4), (100, None, 10), (25, 7, 7),
+    (100, 1, 1),
+])
+def test_effective_probation_timeout(max_epochs: int, timeout: int | None, want: int) -> None:
+    c = EsperConfig(max_epochs=max_epochs, probation_timeout=timeout)
+    assert c.effective_probation_timeout == want
+
+
+def test_esper_config_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        EsperConfig().n_slots = 3  # type: ignore[misc]
+
+
+def test_defaults_are_anchor_values() -> None:
+    c = EsperConfig()
+    assert (c.task, c.n_slots, c.max_epochs, c.reward_mode, c.blend, c.alpha_schedule) == (
+        "digits", 1, 25, "contribution", "add", "sigmoid")
+    assert (c.blending_epochs, c.min_germinate_epoch, c.plateau_epochs_to_germinate,
+            c.min_cull_age, c.embargo_epochs) == (5, 5, 3, 10, 3)
+    assert (c.host_lr, c.host_momentum, c.host_weight_decay, c.seed_lr, c.seed_momentum) == (
+        0.01, 0.9, 5e-4, 0.01, 0.9)
+    g = c.governor
+    assert (g.snapshot_every, g.history_window, g.min_history, g.sensitivity, g.multiplier,
+            g.consecutive_spikes, g.lobotomy_tolerance) == (5, 20, 10, 6.0, 3.0, 3, 0.065)

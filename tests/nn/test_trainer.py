@@ -1,0 +1,370 @@
+"""Trainer: learning, gradient ratios, counterfactuals, germinate/cull, snapshots, determinism."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+from torch import nn
+
+import esper_env.nn.trainer as trainer_module
+from esper_env.config import EsperConfig
+from esper_env.nn.blueprints import blueprint_param_count
+from esper_env.nn.data import load_task
+from esper_env.nn.trainer import Trainer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """These models are tiny: intra-op threads only add sync overhead (large on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_trainer(n_slots: int = 3, model_seed: int = 1, data_seed: int = 2, **cfg: object
+                 ) -> Trainer:
+    return Trainer(EsperConfig(task="synthetic", n_slots=n_slots, **cfg),
+                   load_task("synthetic", episode_seed=0, device="cpu"),
+                   model_seed=model_seed, data_seed=data_seed)
+
+
+def host_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in trainer.model.host.state_dict().items()}
+
+
+def any_differs(xs: list[torch.Tensor], ys: list[torch.Tensor]) -> bool:
+    return any(not torch.equal(p, q) for p, q in zip(xs, ys, strict=True))
+
+
+def assert_states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_trainer_train_epoch_lowers_loss() -> None:
+    trainer = make_trainer()
+    losses = []
+    for _ in range(10):
+        loss, acc, ratios, violations = trainer.train_epoch()
+        assert math.isfinite(loss) and 0.0 <= acc <= 100.0
+        assert ratios == [0.0, 0.0, 0.0] and violations == [0, 0, 0]
+        losses.append(loss)
+    assert losses[-1] < losses[0] - 0.05, losses
+    assert sum(b < a for a, b in pairwise(losses)) >= 7, losses
+
+
+def test_trainer_gradient_ratio_positive_for_active_seed_zero_for_empty_slot() -> None:
+    trainer = make_trainer()
+    trainer.germinate(1, "conv_light", module_seed=5)
+    trainer.configure(1, "incubate", 0.0, isolate=True)
+    _, _, ratios, violations = trainer.train_epoch()
+    assert ratios[1] > 0.0 and math.isfinite(ratios[1])
+    assert ratios[0] == 0.0 and ratios[2] == 0.0
+    assert violations == [0, 0, 0]
+
+
+def test_trainer_gradient_ratio_zero_for_dormant_seed() -> None:
+    trainer = make_trainer()
+    trainer.germinate(2, "conv_light", module_seed=5)  # mode stays "off"
+    _, _, ratios, _ = trainer.train_epoch()
+    assert ratios == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("slot", [0, 1, 2])
+def test_trainer_validate_counterfactual_equals_two_pass(slot: int) -> None:
+    trainer = make_trainer(host_lr=0.1, seed_lr=0.1)
+    trainer.germinate(slot, "conv_heavy", module_seed=10 + slot)
+    trainer.configure(slot, "blend", 0.6, isolate=True)
+    for _ in range(3):
+        trainer.train_epoch()
+    _, acc, contributions = trainer.validate(counterfactual_slots=[slot])
+    _, acc_real = trainer.evaluate("val")
+    _, acc_ablated = trainer.evaluate("val", ablate_slot=slot)
+    assert acc == acc_real
+    assert set(contributions) == {slot}
+    assert abs(contributions[slot] - (acc_real - acc_ablated)) <= 1e-9
+
+
+def test_trainer_validate_counterfactuals_of_all_slots_equal_two_pass() -> None:
+    trainer = make_trainer(host_lr=0.1, seed_lr=0.1)  # a host that learns within 3 epochs
+    for k in range(3):
+        trainer.germinate(k, "conv_heavy", module_seed=10 + k)
+        trainer.configure(k, "blend", 0.6, isolate=True)
+    for _ in range(3):
+        trainer.train_epoch()
+    _, acc, contributions = trainer.validate(counterfactual_slots=[0, 1, 2])
+    assert set(contributions) == {0, 1, 2}
+    for k in range(3):
+        expected = trainer.evaluate("val")[1] - trainer.evaluate("val", ablate_slot=k)[1]
+        assert abs(contributions[k] - expected) <= 1e-9, k
+    # Non-vacuous: at least one seed changes validation accuracy.
+    assert any(c != 0.0 for c in contributions.values()), contributions
+
+
+def test_trainer_validate_leaves_slot_state_and_weights_unchanged() -> None:
+    trainer = make_trainer()
+    trainer.germinate(0, "conv_light", module_seed=3)
+    trainer.configure(0, "blend", 0.6, isolate=True)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.validate(counterfactual_slots=[0])
+    trainer.evaluate("val", ablate_slot=0)
+    slot = trainer.model.slots[0]
+    assert (slot.mode, slot.alpha, slot.isolate, slot.is_active) == ("blend", 0.6, True, True)
+    assert trainer.model.training
+    after = trainer.model.state_dict()
+    for k, v in before.items():  # eval mode: BatchNorm running stats untouched
+        assert torch.equal(after[k], v), k
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_trainer_validate_restores_training_mode(was_training: bool) -> None:
+    trainer = make_trainer()
+    trainer.model.train(was_training)
+    trainer.validate()
+    assert trainer.model.training is was_training
+    assert all(m.training is was_training for m in trainer.model.modules())
+
+
+@pytest.mark.parametrize("was_training", [True, False])
+def test_trainer_validate_restores_state_when_forward_ablations_raises(
+        monkeypatch: pytest.MonkeyPatch, was_training: bool) -> None:
+    trainer = make_trainer()
+    trainer.germinate(1, "conv_light", module_seed=3)
+    trainer.configure(1, "blend", 0.6, isolate=True)
+    trainer.model.train(was_training)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("forward exploded")
+
+    monkeypatch.setattr(trainer.model, "forward_ablations", boom)
+    with pytest.raises(RuntimeError, match="forward exploded"):
+        trainer.validate(counterfactual_slots=[1])
+    assert trainer.model.training is was_training
+    with pytest.raises(RuntimeError, match="forward exploded"):
+        trainer.evaluate("val", ablate_slot=1)
+    assert trainer.model.training is was_training
+    assert trainer.model.slots[1].is_active
+
+
+def test_trainer_evaluate_restores_ablation_when_seed_forward_raises(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer()
+    for k in (0, 2):
+        trainer.germinate(k, "conv_light", module_seed=3 + k)
+        trainer.configure(k, "blend", 0.6, isolate=True)
+    reference = trainer.evaluate("val", ablate_slot=2)
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("seed exploded")
+
+    monkeypatch.setattr(trainer.model.slots[0].seed, "forward", boom)
+    with pytest.raises(RuntimeError, match="seed exploded"):
+        trainer.evaluate("val", ablate_slot=2)
+    assert trainer.model.training
+    assert trainer.model.slots[2].is_active  # the ablation was undone
+    monkeypatch.undo()
+    assert trainer.evaluate("val", ablate_slot=2) == reference
+    assert trainer.evaluate("val") != reference
+
+
+def test_trainer_validate_rejects_unknown_split() -> None:
+    trainer = make_trainer()
+    with pytest.raises(ValueError, match="split='dev'"):
+        trainer.validate(split="dev")
+
+
+def test_trainer_validate_splits_differ() -> None:
+    trainer = make_trainer()
+    trainer.train_epoch()
+    results = {s: trainer.validate(split=s)[:2] for s in ("train", "val", "test")}
+    assert len({r[0] for r in results.values()}) == 3
+
+
+@pytest.mark.parametrize("blend", ["add", "gate"])
+@pytest.mark.parametrize("blueprint", ["norm", "attention", "depthwise", "conv_light",
+                                       "conv_heavy"])
+def test_trainer_germinate_returns_true_count_and_creates_optimizer(blueprint: str,
+                                                                    blend: str) -> None:
+    trainer = make_trainer(blend=blend)
+    k = 2
+    slot = trainer.model.slots[k]
+    assert trainer.seed_opts[k] is None
+    n, ok = trainer.germinate(k, blueprint, module_seed=7)
+    assert ok
+    real = sum(p.numel() for p in slot.seed_parameters())
+    assert n == real
+    gate = sum(p.numel() for p in slot.gate.parameters()) if blend == "gate" else 0
+    assert n == blueprint_param_count("cnn", blueprint, slot.channels) + gate
+    assert slot.mode == "off"
+    opt = trainer.seed_opts[k]
+    assert opt is not None
+    opt_ids = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert opt_ids == {id(p) for p in slot.seed_parameters()}
+    assert trainer.seed_opts[0] is None and trainer.seed_opts[1] is None
+
+    trainer.cull(k)
+    assert trainer.seed_opts[k] is None
+    assert slot.seed is None and slot.gate is None and slot.seed_parameters() == []
+
+
+def test_trainer_germinate_same_module_seed_same_weights() -> None:
+    a, b = make_trainer(), make_trainer()
+    a.germinate(1, "depthwise", module_seed=4)
+    b.germinate(1, "depthwise", module_seed=4)
+    assert not any_differs(a.model.slots[1].seed_parameters(), b.model.slots[1].seed_parameters())
+    b.germinate(1, "depthwise", module_seed=5)
+    assert any_differs(a.model.slots[1].seed_parameters(), b.model.slots[1].seed_parameters())
+
+
+def test_trainer_germinate_failed_shape_probe_leaves_slot_empty(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = make_trainer()
+    monkeypatch.setattr(trainer_module, "build_blueprint",
+                        lambda topology, name, channels: nn.Conv2d(channels, channels + 1, 1))
+    assert trainer.germinate(0, "conv_light", module_seed=1) == (0, False)
+    assert trainer.model.slots[0].seed is None
+    assert trainer.seed_opts[0] is None
+
+
+def test_trainer_rollback_restores_host_exactly() -> None:
+    trainer = make_trainer()
+    trainer.train_epoch()
+    good = host_state(trainer)
+    trainer.snapshot([])
+    trainer.train_epoch()
+    trainer.poison_host()
+    assert not trainer.parameters_finite()
+    trainer.rollback()
+    assert trainer.parameters_finite()
+    assert_states_equal(host_state(trainer), good)
+    assert trainer.host_opt.state_dict()["state"] == {}  # momentum reset
+    loss, *_ = trainer.train_epoch()  # and it trains again
+    assert math.isfinite(loss)
+
+
+def test_trainer_snapshot_is_a_cpu_copy() -> None:
+    trainer = make_trainer()
+    trainer.snapshot([])
+    snap = trainer._snapshot["host"]
+    saved = {k: v.clone() for k, v in snap.items()}
+    trainer.train_epoch()
+    for k, v in snap.items():
+        assert v.device.type == "cpu"
+        assert not v.requires_grad
+        assert torch.equal(v, saved[k]), k  # training did not write through into the snapshot
+
+
+def test_trainer_rollback_without_snapshot_raises() -> None:
+    with pytest.raises(RuntimeError, match="without a snapshot"):
+        make_trainer().rollback()
+
+
+def test_trainer_snapshot_holds_no_live_seed() -> None:
+    trainer = make_trainer()
+    trainer.germinate(2, "conv_heavy", module_seed=9)
+    trainer.configure(2, "blend", 0.6, isolate=True)
+    trainer.train_epoch()
+    good = host_state(trainer)
+    trainer.snapshot([])
+    assert trainer._snapshot["fossils"] == {}
+    assert trainer.snapshot_slots == ()
+    seed_ids = {id(p) for p in trainer.model.slots[2].seed_parameters()}
+    seed_ptrs = {p.data_ptr() for p in trainer.model.slots[2].seed_parameters()}
+    assert not any(v.data_ptr() in seed_ptrs for v in trainer._snapshot["host"].values())
+    assert all(id(v) not in seed_ids for v in trainer._snapshot["host"].values())
+    n_host_entries = len(trainer.model.host.state_dict())
+    assert len(trainer._snapshot["host"]) == n_host_entries
+
+    trainer.train_epoch()
+    seed_before = [p.detach().clone() for p in trainer.model.slots[2].seed_parameters()]
+    seed_opt = trainer.seed_opts[2]
+    trainer.poison_host()
+    trainer.rollback()
+    assert_states_equal(host_state(trainer), good)
+    seed_after = trainer.model.slots[2].seed_parameters()
+    assert all(torch.equal(a, b) for a, b in zip(seed_before, seed_after, strict=True))
+    assert trainer.seed_opts[2] is seed_opt
+
+
+def test_trainer_snapshot_rollback_restores_fossil_seed() -> None:
+    trainer = make_trainer(blend="gate")
+    trainer.germinate(1, "conv_light", module_seed=9)
+    trainer.configure(1, "blend", 1.0, isolate=True)
+    trainer.train_epoch()
+    fossil = [p.detach().clone() for p in trainer.model.slots[1].seed_parameters()]
+    trainer.snapshot([1])
+    assert trainer.snapshot_slots == (1,)
+    trainer.train_epoch()
+    with torch.no_grad():
+        for p in trainer.model.slots[1].seed_parameters():
+            p.fill_(float("nan"))
+    trainer.rollback()
+    assert trainer.parameters_finite()
+    for a, b in zip(fossil, trainer.model.slots[1].seed_parameters(), strict=True):
+        assert torch.equal(a, b)
+    opt = trainer.seed_opts[1]
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == \
+        {id(p) for p in trainer.model.slots[1].seed_parameters()}
+
+
+def test_trainer_same_seeds_same_weights_and_epochs() -> None:
+    a, b = make_trainer(), make_trainer()
+    assert_states_equal(a.model.state_dict(), b.model.state_dict())
+    for t in (a, b):
+        t.germinate(2, "conv_light", module_seed=4)
+        t.configure(2, "incubate", 0.0, isolate=True)
+    for _ in range(2):
+        assert a.train_epoch() == b.train_epoch()
+    assert a.validate([2]) == b.validate([2])
+    assert_states_equal(a.model.state_dict(), b.model.state_dict())
+
+
+def test_trainer_seeds_change_weights_and_data_order() -> None:
+    base = make_trainer()
+    other_model = make_trainer(model_seed=11)
+    assert any_differs(base.model.host_parameters(), other_model.model.host_parameters())
+    other_data = make_trainer(data_seed=12)
+    assert not any_differs(base.model.host_parameters(), other_data.model.host_parameters())
+    assert base.train_epoch() != other_data.train_epoch()
+
+
+def test_trainer_leaves_global_rng_untouched(rng_guard) -> None:
+    trainer = make_trainer()
+    trainer.germinate(0, "conv_heavy", module_seed=3)
+    trainer.configure(0, "incubate", 0.0, isolate=True)
+    trainer.train_epoch()
+    trainer.validate([0])
+    trainer.snapshot([])
+    trainer.rollback()
+
+
+def test_trainer_does_not_reseed_accelerator_generators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec 13: the env never touches a global torch RNG, on CUDA/MPS/XPU machines either.
+
+    ``fork_rng(devices=[])`` only saves the CPU state, so seeding inside it must not go through
+    ``torch.manual_seed`` (which also reseeds every accelerator's global generator). Recording
+    the accelerator seeding calls makes this checkable on a CPU-only machine.
+    """
+    calls: list[tuple[str, int]] = []
+    for module, name in ((torch.cuda, "manual_seed_all"), (torch.cuda, "manual_seed"),
+                         (torch.mps, "manual_seed"), (torch.xpu, "manual_seed_all")):
+        monkeypatch.setattr(module, name,
+                            lambda seed, _n=f"{module.__name__}.{name}": calls.append((_n, seed)))
+    trainer = make_trainer(blend="gate")
+    trainer.germinate(0, "conv_light", module_seed=3)
+    assert calls == []
+
+
+def test_trainer_rejects_more_slots_than_injection_points() -> None:
+    """Spec 4: n_slots is at most the host's injection points (3 here).
+
+    Built directly (without the env's own check), n_slots=4 yields points (-1, 0, 1, 2): slot 0
+    sits at index -1, which ``forward`` never reaches, so its seed would be silently dead.
+    """
+    with pytest.raises((ValueError, IndexError)):
+        make_trainer(n_slots=4)
