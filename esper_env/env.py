@@ -62,8 +62,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation Space
 
-    A flat ``Box(float32)``: a global block of 28 features, then one block of 26 features per slot
-    (21 + B). Values are finite and clipped to the bounds below (accuracies are fractions; losses are
+    A flat ``Box(float32)``: a global block of 22 features, then one block of 22 features per slot
+    (17 + B), in this order. Values are finite and clipped to the bounds below (accuracies are fractions; losses are
     divided by ln(n_classes); ``pp`` = percentage points).
 
     | feature | meaning | bounds |
@@ -83,12 +83,12 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | germination_open | 1 if the germination gate is open | {0, 1} |
     | added_param_ratio | parameters of live seed modules / host parameters | [0, 10] |
     | slot{s}_stage_{dormant..resetting} | one-hot of the stage (9 stages, in enum order) | {0, 1} |
-    | slot{s}_alpha | blend weight | [0, 1] |
+    | slot{s}_alpha | blend weight the next epoch trains with | [0, 1] |
     | slot{s}_epochs_in_stage | epochs in the current stage / max_epochs | [0, 1] |
     | slot{s}_seed_age | epochs since germination / max_epochs | [0, 1] |
     | slot{s}_improvement | val accuracy change since the stage started, pp / 10 | [-1, 1] |
-    | slot{s}_counterfactual | this epoch's counterfactual contribution, pp / 10 | [-1, 1] |
-    | slot{s}_has_counterfactual | 1 if the seed has a counterfactual (alpha > 0) | {0, 1} |
+    | slot{s}_counterfactual | counterfactual contribution measured this epoch, pp / 10 | [-1, 1] |
+    | slot{s}_has_counterfactual | 1 if this epoch trained the seed with alpha > 0 | {0, 1} |
     | slot{s}_gradient_ratio | parameter-normalised seed/host gradient ratio / 10 | [0, 1] |
     | slot{s}_param_share | seed parameters / host parameters | [0, 10] |
     | slot{s}_blueprint_{name} | one-hot of the seed's blueprint, in action order | {0, 1} |
@@ -316,6 +316,10 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             events += ev
             self._slots = self._slots[:k] + (slot,) + self._slots[k + 1:]
             self._sync_trainer(k)
+            if fossilized_now and cfg.governor.enabled:
+                # The model passed the governor at the end of the last epoch and has not trained
+                # since: the last known good state, now with the new fossil in it.
+                self._snapshot()
 
         # 2. one epoch of training and validation, watched by the governor
         self._epoch += 1
@@ -352,10 +356,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             self._sync_trainer(k)
         if not diverged:
             self._update_tracker(report)
-        if cfg.governor.enabled and not (panic or diverged) and (
-                fossilized_now or self._epoch % cfg.governor.snapshot_every == 0):
-            trainer.snapshot([k for k, s in enumerate(self._slots)
-                              if s.stage == SeedStage.FOSSILIZED])
+        if cfg.governor.enabled and not panic and self._epoch % cfg.governor.snapshot_every == 0:
+            self._snapshot()
         self._report = report
         terminated = diverged or self._epoch >= cfg.max_epochs
         self._done = terminated
@@ -386,7 +388,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     def _check_action(self, action: Any) -> int:
         if isinstance(action, np.ndarray) and action.shape == (1,):
             action = action[0]
-        if not self.action_space.contains(action):
+        if isinstance(action, (bool, np.bool_)) or not self.action_space.contains(action):
             raise InvalidAction(f"expected an integer action in [0, {self.codec.n}), "
                                 f"actual: {action!r}")
         return int(action)
@@ -438,6 +440,12 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             trainer.configure(k, "blend", slot.alpha.alpha, isolate=True)
         else:  # GERMINATED never survives a step
             trainer.configure(k, "off", 0.0, isolate=True)
+
+    def _snapshot(self) -> None:
+        """Snapshot the host and the fossilised seeds (never a live seed)."""
+        assert self._trainer is not None
+        self._trainer.snapshot([k for k, s in enumerate(self._slots)
+                                if s.stage == SeedStage.FOSSILIZED])
 
     def _update_tracker(self, report: EpochReport) -> None:
         cfg = self.config

@@ -24,10 +24,11 @@ class ConvBlock(nn.Module):
         Input ``(N, C_in, H, W)``; output ``(N, C_out, H, W)`` or ``(N, C_out, H/2, W/2)`` pooled.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, pool: bool) -> None:
+    def __init__(self, in_channels: int, out_channels: int, pool: bool,
+                 bn_momentum: float = 0.1) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.norm = nn.BatchNorm2d(out_channels)
+        self.norm = nn.BatchNorm2d(out_channels, momentum=bn_momentum)
         self.act = nn.ReLU()
         self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
 
@@ -47,19 +48,20 @@ class CNNHost(nn.Module):
         channels: output width of each block.
         pool_layers: how many leading blocks are followed by a 2x2 max-pool.
         n_classes: classes of the linear head.
+        bn_momentum: BatchNorm running-statistics momentum.
     """
 
     topology = "cnn"
 
     def __init__(self, in_channels: int, image_size: int, channels: tuple[int, ...],
-                 pool_layers: int, n_classes: int) -> None:
+                 pool_layers: int, n_classes: int, bn_momentum: float = 0.1) -> None:
         super().__init__()
         self.channels = tuple(channels)
         self.n_classes = n_classes
         blocks, points, size, prev = [], [], image_size, in_channels
         for i, c in enumerate(self.channels):
             pool = i < pool_layers and size >= 2
-            blocks.append(ConvBlock(prev, c, pool))
+            blocks.append(ConvBlock(prev, c, pool, bn_momentum))
             size = size // 2 if pool else size
             points.append(InjectionPoint(i, c, size))
             prev = c

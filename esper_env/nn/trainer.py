@@ -61,7 +61,8 @@ class Trainer:
         self.device = data.train_x.device
         channels = cfg.host_channels or spec.host_channels
         host = build_seeded(model_seed, lambda: CNNHost(spec.in_channels, spec.image_size,
-                                                        channels, spec.pool_layers, spec.n_classes))
+                                                        channels, spec.pool_layers, spec.n_classes,
+                                                        cfg.host_bn_momentum))
         points = cfg.injection_points
         n_points = len(host.injection_points)
         if points is None:

@@ -1,0 +1,155 @@
+"""Governor through the env: a fault rolls back, a second fault diverges (spec section 12)."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_kwargs
+
+from agents.policies import ScriptedPolicy
+from esper_env.core.lifecycle import LIVE_STAGES
+
+
+def _check_obs(env: gym.Env, obs: np.ndarray) -> None:
+    assert np.isfinite(obs).all()
+    assert env.observation_space.contains(obs)
+
+
+def _germinate_both(env: gym.Env) -> None:
+    names = env.unwrapped.action_names
+    env.step(names.index("GERMINATE_conv_light@0"))
+    env.step(names.index("GERMINATE_norm@1"))
+
+
+@pytest.mark.parametrize(("reward", "penalty"), [({}, 10.0), ({"rollback_penalty": 3.5}, 3.5)])
+def test_governor_fault_triggers_rollback_and_episode_continues(reward: dict, penalty: float
+                                                               ) -> None:
+    fault = 5
+    env = gym.make("Esper-v0", **tiny_kwargs(n_slots=2, fault_epochs=(fault,), reward=reward))
+    env.reset(seed=0)
+    host_at_reset = {k: v.clone() for k, v in
+                     env.unwrapped.trainer.model.host.state_dict().items()}
+    _germinate_both(env)  # epochs 2 and 3; both seeds are live at the fault
+    obs, reward_value, terminated, _, info = env.step(0)
+    assert info["epoch"] == 4 and not info["rollback"]
+    assert all(env.unwrapped.slots[k].stage in LIVE_STAGES for k in range(2))
+
+    obs, reward_value, terminated, truncated, info = env.step(0)
+    assert info["epoch"] == fault
+    assert info["rollback"] is True and info["diverged"] is False
+    assert (terminated, truncated) == (False, False)
+    assert info["reward_terms"]["rollback"] == -penalty
+    assert math.isfinite(reward_value)
+    assert reward_value == pytest.approx(sum(info["reward_terms"].values()), abs=1e-9)
+    culls = [(e["slot"], e["to"], e["cause"]) for e in info["events"] if e["to"] == "CULLED"]
+    assert culls == [(0, "CULLED", "rollback"), (1, "CULLED", "rollback")]
+    assert all(s not in ("TRAINING", "BLENDING", "PROBATIONARY") for s in info["stages"])
+    assert info["params_added"] == 0
+    _check_obs(env, obs)
+    trainer = env.unwrapped.trainer
+    assert trainer.parameters_finite()
+    assert math.isfinite(info["val_loss"]) and math.isfinite(info["train_loss"])
+    # Rolled back to the last good snapshot: the one taken at reset (snapshots every 5 epochs).
+    restored = trainer.model.host.state_dict()
+    assert all(torch.equal(host_at_reset[k], restored[k]) for k in host_at_reset)
+
+    while not terminated:
+        obs, reward_value, terminated, truncated, info = env.step(0)
+        _check_obs(env, obs)
+        assert info["rollback"] is False and info["reward_terms"]["rollback"] == 0.0
+        assert math.isfinite(reward_value)
+    assert info["epoch"] == env.unwrapped.config.max_epochs
+    assert info["diverged"] is False and not truncated
+    assert trainer.parameters_finite()
+
+
+def test_governor_rollback_keeps_fossilized_seed() -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(fault_epochs=(9,)))
+    policy = ScriptedPolicy(env, "conv_light")
+    obs, info = env.reset(seed=0)
+    while info["epoch"] < 9:
+        action, _ = policy.predict(obs, action_masks=env.unwrapped.action_masks())
+        obs, _, _, _, info = env.step(action)
+    assert info["rollback"] is True
+    assert info["stages"] == ["FOSSILIZED"]
+    assert info["events"] == []  # only live seeds are culled
+    assert info["params_added"] > 0
+    assert env.unwrapped.trainer.parameters_finite()
+    _check_obs(env, obs)
+
+
+@pytest.mark.parametrize("fault", [2, 6])
+def test_governor_second_fault_diverges_and_terminates(fault: int) -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(fault_epochs=(fault, fault + 2)))
+    env.reset(seed=1)
+    action = env.unwrapped.action_names.index("GERMINATE_attention@0")
+    history = []
+    terminated = False
+    while not terminated:
+        obs, reward, terminated, truncated, info = env.step(action)
+        action = 0
+        history.append((info["epoch"], info["rollback"], info["diverged"], terminated))
+        _check_obs(env, obs)
+        assert math.isfinite(reward)
+        assert reward == pytest.approx(sum(info["reward_terms"].values()), abs=1e-9)
+    assert [h for h in history if h[1] or h[2]] == [(fault, True, False, False),
+                                                    (fault + 2, False, True, True)]
+    assert history[-1][0] == fault + 2 < env.unwrapped.config.max_epochs
+    assert not truncated
+    assert info["reward_terms"]["diverged"] == -env.unwrapped.config.reward.diverged_penalty
+    assert info["reward_terms"]["rollback"] == 0.0
+    assert {"final_val_acc", "final_test_acc", "n_fossilized"} <= set(info)
+    assert env.unwrapped.action_masks().tolist() == [True] + [False] * (env.action_space.n - 1)
+
+
+def test_governor_more_rollbacks_allowed_keeps_episode_alive() -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(fault_epochs=(4, 6), governor={"max_rollbacks": 2}))
+    env.reset(seed=0)
+    rollbacks = []
+    terminated = False
+    while not terminated:
+        obs, _, terminated, _, info = env.step(0)
+        _check_obs(env, obs)
+        if info["rollback"]:
+            rollbacks.append(info["epoch"])
+        assert not info["diverged"]
+    assert rollbacks == [4, 6]
+    assert info["epoch"] == env.unwrapped.config.max_epochs
+
+
+def test_governor_disabled_fault_terminates_as_diverged() -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(fault_epochs=(3,), governor={"enabled": False}))
+    env.reset(seed=0)
+    env.step(0)
+    obs, reward, terminated, _, info = env.step(0)
+    assert info["epoch"] == 3
+    assert terminated and info["diverged"] is True and info["rollback"] is False
+    assert math.isfinite(reward)
+    _check_obs(env, obs)
+
+
+def _scripted_until_fossilized(env: gym.Env, seed: int) -> dict:
+    policy = ScriptedPolicy(env, "conv_light")
+    obs, info = env.reset(seed=seed)
+    terminated = False
+    while not terminated and info["stages"] != ["FOSSILIZED"]:
+        action, _ = policy.predict(obs, action_masks=env.unwrapped.action_masks())
+        obs, _, terminated, _, info = env.step(action)
+    return info
+
+
+def test_governor_fault_in_the_fossilize_epoch_leaves_finite_model() -> None:
+    # The epoch in which FOSSILIZE is applied panics: the fresh fossil trained through the NaN
+    # epoch and is not in the last snapshot, so a rollback must not keep its NaN weights.
+    fossil_epoch = _scripted_until_fossilized(gym.make("Esper-v0", **tiny_kwargs()), 0)["epoch"]
+    env = gym.make("Esper-v0", **tiny_kwargs(fault_epochs=(fossil_epoch,)))
+    info = _scripted_until_fossilized(env, 0)
+    assert info["epoch"] == fossil_epoch and info["rollback"] is True
+    assert env.unwrapped.trainer.parameters_finite()
+    assert math.isfinite(info["val_loss"])
+    _, _, terminated, _, info = env.step(0)
+    assert info["diverged"] is False and not terminated
