@@ -7,7 +7,9 @@ thresholds; ``RewardConfig`` every reward weight; ``GovernorConfig`` the watchdo
 given to ``gym.make("Esper-v0", **kwargs)``; nested configs accept a dataclass or a plain dict. A config
 round-trips through JSON (:meth:`EsperConfig.to_json` / :meth:`EsperConfig.from_json`).
 
-Anchor values (the Esper-lite research system, Dec 2025) are the defaults unless a comment says why not.
+Anchor values (the Esper-lite research system, Dec 2025) are the defaults, except where the
+default task (digits: 359 validation images, a 2-4-8-channel host) needs its own calibration; each
+such field says so and gives the anchor value. ``benchmarks/bench_growth.py`` measures the result.
 """
 
 from __future__ import annotations
@@ -207,10 +209,13 @@ class EsperConfig:
         blending_epochs: epochs of the alpha ramp (anchor 5).
         germination_gate: mask GERMINATE until the host has plateaued and stabilised.
         min_germinate_epoch: germination gate, first epoch GERMINATE may be chosen (anchor 5).
-        plateau_epochs_to_germinate: germination gate, plateaued epochs needed (anchor 3).
-        plateau_threshold: an epoch whose val-accuracy gain is below this (pp) is a plateau epoch.
-        stabilization_threshold: relative val-loss improvement below which an epoch is stable.
-        stabilization_epochs: stable epochs in a row that latch "host stabilised" (anchor 3).
+        plateau_epochs_to_germinate: germination gate, plateau epochs needed (anchor 3; digits 1).
+        plateau_threshold: an epoch that does not beat the best val accuracy by this many pp is
+            a plateau epoch (anchor 0.5 for CIFAR's 10k validation images; digits 2.0, about one
+            standard error of accuracy on its 359 validation images).
+        stabilization_threshold: an epoch that does not beat the best val loss by more than this
+            (relative) is stable (anchor 0.03; digits 0.05).
+        stabilization_epochs: stable epochs that latch "host stabilised" (anchor 3; digits 2).
         min_cull_age: seed age (epochs since germination) before CULL is legal (anchor 10).
         embargo_epochs: epochs a slot stays EMBARGOED after a cull (default 3).
         probation_timeout: epochs in PROBATIONARY before the automatic cull; ``None`` means
@@ -218,12 +223,15 @@ class EsperConfig:
         injection_points: indices of the host injection points that get the slots; ``None`` means
             the last ``n_slots`` points.
         host_channels: channel widths of the CNN host blocks; ``None`` means the task's default.
-        batch_size: training mini-batch size.
+        batch_size: training mini-batch size (anchor 128).
         host_bn_momentum: momentum of the host's BatchNorm running statistics. Tiny hosts move
             fast; a higher momentum keeps eval-mode statistics close to the current weights
-            (with PyTorch's 0.1 the digits val accuracy swings by ~4 pp from epoch to epoch).
+            (with PyTorch's 0.1 the digits val accuracy swings by ~4 pp from epoch to epoch;
+            0.5 halves that).
         host_lr, host_momentum, host_weight_decay: host SGD (anchor 0.01, 0.9, 5e-4).
-        seed_lr, seed_momentum: seed SGD, created at germination, dropped at cull (anchor 0.01, 0.9).
+        seed_lr, seed_momentum: seed SGD, created at germination, dropped at cull (anchor 0.01,
+            0.9; default lr 0.05: a seed arrives mid-run with ~20 epochs to catch up with the host,
+            and on digits the higher rate turns conv_heavy's gain from +2 to +5 pp).
         synthetic_samples: samples per class of the ``synthetic`` task (>= 5, so that every split
             holds every class).
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``...).
@@ -243,21 +251,21 @@ class EsperConfig:
     blending_epochs: int = 5
     germination_gate: bool = True
     min_germinate_epoch: int = 5
-    plateau_epochs_to_germinate: int = 3
-    plateau_threshold: float = 0.5
-    stabilization_threshold: float = 0.03
-    stabilization_epochs: int = 3
+    plateau_epochs_to_germinate: int = 1
+    plateau_threshold: float = 2.0
+    stabilization_threshold: float = 0.05
+    stabilization_epochs: int = 2
     min_cull_age: int = 10
     embargo_epochs: int = 3
     probation_timeout: int | None = None
     injection_points: tuple[int, ...] | None = None
     host_channels: tuple[int, ...] | None = None
-    batch_size: int = 64
-    host_bn_momentum: float = 0.1
+    batch_size: int = 128
+    host_bn_momentum: float = 0.5
     host_lr: float = 0.01
     host_momentum: float = 0.9
     host_weight_decay: float = 5e-4
-    seed_lr: float = 0.01
+    seed_lr: float = 0.05
     seed_momentum: float = 0.9
     synthetic_samples: int = 40
     device: str = "cpu"

@@ -32,6 +32,7 @@ BAD_TOP: dict[str, list[object]] = {
     "injection_points": [(0, 1), (-1,), (True,), (1.0,), "0"],
     "host_channels": [(4,), (4, 0), (4, 8.0), "4,8", ()],
     "batch_size": [0, 64.0],
+    "host_bn_momentum": [0.0, 1.5, float("nan"), "0.5"],
     "host_lr": [0.0, -0.1, math.nan, math.inf],
     "host_momentum": [1.5, -0.1, math.nan],
     "host_weight_decay": [-1e-4, math.inf],
@@ -187,9 +188,9 @@ def test_from_dict_unknown_key_rejected() -> None:
 NON_DEFAULT = dict(
     task="synthetic", n_slots=2, max_epochs=40, reward_mode="delta", blend="gate",
     alpha_schedule="cosine", blending_epochs=3, germination_gate=False, min_germinate_epoch=2,
-    plateau_epochs_to_germinate=1, plateau_threshold=0.25, stabilization_threshold=0.01,
+    plateau_epochs_to_germinate=4, plateau_threshold=0.25, stabilization_threshold=0.01,
     stabilization_epochs=5, min_cull_age=4, embargo_epochs=2, probation_timeout=6,
-    injection_points=(0, 2), host_channels=(4, 8, 16), batch_size=32, host_lr=0.05,
+    injection_points=(0, 2), host_channels=(4, 8, 16), batch_size=32, host_bn_momentum=0.1, host_lr=0.05,
     host_momentum=0.0, host_weight_decay=0.0, seed_lr=0.1, seed_momentum=0.5,
     synthetic_samples=10, device="cuda:1", torch_threads=1, fault_epochs=(3, 7),
     gates=GateConfig(min_training_epochs=1, min_gradient_ratio=0.0, require_host_improvement=True,
@@ -236,10 +237,22 @@ def test_defaults_are_anchor_values() -> None:
     c = EsperConfig()
     assert (c.task, c.n_slots, c.max_epochs, c.reward_mode, c.blend, c.alpha_schedule) == (
         "digits", 1, 25, "contribution", "add", "sigmoid")
-    assert (c.blending_epochs, c.min_germinate_epoch, c.plateau_epochs_to_germinate,
-            c.min_cull_age, c.embargo_epochs) == (5, 5, 3, 10, 3)
-    assert (c.host_lr, c.host_momentum, c.host_weight_decay, c.seed_lr, c.seed_momentum) == (
-        0.01, 0.9, 5e-4, 0.01, 0.9)
+    assert (c.blending_epochs, c.min_germinate_epoch, c.min_cull_age, c.embargo_epochs,
+            c.batch_size) == (5, 5, 10, 3, 128)
+    assert (c.host_lr, c.host_momentum, c.host_weight_decay, c.seed_momentum) == (
+        0.01, 0.9, 5e-4, 0.9)
+
+
+def test_defaults_calibrated_for_digits_differ_from_the_anchor_as_documented() -> None:
+    # The germination-gate thresholds, BN momentum and seed lr are calibrated for digits
+    # (benchmarks/bench_growth.py); the docstring must give the anchor value next to each.
+    c = EsperConfig()
+    assert (c.plateau_epochs_to_germinate, c.plateau_threshold, c.stabilization_threshold,
+            c.stabilization_epochs, c.host_bn_momentum, c.seed_lr) == (1, 2.0, 0.05, 2, 0.5, 0.05)
+    doc = " ".join((EsperConfig.__doc__ or "").split())
+    for anchor in ("anchor 3; digits 1", "anchor 0.5", "anchor 0.03; digits 0.05",
+                   "anchor 3; digits 2", "anchor 0.01"):
+        assert anchor in doc, anchor
     g = c.governor
     assert (g.snapshot_every, g.history_window, g.min_history, g.sensitivity, g.multiplier,
             g.consecutive_spikes, g.lobotomy_tolerance) == (5, 20, 10, 6.0, 3.0, 3, 0.065)
