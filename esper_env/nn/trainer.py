@@ -73,6 +73,8 @@ class Trainer:
         self.model = MorphogeneticModel(host, points, cfg.blend).to(self.device)
         self.model.train()
         self.host_params = count_parameters(host)
+        self._host_param_list = self.model.host_parameters()
+        self._module_list: tuple[nn.Module, ...] | None = None
         self.host_opt = self._host_optimizer()
         self.seed_opts: list[torch.optim.Optimizer | None] = [None] * len(points)
         self.generator = torch.Generator().manual_seed(data_seed)
@@ -82,6 +84,17 @@ class Trainer:
         c = self.cfg
         return torch.optim.SGD(self.model.host_parameters(), lr=c.host_lr, momentum=c.host_momentum,
                                weight_decay=c.host_weight_decay)
+
+    def _set_training(self, flag: bool) -> None:
+        """``model.train(flag)`` without the recursive walk (a cached module list).
+
+        ``Module.train`` recurses through every child on every call; on tiny hosts that walk costs
+        more than a validation pass. The list is rebuilt whenever a seed enters or leaves.
+        """
+        if self._module_list is None:
+            self._module_list = tuple(self.model.modules())
+        for m in self._module_list:
+            m.training = flag
 
     # -- seeds ----------------------------------------------------------------------------------
     def germinate(self, slot: int, blueprint: str, module_seed: int) -> tuple[int, bool]:
@@ -106,6 +119,7 @@ class Trainer:
         if not shape_ok:
             return 0, False
         s.set_seed(seed, gate)
+        self._module_list = None
         self.seed_opts[slot] = torch.optim.SGD(s.seed_parameters(), lr=self.cfg.seed_lr,
                                                momentum=self.cfg.seed_momentum)
         return sum(p.numel() for p in s.seed_parameters()), True
@@ -113,6 +127,7 @@ class Trainer:
     def cull(self, slot: int) -> None:
         """Remove the seed of ``slot`` and drop its optimiser."""
         self.model.slots[slot].set_seed(None)
+        self._module_list = None
         self.seed_opts[slot] = None
 
     def configure(self, slot: int, mode: str, alpha: float, isolate: bool) -> None:
@@ -139,7 +154,8 @@ class Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         bs = self.cfg.batch_size
         ratios = [0.0] * len(slots)
-        model.train()
+        measure = any(s.is_active for s in slots)
+        self._set_training(True)
         for start in range(0, n, bs):
             x, y = xs[start:start + bs], ys[start:start + bs]
             out = model(x)
@@ -147,7 +163,7 @@ class Trainer:
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
-            if start + bs >= n:
+            if measure and start + bs >= n:
                 ratios = self._gradient_ratios()
             for opt in opts:
                 opt.step()
@@ -158,7 +174,7 @@ class Trainer:
         return float(loss_sum) / n, 100.0 * float(correct) / n, ratios, violations
 
     def _gradient_ratios(self) -> list[float]:
-        host_norm, n_host = _grad_norm(self.model.host_parameters())
+        host_norm, n_host = _grad_norm(self._host_param_list)
         ratios = []
         for s in self.model.slots:
             if not s.is_active:
@@ -199,7 +215,7 @@ class Trainer:
         cf_correct = {k: torch.zeros((), device=self.device, dtype=torch.long)
                       for k in counterfactual_slots}
         try:
-            model.eval()
+            self._set_training(False)
             with torch.inference_mode():
                 for start in range(0, n, EVAL_CHUNK):
                     x, y = x_all[start:start + EVAL_CHUNK], y_all[start:start + EVAL_CHUNK]
@@ -209,7 +225,7 @@ class Trainer:
                     for k, logits in ablated.items():
                         cf_correct[k] += (logits.argmax(dim=1) == y).sum()
         finally:
-            model.train(was_training)
+            self._set_training(was_training)
         acc = 100.0 * float(correct) / n
         contributions = {k: acc - 100.0 * float(c) / n for k, c in cf_correct.items()}
         return float(loss_sum) / n, acc, contributions
