@@ -49,8 +49,11 @@ class RandomPolicy:
 
 
 class ScriptedPolicy:
-    """Fixed-blueprint growth: germinate ``blueprint`` into ``slot`` as soon as that is legal, and
-    FOSSILIZE as soon as that is legal. Never culls (the env's probation rules do)."""
+    """Fixed-blueprint growth for one slot.
+
+    Germinates ``blueprint`` into ``slot`` as soon as that is legal and FOSSILIZEs as soon as that
+    is legal. Never culls (the env's probation rules do).
+    """
 
     def __init__(self, env: Any, blueprint: str, slot: int = 0) -> None:
         codec = _codec(env)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, res in rows.items():
         accs = [r.final_test_acc for r in res]
         m, h = mean_ci95(accs)
-        dm, dh = mean_ci95([a - b for a, b in zip(accs, base)])
+        dm, dh = mean_ci95([a - b for a, b in zip(accs, base, strict=True)])
         fossil = sum(r.n_fossilized for r in res)
         ret = sum(r.episode_return for r in res) / len(res)
         summary[name] = {"test_acc": m, "ci95": h, "delta": dm, "delta_ci95": dh,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
@@ -20,8 +19,14 @@ from esper_env.core.governor import GovernorState, check_loss
 from esper_env.core.lifecycle import LIVE_STAGES, MODULE_STAGES, SeedStage
 from esper_env.core.observation import encode_observation, observation_bounds, observation_features
 from esper_env.core.reward import RewardInputs, added_parameters, compute_reward, reward_terms
-from esper_env.core.seeds import (LifecycleEvent, auto_transition, cull, fossilize, germinate,
-                                  record_epoch)
+from esper_env.core.seeds import (
+    LifecycleEvent,
+    auto_transition,
+    cull,
+    fossilize,
+    germinate,
+    record_epoch,
+)
 from esper_env.core.state import EpochReport, SlotMetrics, SlotState
 from esper_env.core.tracker import TrackerState, update_tracker
 from esper_env.errors import ConfigError
@@ -343,7 +348,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                 report = self._validate_only()
         # 3. lifecycle: record the epoch, then the automatic transitions
         measured = tuple(record_epoch(s, m, report.val_acc)
-                         for s, m in zip(self._slots, report.slots))
+                         for s, m in zip(self._slots, report.slots, strict=True))
         after = []
         for k, slot in enumerate(measured):
             new, gate, ev = auto_transition(slot, cfg)

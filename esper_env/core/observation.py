@@ -40,7 +40,8 @@ def _global_features() -> list[Feature]:
         Feature("val_acc", 0, 1, "validation accuracy (fraction)"),
         Feature("val_loss_delta", -1, 1, "(previous - current val loss) / ln(n_classes)"),
         Feature("val_acc_delta", -1, 1, "val accuracy change in pp / 10 (first epoch: acc / 10)"),
-        Feature("plateau_epochs", 0, 1, "epochs since best val accuracy rose >= plateau_threshold pp, / max_epochs"),
+        Feature("plateau_epochs", 0, 1,
+                "epochs since best val accuracy rose >= plateau_threshold pp, / max_epochs"),
         Feature("best_val_acc", 0, 1, "best val accuracy so far (fraction)"),
     ]
     f += [Feature(f"val_acc_hist_{i}", 0, 1, f"val accuracy {HISTORY - i} epochs ago (0 before start)")

@@ -196,7 +196,7 @@ def _contribution_terms(x: RewardInputs, cfg: RewardConfig) -> dict[str, float]:
                                        b.epochs_in_stage - cfg.probation_wait_grace,
                                        cfg.probation_wait_max)
     shaping = sum(cfg.pbrs_weight * (cfg.gamma * stage_potential(a, cfg) - stage_potential(b, cfg))
-                  for b, a in zip(x.slots_before, x.slots_after))
+                  for b, a in zip(x.slots_before, x.slots_after, strict=True))
     terminal = 0.0
     if x.terminal:
         n_fossil = sum(1 for s in x.slots_after if s.stage == SeedStage.FOSSILIZED)

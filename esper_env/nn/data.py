@@ -1,5 +1,6 @@
-"""In-memory tasks as device-resident tensors (spec section 3). No DataLoader: batches are drawn
-with ``randperm`` from the episode's ``torch.Generator``.
+"""In-memory tasks as device-resident tensors (spec section 3).
+
+No DataLoader: batches are drawn with ``randperm`` from the episode's ``torch.Generator``.
 
 * ``digits``: scikit-learn's ``load_digits`` (1797 8x8 greyscale digits, shipped inside the
   package, no network), stratified 60/20/20 split with a fixed split seed, standardised with the

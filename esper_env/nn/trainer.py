@@ -170,7 +170,7 @@ class Trainer:
             with torch.no_grad():
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (out.argmax(dim=1) == y).sum()
-        violations = [s.isolation_violations - b for s, b in zip(slots, before)]
+        violations = [s.isolation_violations - b for s, b in zip(slots, before, strict=True)]
         return float(loss_sum) / n, 100.0 * float(correct) / n, ratios, violations
 
     def _gradient_ratios(self) -> list[float]:

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_kwargs
 
 from agents.evaluate import format_table, mean_ci95, run_episode
 from agents.policies import NoGrowthPolicy, RandomPolicy, ScriptedPolicy
 from esper_env.core.actions import ActionKind
 from esper_env.env import EsperEnv
 from esper_env.errors import UnknownBlueprint
-from conftest import tiny_kwargs
 
 
 @pytest.fixture

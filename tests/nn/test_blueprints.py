@@ -22,15 +22,6 @@ from esper_env.nn.hosts import CNNHost
 CNN_NAMES = tuple(BLUEPRINTS["cnn"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: intra-op threads only add sync overhead (large on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def default_host(task: str) -> CNNHost:
     spec = TASK_SPECS[task]
     return CNNHost(spec.in_channels, spec.image_size, spec.host_channels, spec.pool_layers,

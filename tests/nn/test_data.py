@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from esper_env.errors import ConfigError
 import torch
 
 from esper_env.config import EsperConfig
+from esper_env.errors import ConfigError
 from esper_env.nn.data import SPLIT_SEED, TASK_SPECS, load_task, stratified_split
 
 N_DIGITS = 1797

@@ -10,15 +10,6 @@ from esper_env.nn.data import load_task
 from esper_env.nn.trainer import Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: intra-op threads only add sync overhead (large on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_trainer(blend: str = "add") -> Trainer:
     return Trainer(EsperConfig(task="synthetic", n_slots=3, blend=blend),
                    load_task("synthetic", episode_seed=0, device="cpu"), model_seed=1, data_seed=2)

@@ -17,15 +17,6 @@ from esper_env.nn.trainer import Trainer
 SPEC = TASK_SPECS["synthetic"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: intra-op threads only add sync overhead (large on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(blend: str = "add", points: tuple[int, ...] = (0, 1, 2)) -> MorphogeneticModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(3)

@@ -12,15 +12,6 @@ BLENDS = ("add", "multiply", "gate")
 C, S = 4, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: intra-op threads only add sync overhead (large on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_slot(blend: str, blueprint: str = "conv_light", seed: int = 0) -> SeedSlot:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

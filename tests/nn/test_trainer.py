@@ -16,15 +16,6 @@ from esper_env.nn.data import load_task
 from esper_env.nn.trainer import Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: intra-op threads only add sync overhead (large on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_trainer(n_slots: int = 3, model_seed: int = 1, data_seed: int = 2, **cfg: object
                  ) -> Trainer:
     return Trainer(EsperConfig(task="synthetic", n_slots=n_slots, **cfg),
