@@ -259,8 +259,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._warned_done = False
         self._history: list[dict[str, Any]] = []
         report, panic = self._train_and_validate()
-        # A first epoch that already diverges has no good state to go back to: it only can end.
-        self._diverged = panic
+        # A first epoch that already diverges has no good state to go back to: it can only end.
         self._done = panic
         self._slots = tuple(record_epoch(s, SlotMetrics(), report.val_acc) for s in self._slots)
         self._update_tracker(report)
