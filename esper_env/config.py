@@ -101,11 +101,15 @@ class RewardConfig:
 
     The ``contribution`` mode sums: attribution (counterfactual, bounded by progress), proxy credit
     before a counterfactual exists, blending warning, probation indecision penalty, potential-based
-    stage shaping, parameter rent, action shaping, terminal bonus. ``illegal_action_penalty``,
+    stage shaping, parameter rent, action shaping, terminal bonus. ``attribution_for_fossils``
+    keeps paying a fossilised seed its bounded attribution every epoch (the anchor stopped at
+    fossilization, so a seed's largest contributions, after it becomes permanent, earned nothing and
+    waiting in PROBATIONARY paid better than fossilizing). ``illegal_action_penalty``,
     ``rollback_penalty`` and ``diverged_penalty`` apply in every mode.
     """
 
     contribution_weight: float = 1.0
+    attribution_for_fossils: bool = True
     proxy_weight: float = 0.3
     blending_warning_base: float = 0.1
     blending_warning_per_epoch: float = 0.05
@@ -139,7 +143,9 @@ class RewardConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "probation_wait_grace":
+            if f.name == "attribution_for_fossils":
+                _check_bool("reward.attribution_for_fossils", value)
+            elif f.name == "probation_wait_grace":
                 _check_int("reward.probation_wait_grace", value, 0)
             elif f.name == "gamma":
                 _check_float("reward.gamma", value, 0.0, 1.0, low_open=True)

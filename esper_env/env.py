@@ -107,7 +107,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     * ``contribution`` (default): ``attribution`` (per blended seed: its counterfactual c if
       c < 0, else ``min(c, sqrt(P*c))`` with P the val-accuracy progress since germination, 0 if
-      P <= 0; a seed culled by the action earns none), ``proxy`` (0.3 x accuracy gain for seeds
+      P <= 0; fossilised seeds are paid too; a seed culled by the action earns none), ``proxy``
+      (0.3 x accuracy gain for seeds
       without a counterfactual), ``blending_warning`` (a blending seed with negative progress),
       ``probation_wait`` (-3^(e-2) for leaving a PROBATIONARY seed undecided e >= 2 epochs),
       ``stage_shaping`` (0.3 x (0.99 Phi(after) - Phi(before)) per slot, paid on the explicit

@@ -17,6 +17,8 @@ Fixes of the anchor's defects (reference section 16), each pinned by a test:
 
 * attribution is action-aware: a seed culled by the action collects no attribution that step (it
   gets only the cull shaping, which charges culling a helpful seed);
+* a fossilised seed keeps earning its bounded attribution (``attribution_for_fossils``, default on;
+  off reproduces the anchor), so fossilizing never pays less than waiting in PROBATIONARY;
 * rent is computed from the live modules' parameter counts, a fossilised seed counted once;
 * stage shaping is potential-based on explicit (before, after) stage pairs, so the drop of the
   potential on a cull is paid;
@@ -50,6 +52,9 @@ STAGE_POTENTIAL: dict[SeedStage, float] = {
     SeedStage.RESETTING: 0.0,
 }
 """Anchor stage potentials for the shaping term."""
+
+_LIVE_PAID = frozenset({SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.PROBATIONARY})
+_FOSSIL_PAID = _LIVE_PAID | {SeedStage.FOSSILIZED}
 
 CONTRIBUTION_TERMS = ("attribution", "proxy", "blending_warning", "probation_wait",
                       "stage_shaping", "rent", "action_shaping", "terminal")
@@ -177,13 +182,14 @@ def _action_shaping(x: RewardInputs, cfg: RewardConfig) -> float:
 def _contribution_terms(x: RewardInputs, cfg: RewardConfig) -> dict[str, float]:
     acc_delta = x.val_acc_after - x.val_acc_before
     attribution = proxy = blending = probation = 0.0
+    paid = _FOSSIL_PAID if cfg.attribution_for_fossils else _LIVE_PAID
     for s, m in enumerate(x.slots_measured):
         # A seed culled by this action is CULLED here and earns nothing (action-aware attribution).
-        if m.stage in (SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.PROBATIONARY):
+        if m.stage in paid:
             if m.counterfactual is not None:
                 attribution += cfg.contribution_weight * bounded_attribution(
                     m.counterfactual, m.total_improvement)
-            elif acc_delta > 0.0:
+            elif acc_delta > 0.0 and m.stage in _LIVE_PAID:  # credit before a counterfactual
                 proxy += cfg.proxy_weight * acc_delta
         if m.stage == SeedStage.BLENDING and m.total_improvement < 0.0:
             blending -= cfg.blending_warning_base + min(

@@ -86,11 +86,19 @@ def test_attribution_term_uses_total_improvement_and_weight() -> None:
         pytest.approx(10.0)
 
 
-def test_attribution_term_sums_slots_and_ignores_non_live() -> None:
+def test_attribution_term_sums_slots_and_pays_fossils_by_default() -> None:
     a = seed(S.BLENDING, index=0, c=1.0, germ=50.0, acc=54.0)      # c < P -> 1
     b = seed(S.TRAINING, index=1, c=-0.5, germ=50.0, acc=54.0)     # -0.5
-    f = seed(S.FOSSILIZED, index=2, c=6.0, germ=40.0, acc=54.0)    # fossilised: not attributed
-    assert terms(inputs([a, b, f]))["attribution"] == pytest.approx(0.5)
+    f = seed(S.FOSSILIZED, index=2, c=6.0, germ=40.0, acc=54.0)    # P = 14: min(6, sqrt(84)) = 6
+    assert terms(inputs([a, b, f]))["attribution"] == pytest.approx(6.5)
+    anchor = RewardConfig(attribution_for_fossils=False)            # the anchor paid no fossil
+    assert terms(inputs([a, b, f]), cfg=anchor)["attribution"] == pytest.approx(0.5)
+
+
+def test_attribution_ignores_slots_without_a_seed() -> None:
+    slots = [SlotState(index=0, stage=S.DORMANT, counterfactual=5.0, current_acc=60.0),
+             SlotState(index=1, stage=S.EMBARGOED, counterfactual=5.0, current_acc=60.0)]
+    assert terms(inputs(slots))["attribution"] == 0.0
 
 
 def test_attribution_negative_total_improvement_pays_nothing() -> None:
@@ -440,3 +448,14 @@ def test_zero_contribution_seed_never_earns_positive_attribution_net_of_rent(p, 
     m = seed(S.PROBATIONARY, c=0.0, germ=50.0, acc=50.0 + p, eis=eis, params=params)
     t = terms(inputs([m], [m], [m]))
     assert t["attribution"] + t["rent"] <= 0.0
+
+
+@given(c=st.floats(-20, 20), gain=st.floats(-10, 30))
+def test_fossilizing_forfeits_no_attribution_anchor_defect_4(c: float, gain: float) -> None:
+    # Anchor defect #4: waiting in PROBATIONARY out-earned FOSSILIZE because a fossil stopped
+    # collecting attribution. Now the same seed earns the same attribution in either stage.
+    prob = seed(S.PROBATIONARY, c=c, germ=50.0, acc=50.0 + gain)
+    fossil = seed(S.FOSSILIZED, c=c, germ=50.0, acc=50.0 + gain)
+    assert terms(inputs([fossil]))["attribution"] == terms(inputs([prob]))["attribution"]
+    anchor = RewardConfig(attribution_for_fossils=False)
+    assert terms(inputs([fossil]), cfg=anchor)["attribution"] == 0.0
