@@ -34,6 +34,18 @@ from esper_env.nn.data import TASK_SPECS, load_task
 from esper_env.nn.trainer import Trainer
 
 
+def _check_device_available(device: str) -> None:
+    """Raise ConfigError at construction if ``device`` does not exist on this machine."""
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            raise ConfigError(f"device={device!r} is not available: this machine has {n} CUDA "
+                              f"device(s); allowed: 'cpu'" + (f" or cuda:0..{n - 1}" if n else ""))
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps' is not available on this machine; allowed: 'cpu'")
+
+
 class EsperEnv(gym.Env[np.ndarray, np.int64]):
     r"""A host network that grows while it trains; the agent decides when and how.
 
@@ -187,10 +199,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         if cfg.injection_points is not None and max(cfg.injection_points) >= n_points:
             raise ConfigError(f"injection_points={cfg.injection_points} is invalid; allowed: "
                               f"distinct indices in 0..{n_points - 1}")
-        try:
-            torch.device(cfg.device)
-        except RuntimeError as e:  # pragma: no cover - validated in config already
-            raise ConfigError(f"device={cfg.device!r} is invalid: {e}") from None
+        _check_device_available(cfg.device)
         if cfg.torch_threads is not None:
             torch.set_num_threads(cfg.torch_threads)
         self.blueprints = BLUEPRINT_NAMES[spec.topology]
