@@ -267,16 +267,14 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._rollbacks = 0
         self._done = False
         self._warned_done = False
-        self._history: list[dict[str, Any]] = []
         report, panic = self._train_and_validate()
         # A first epoch that already diverges has no good state to go back to: it can only end.
         self._done = panic
         self._slots = tuple(record_epoch(s, SlotMetrics(), report.val_acc) for s in self._slots)
         self._update_tracker(report)
         if cfg.governor.enabled:
-            self._trainer.snapshot(())
+            self._snapshot()
         self._report = report
-        self._val_acc_initial = report.val_acc
         self._mask = self._compute_mask()
         self._obs = self._encode()
         info = self._base_info()
@@ -328,8 +326,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             else:
                 slot, ev = cull(slot, "action")
             events += ev
-            self._slots = self._slots[:k] + (slot,) + self._slots[k + 1:]
-            self._sync_trainer(k)
+            self._set_slot(k, slot)
             if fossilized_now and cfg.governor.enabled:
                 # The model passed the governor at the end of the last epoch and has not trained
                 # since: the last known good state, now with the new fossil in it.
@@ -351,8 +348,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                     if slot.stage in LIVE_STAGES:
                         slot, ev = cull(slot, "rollback")
                         events += ev
-                        self._slots = self._slots[:k] + (slot,) + self._slots[k + 1:]
-                        self._sync_trainer(k)
+                        self._set_slot(k, slot)
                 trainer.rollback()
                 report = self._validate_only()
         # 3. lifecycle: record the epoch, then the automatic transitions
@@ -435,6 +431,11 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         violations = violations or [0] * n
         slots = tuple(SlotMetrics(ratios[k], violations[k], contributions.get(k)) for k in range(n))
         return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)  # type: ignore[arg-type]
+
+    def _set_slot(self, k: int, slot: SlotState) -> None:
+        """Replace slot ``k``'s record and make the torch slot match it."""
+        self._slots = self._slots[:k] + (slot,) + self._slots[k + 1:]
+        self._sync_trainer(k)
 
     def _sync_trainer(self, k: int) -> None:
         """Make the torch slot match the lifecycle record of slot ``k``."""
