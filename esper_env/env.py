@@ -46,6 +46,20 @@ def _check_device_available(device: str) -> None:
         raise ConfigError("device='mps' is not available on this machine; allowed: 'cpu'")
 
 
+STAGE_COLOURS: dict[SeedStage, tuple[int, int, int]] = {
+    SeedStage.DORMANT: (200, 200, 200),
+    SeedStage.GERMINATED: (150, 190, 255),
+    SeedStage.TRAINING: (40, 90, 220),
+    SeedStage.BLENDING: (0, 180, 200),
+    SeedStage.PROBATIONARY: (240, 190, 0),
+    SeedStage.FOSSILIZED: (30, 160, 60),
+    SeedStage.CULLED: (220, 30, 30),
+    SeedStage.EMBARGOED: (140, 20, 20),
+    SeedStage.RESETTING: (240, 120, 40),
+}
+"""Colour of each stage in ``rgb_array`` renders."""
+
+
 class EsperEnv(gym.Env[np.ndarray, np.int64]):
     r"""A host network that grows while it trains; the agent decides when and how.
 
@@ -165,6 +179,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | min_cull_age | 10 | seed age before CULL is legal |
     | embargo_epochs | 3 | epochs EMBARGOED after a cull |
     | device | "cpu" | torch device |
+    | render_mode | None | "ansi" (text) or "rgb_array" (accuracy bars + stage strips per slot) |
     | gates, reward, governor | defaults | nested configs (dataclass or dict) |
 
     >>> import gymnasium as gym, esper_env
@@ -183,13 +198,13 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     * v0: initial release.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, config: EsperConfig | None = None, render_mode: str | None = None,
                  **kwargs: Any) -> None:
         self.config = cfg = from_kwargs(config, **kwargs)
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ConfigError(f"render_mode={render_mode!r} is invalid; allowed: None, 'ansi'")
+        # An unsupported render_mode is accepted (gym.make already warns about it); render() then
+        # warns and draws nothing. SB3's make_vec_env passes "rgb_array", which is supported.
         self.render_mode = render_mode
         self.task_spec = spec = TASK_SPECS[cfg.task]
         n_points = len(cfg.host_channels or spec.host_channels)
@@ -210,6 +225,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
         self._reward_keys = reward_terms(cfg.reward_mode)
         self._trainer: Trainer | None = None
+        self._curve: list[tuple[float, tuple[SeedStage, ...]]] = []  # (val acc, stages) per epoch
         self._done = False
         self._warned_done = False
 
@@ -275,6 +291,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         if cfg.governor.enabled:
             self._snapshot()
         self._report = report
+        self._curve = [(report.val_acc, tuple(s.stage for s in self._slots))]
         self._mask = self._compute_mask()
         self._obs = self._encode()
         info = self._base_info()
@@ -369,6 +386,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         if cfg.governor.enabled and not panic and self._epoch % cfg.governor.snapshot_every == 0:
             self._snapshot()
         self._report = report
+        self._curve.append((report.val_acc, tuple(s.stage for s in measured)))
         terminated = diverged or self._epoch >= cfg.max_epochs
         self._done = terminated
 
@@ -507,10 +525,18 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         }
 
     # -- rendering / closing ----------------------------------------------------------------------
-    def render(self) -> str | None:
-        """``ansi``: a short text table of the epoch and every slot."""
-        if self.render_mode is None:
-            gym.logger.warn("render() called without render_mode; use render_mode='ansi'")
+    def render(self) -> str | np.ndarray | None:
+        """Render the episode so far.
+
+        ``ansi``: a short text table of the epoch and every slot. ``rgb_array``: a uint8 image,
+        one 4-pixel column per epoch of the budget: validation accuracy as a bar on top, then one
+        strip per slot coloured by the stage it trained in that epoch (see :data:`STAGE_COLOURS`).
+        """
+        if self.render_mode == "rgb_array":
+            return self._render_rgb()
+        if self.render_mode != "ansi":
+            gym.logger.warn(f"render() with render_mode={self.render_mode!r} draws nothing; "
+                            "use render_mode='ansi' or 'rgb_array'")
             return None
         if self._trainer is None:
             return "EsperEnv (not reset)\n"
@@ -524,9 +550,22 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                          f"alpha {s.alpha.alpha:.2f}  age {s.seed_age:2d}  cf {c}")
         return "\n".join(lines) + "\n"
 
+    def _render_rgb(self) -> np.ndarray:
+        cfg = self.config
+        col, bar_h, strip_h = 4, 48, 8
+        img = np.full((bar_h + strip_h * cfg.n_slots, col * cfg.max_epochs, 3), 255, np.uint8)
+        for e, (acc, stages) in enumerate(self._curve):
+            x = slice(e * col, (e + 1) * col - 1)
+            h = int(round(bar_h * min(max(acc, 0.0), 100.0) / 100.0))
+            img[bar_h - h:bar_h, x] = (60, 60, 60)
+            for k, stage in enumerate(stages):
+                img[bar_h + k * strip_h: bar_h + (k + 1) * strip_h - 1, x] = STAGE_COLOURS[stage]
+        return img
+
     def close(self) -> None:
         """Release the model and data (safe to call twice)."""
         self._trainer = None
+        self._curve = []
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the configuration only; a restored env needs ``reset``."""
