@@ -189,8 +189,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     >>> info["stages"]
     ['DORMANT']
 
-    Determinism: on CPU, ``reset(seed=s)`` and the same actions give identical observations,
-    rewards and infos; the env never touches the global ``random``, ``numpy`` or ``torch`` RNGs.
+    Determinism: on CPU (same torch build and thread count), ``reset(seed=s)`` and the same actions
+    give identical observations, rewards and infos; the env never touches the global ``random``, ``numpy`` or ``torch`` RNGs.
     GPU runs are reproducible in distribution only.
 
     ## Version History
