@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,16 +27,31 @@ class EpisodeResult:
     length: int = 0
 
 
+def _takes_masks(policy: Any) -> bool:
+    try:
+        return "action_masks" in inspect.signature(policy.predict).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
 def run_episode(env: Any, policy: Any, seed: int, name: str | None = None) -> EpisodeResult:
-    """Play one episode from ``reset(seed=seed)`` with ``policy.predict(obs, action_masks=...)``."""
+    """Play one episode from ``reset(seed=seed)`` with ``policy.predict``, deterministically.
+
+    Policies whose ``predict`` takes ``action_masks`` (the baselines, sb3-contrib's MaskablePPO)
+    get ``env.action_masks()``; others (SB3's PPO, DQN) are called without it.
+    """
     base = env.unwrapped
+    masked = _takes_masks(policy)
     obs, info = env.reset(seed=seed)
     total, done, steps = 0.0, False, 0
     counts: Counter[str] = Counter()
     illegal = rollbacks = 0
     while not done:
-        action, _ = policy.predict(obs, action_masks=base.action_masks(), deterministic=True)
-        obs, reward, terminated, truncated, info = env.step(action)
+        if masked:
+            action, _ = policy.predict(obs, action_masks=base.action_masks(), deterministic=True)
+        else:
+            action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(int(action))
         total += float(reward)
         steps += 1
         done = terminated or truncated

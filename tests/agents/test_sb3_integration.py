@@ -37,3 +37,16 @@ def test_maskable_ppo_learns_a_few_steps_and_only_takes_legal_actions():
         illegal += info["illegal_action"]
     assert illegal == 0
     assert np.isfinite(obs).all()
+
+
+def test_run_episode_evaluates_an_unmasked_sb3_model():
+    from stable_baselines3 import PPO
+
+    from agents.evaluate import run_episode
+
+    env = gym.make("Esper-v0", **tiny_kwargs())
+    model = PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0,
+                policy_kwargs={"net_arch": [8]})
+    result = run_episode(env, model, seed=2, name="ppo")
+    assert result.policy == "ppo" and result.length == env.unwrapped.config.max_epochs - 1
+    assert 0.0 <= result.final_test_acc <= 100.0
