@@ -3,10 +3,19 @@
 It trains one epoch, validates (with per-slot counterfactuals), germinates and culls seeds, and
 rolls back to the last good snapshot. Everything it returns is a Python float or int (the
 ``.item()`` calls happen here), so the core never sees a tensor.
+
+With ``twin=True`` it also keeps the *seedless twin*: the host as it would be had no seed ever
+been blended in, trained on the same mini-batches with its own copy of the host optimiser. The
+default reward pays the model's validation accuracy minus the twin's (the value growth added).
+The twin is forked lazily, the first time an epoch is about to train with a seed blended in
+(alpha > 0): until then the model *is* the seedless host, bit for bit (the TRAINING incubator's
+output equals the host's and isolation keeps the host's gradients exact), so the fork is exact
+and episodes that never blend a seed pay nothing for it.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 
@@ -35,13 +44,12 @@ def build_seeded(seed: int, factory: callable) -> nn.Module:  # type: ignore[val
         return factory()
 
 
-def _grad_norm(params: Sequence[nn.Parameter]) -> tuple[float, int]:
+def _grad_sq(params: Sequence[nn.Parameter]) -> torch.Tensor:
+    """Squared L2 norm of the gradients of ``params`` (a 0-dim tensor; no device sync)."""
     grads = [p.grad for p in params if p.grad is not None]
-    n = sum(p.numel() for p in params)
     if not grads:
-        return 0.0, n
-    norms = torch._foreach_norm(grads)
-    return float(torch.linalg.vector_norm(torch.stack(norms))), n
+        return torch.zeros((), device=params[0].device if params else "cpu")
+    return torch.stack(torch._foreach_norm(grads)).square().sum()
 
 
 class Trainer:
@@ -52,9 +60,11 @@ class Trainer:
         data: the task's tensors, already on the device.
         model_seed: seed of the host's initial weights.
         data_seed: seed of the mini-batch order.
+        twin: keep the seedless twin (see the module docstring).
     """
 
-    def __init__(self, cfg: EsperConfig, data: TaskData, model_seed: int, data_seed: int) -> None:
+    def __init__(self, cfg: EsperConfig, data: TaskData, model_seed: int, data_seed: int,
+                 twin: bool = False) -> None:
         self.cfg = cfg
         self.data = data
         spec = data.spec
@@ -79,10 +89,16 @@ class Trainer:
         self.seed_opts: list[torch.optim.Optimizer | None] = [None] * len(points)
         self.generator = torch.Generator().manual_seed(data_seed)
         self._snapshot: dict[str, object] | None = None
+        self.twin_enabled = bool(twin)
+        self.twin: CNNHost | None = None
+        self.twin_opt: torch.optim.Optimizer | None = None
+        self._twin_modules: tuple[nn.Module, ...] = ()
 
-    def _host_optimizer(self) -> torch.optim.Optimizer:
+    def _host_optimizer(self, params: Sequence[nn.Parameter] | None = None
+                        ) -> torch.optim.Optimizer:
         c = self.cfg
-        return torch.optim.SGD(self.model.host_parameters(), lr=c.host_lr, momentum=c.host_momentum,
+        params = self.model.host_parameters() if params is None else list(params)
+        return torch.optim.SGD(params, lr=c.host_lr, momentum=c.host_momentum,
                                weight_decay=c.host_weight_decay)
 
     def _set_training(self, flag: bool) -> None:
@@ -134,17 +150,66 @@ class Trainer:
         """Set a slot's forward mode, alpha and isolation."""
         self.model.slots[slot].configure(mode, alpha, isolate)
 
+    # -- the seedless twin ----------------------------------------------------------------------
+    @property
+    def blends_a_seed(self) -> bool:
+        """True when a seed is blended into the forward pass (some slot has alpha > 0).
+
+        Until this first happens the model computes exactly the seedless host's function.
+        """
+        return any(s.is_active and s.mode == "blend" and s.alpha > 0.0 for s in self.model.slots)
+
+    def fork_twin(self) -> None:
+        """Make the twin an exact copy of the host and of its optimiser state, now."""
+        twin = copy.deepcopy(self.model.host)
+        opt = self._host_optimizer(twin.parameters())
+        # deepcopy: load_state_dict would otherwise share the momentum buffers with host_opt.
+        opt.load_state_dict(copy.deepcopy(self.host_opt.state_dict()))
+        self.twin, self.twin_opt = twin, opt
+        self._twin_modules = tuple(twin.modules())
+
+    def drop_twin(self) -> None:
+        """Forget the twin (after it diverged); ``twin_enabled`` stays, no new fork happens."""
+        self.twin, self.twin_opt, self._twin_modules = None, None, ()
+        self.twin_enabled = False
+
+    def twin_validate(self, split: str = "val") -> tuple[float, float] | None:
+        """Loss and accuracy (pp) of the twin on ``split``; None while no twin exists."""
+        if self.twin is None:
+            return None
+        x_all, y_all = self._split(split)
+        n = x_all.shape[0]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for m in self._twin_modules:
+            m.training = False
+        try:
+            with torch.inference_mode():
+                for start in range(0, n, EVAL_CHUNK):
+                    x, y = x_all[start:start + EVAL_CHUNK], y_all[start:start + EVAL_CHUNK]
+                    logits = self.twin(x)
+                    loss_sum += F.cross_entropy(logits, y, reduction="sum")
+                    correct += (logits.argmax(dim=1) == y).sum()
+        finally:
+            for m in self._twin_modules:
+                m.training = True
+        return float(loss_sum) / n, 100.0 * float(correct) / n
+
     # -- training and evaluation ----------------------------------------------------------------
     def train_epoch(self) -> tuple[float, float, list[float], list[int]]:
-        """One pass over the training split.
+        """One pass over the training split (and the twin's pass over the same mini-batches).
 
         Returns:
-            mean training loss, training accuracy (pp), per-slot gradient ratio (measured on the
-            last batch: (seed |g|/sqrt(n_seed)) / (host |g|/sqrt(n_host)), 0 without an active
-            seed), per-slot isolation violations this epoch.
+            mean training loss, training accuracy (pp), per-slot gradient ratio over the whole
+            epoch: ``(seed |g| / sqrt(n_seed)) / (host |g| / sqrt(n_host))`` where each ``|g|`` is
+            the root-sum-square of that part's gradient norms over every mini-batch of the epoch
+            (0 without an active seed), and per-slot isolation violations this epoch.
         """
         model, data = self.model, self.data
         slots = model.slots
+        if self.twin_enabled and self.twin is None and self.blends_a_seed:
+            self.fork_twin()
+        twin, twin_opt = self.twin, self.twin_opt
         before = [s.isolation_violations for s in slots]
         n = data.train_x.shape[0]
         perm = torch.randperm(n, generator=self.generator).to(self.device)
@@ -153,8 +218,10 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         bs = self.cfg.batch_size
-        ratios = [0.0] * len(slots)
-        measure = any(s.is_active for s in slots)
+        active = [k for k, s in enumerate(slots) if s.is_active]
+        seed_params = {k: slots[k].seed_parameters() for k in active}
+        host_sq = torch.zeros((), device=self.device)
+        seed_sq = {k: torch.zeros((), device=self.device) for k in active}
         self._set_training(True)
         for start in range(0, n, bs):
             x, y = xs[start:start + bs], ys[start:start + bs]
@@ -163,30 +230,32 @@ class Trainer:
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
-            if measure and start + bs >= n:
-                ratios = self._gradient_ratios()
+            if active:
+                host_sq += _grad_sq(self._host_param_list)
+                for k in active:
+                    seed_sq[k] += _grad_sq(seed_params[k])
             for opt in opts:
                 opt.step()
             with torch.no_grad():
                 loss_sum += loss.detach() * y.shape[0]
                 correct += (out.argmax(dim=1) == y).sum()
+            if twin is not None:
+                assert twin_opt is not None
+                twin_loss = F.cross_entropy(twin(x), y)
+                twin_opt.zero_grad(set_to_none=True)
+                twin_loss.backward()
+                twin_opt.step()
+        ratios = [0.0] * len(slots)
+        if active:
+            host = math.sqrt(float(host_sq))
+            n_host = sum(p.numel() for p in self._host_param_list)
+            for k in active:
+                seed, n_seed = math.sqrt(float(seed_sq[k])), sum(p.numel() for p in seed_params[k])
+                if host >= 1e-12 and seed >= 1e-12 and n_seed > 0:
+                    r = (seed / math.sqrt(n_seed)) / (host / math.sqrt(n_host))
+                    ratios[k] = r if math.isfinite(r) else 0.0
         violations = [s.isolation_violations - b for s, b in zip(slots, before, strict=True)]
         return float(loss_sum) / n, 100.0 * float(correct) / n, ratios, violations
-
-    def _gradient_ratios(self) -> list[float]:
-        host_norm, n_host = _grad_norm(self._host_param_list)
-        ratios = []
-        for s in self.model.slots:
-            if not s.is_active:
-                ratios.append(0.0)
-                continue
-            seed_norm, n_seed = _grad_norm(s.seed_parameters())
-            if host_norm < 1e-12 or seed_norm < 1e-12 or n_seed == 0:
-                ratios.append(0.0)
-            else:
-                r = (seed_norm / math.sqrt(n_seed)) / (host_norm / math.sqrt(n_host))
-                ratios.append(r if math.isfinite(r) else 0.0)
-        return ratios
 
     def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.data

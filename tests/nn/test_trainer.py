@@ -16,11 +16,11 @@ from esper_env.nn.data import load_task
 from esper_env.nn.trainer import Trainer
 
 
-def make_trainer(n_slots: int = 3, model_seed: int = 1, data_seed: int = 2, **cfg: object
-                 ) -> Trainer:
+def make_trainer(n_slots: int = 3, model_seed: int = 1, data_seed: int = 2, twin: bool = False,
+                 **cfg: object) -> Trainer:
     return Trainer(EsperConfig(task="synthetic", n_slots=n_slots, **cfg),
                    load_task("synthetic", episode_seed=0, device="cpu"),
-                   model_seed=model_seed, data_seed=data_seed)
+                   model_seed=model_seed, data_seed=data_seed, twin=twin)
 
 
 def host_state(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -359,3 +359,103 @@ def test_trainer_rejects_more_slots_than_injection_points() -> None:
     """
     with pytest.raises((ValueError, IndexError)):
         make_trainer(n_slots=4)
+
+
+# -- G2's gradient ratio over the whole epoch (issue 5) ---------------------------------------------
+
+def _record_grads(trainer: Trainer, slot: int) -> list[tuple[float, float]]:
+    """Record (host |g|^2, seed |g|^2) of every mini-batch, read when the host optimiser steps."""
+    seen: list[tuple[float, float]] = []
+    host_step = trainer.host_opt.step
+
+    def step(*args, **kwargs):
+        sq = lambda ps: sum(float(p.grad.pow(2).sum()) for p in ps if p.grad is not None)  # noqa: E731
+        seen.append((sq(trainer.model.host_parameters()),
+                     sq(trainer.model.slots[slot].seed_parameters())))
+        return host_step(*args, **kwargs)
+
+    trainer.host_opt.step = step
+    return seen
+
+
+@pytest.mark.parametrize("blueprint", ["attention", "conv_light"])
+def test_trainer_gradient_ratio_uses_every_batch_of_the_epoch(blueprint: str) -> None:
+    trainer = make_trainer(batch_size=16)
+    trainer.germinate(1, blueprint, module_seed=5)
+    trainer.configure(1, "incubate", 0.0, isolate=True)
+    seen = _record_grads(trainer, 1)
+    _, _, ratios, _ = trainer.train_epoch()
+    assert len(seen) > 3
+    n_host = sum(p.numel() for p in trainer.model.host_parameters())
+    n_seed = sum(p.numel() for p in trainer.model.slots[1].seed_parameters())
+    host = math.sqrt(sum(h for h, _ in seen))
+    seed = math.sqrt(sum(s for _, s in seen))
+    expected = (seed / math.sqrt(n_seed)) / (host / math.sqrt(n_host))
+    assert ratios[1] == pytest.approx(expected, rel=1e-4)
+    last = (math.sqrt(seen[-1][1]) / math.sqrt(n_seed)) / (math.sqrt(seen[-1][0]) /
+                                                           math.sqrt(n_host))
+    assert abs(ratios[1] - last) > 1e-3 * expected  # not the last mini-batch's ratio
+
+
+# -- the seedless twin -------------------------------------------------------------------------------
+
+def test_trainer_twin_is_forked_only_when_a_seed_blends() -> None:
+    trainer = make_trainer(twin=True)
+    trainer.train_epoch()
+    assert trainer.twin is None and trainer.twin_validate() is None
+    trainer.germinate(1, "conv_light", module_seed=5)
+    trainer.configure(1, "incubate", 0.0, isolate=True)
+    trainer.train_epoch()
+    assert trainer.twin is None  # the incubator leaves the model's function the host's
+    trainer.configure(1, "blend", 0.0, isolate=True)
+    assert not trainer.blends_a_seed
+    trainer.configure(1, "blend", 0.2, isolate=True)
+    assert trainer.blends_a_seed
+    trainer.train_epoch()
+    assert trainer.twin is not None
+    assert make_trainer().twin is None and not make_trainer().twin_enabled
+
+
+@pytest.mark.parametrize("incubate_epochs", [0, 2])
+def test_trainer_twin_follows_the_seedless_host_bit_for_bit(incubate_epochs: int) -> None:
+    grown, alone = make_trainer(twin=True), make_trainer()
+    for t in (grown, alone):
+        t.train_epoch()
+    grown.germinate(2, "conv_heavy", module_seed=3)
+    grown.configure(2, "incubate", 0.0, isolate=True)
+    for _ in range(incubate_epochs):
+        grown.train_epoch()
+        alone.train_epoch()
+    assert_states_equal(host_state(grown), host_state(alone))  # the incubator is invisible
+    grown.configure(2, "blend", 0.5, isolate=True)
+    for _ in range(3):
+        grown.train_epoch()
+        alone.train_epoch()
+        assert grown.twin_validate() == alone.validate()[:2]
+        assert grown.twin_validate("test") == alone.validate(split="test")[:2]
+    twin = {k: v for k, v in grown.twin.state_dict().items()}
+    assert_states_equal(twin, host_state(alone))
+    assert any_differs(list(grown.model.host_parameters()), list(grown.twin.parameters()))
+
+
+def test_trainer_twin_has_its_own_momentum_buffers() -> None:
+    trainer = make_trainer(twin=True)
+    trainer.train_epoch()
+    trainer.germinate(0, "norm", module_seed=1)
+    trainer.configure(0, "blend", 1.0, isolate=True)
+    trainer.train_epoch()
+    host_bufs = {id(s["momentum_buffer"]) for s in trainer.host_opt.state.values()}
+    twin_bufs = {id(s["momentum_buffer"]) for s in trainer.twin_opt.state.values()}
+    assert host_bufs and twin_bufs and host_bufs.isdisjoint(twin_bufs)
+    twin_ids = {id(p) for g in trainer.twin_opt.param_groups for p in g["params"]}
+    assert twin_ids == {id(p) for p in trainer.twin.parameters()}
+
+
+def test_trainer_drop_twin_stops_it_for_the_episode() -> None:
+    trainer = make_trainer(twin=True)
+    trainer.germinate(0, "norm", module_seed=1)
+    trainer.configure(0, "blend", 1.0, isolate=True)
+    trainer.train_epoch()
+    trainer.drop_twin()
+    trainer.train_epoch()
+    assert trainer.twin is None and trainer.twin_validate() is None and not trainer.twin_enabled
