@@ -59,6 +59,20 @@ def test_isolation_off_lets_seed_path_change_host() -> None:
     assert any_differs(seeded.model.host_parameters(), bare.model.host_parameters())
 
 
+@pytest.mark.parametrize("blend", ["add", "gate"])
+def test_isolation_leak_changes_host_weights_and_is_counted(
+        blend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seed fed the attached activation while isolated: the host drifts and G2 sees it."""
+    seeded, bare = make_trainer(blend), make_trainer(blend)
+    seeded.germinate(1, "conv_heavy", module_seed=5)
+    seeded.configure(1, "incubate", 0.0, isolate=True)
+    monkeypatch.setattr(seeded.model.slots[1], "_seed_input", lambda h: h)
+    _, _, _, violations = seeded.train_epoch()
+    bare.train_epoch()
+    assert violations[0] == violations[2] == 0 and violations[1] > 0
+    assert any_differs(seeded.model.host_parameters(), bare.model.host_parameters())
+
+
 def test_isolation_seed_only_training_keeps_host_fixed() -> None:
     trainer = make_trainer()
     trainer.germinate(2, "conv_light", module_seed=5)

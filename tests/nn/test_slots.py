@@ -198,16 +198,34 @@ def test_slot_isolated_add_alpha_one_trains_seed_and_host_path() -> None:
     assert all(p.grad is not None for p in slot.seed_parameters())
 
 
-def test_slot_isolation_violations_stay_zero_in_every_mode() -> None:
-    slot = make_slot("add", "conv_light")
+@pytest.mark.parametrize("blend", BLENDS)
+def test_slot_isolation_violations_stay_zero_in_every_mode(blend: str) -> None:
+    slot = make_slot(blend, "conv_light")
     slot.train()
-    h = activation(grad=True)
-    for mode in ("incubate", "blend"):
-        slot.configure(mode, 0.5, isolate=True)
-        slot(h)
+    for mode, alpha in (("incubate", 0.0), ("blend", 0.5), ("blend", 1.0)):
+        slot.configure(mode, alpha, isolate=True)
+        for _ in range(2):
+            grad_wrt_input(slot, activation())  # forward and backward: the check runs
+    assert slot._violations is not None
     assert slot.isolation_violations == 0
     slot.configure("blend", 0.5, isolate=False)
-    slot(h)
+    grad_wrt_input(slot, activation())  # the seed path does reach h now, but it is allowed
+    assert slot.isolation_violations == 0
+
+
+@pytest.mark.parametrize("mode", ["incubate", "blend"])
+@pytest.mark.parametrize("blend", BLENDS)
+def test_slot_isolation_violations_count_attached_seed_input(
+        blend: str, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Control for the test above: a seed fed the attached h is counted once per backward."""
+    slot = make_slot(blend, "conv_light")
+    slot.configure(mode, 0.5, isolate=True)
+    slot.train()
+    monkeypatch.setattr(slot, "_seed_input", lambda h: h)
+    for _ in range(3):
+        grad_wrt_input(slot, activation())
+    assert slot.isolation_violations == 3
+    slot.set_seed(slot.seed, slot.gate)
     assert slot.isolation_violations == 0
 
 
