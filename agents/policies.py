@@ -51,11 +51,19 @@ class RandomPolicy:
 class ScriptedPolicy:
     """Fixed-blueprint growth for one slot.
 
-    Germinates ``blueprint`` into ``slot`` as soon as that is legal and FOSSILIZEs as soon as that
-    is legal. Never culls (the env's probation rules do).
+    Germinates ``blueprint`` into ``slot`` as soon as that is legal (and, with ``earliest_epoch``,
+    not before that many epochs have been trained) and FOSSILIZEs as soon as that is legal. Never
+    culls (the env's gate and probation rules do).
+
+    Args:
+        env: the env (or a wrapper of it); used for the action layout and the epoch feature.
+        blueprint: blueprint name.
+        slot: target slot.
+        earliest_epoch: do not germinate before this many epochs have been trained (read from the
+            observation's ``epoch_fraction``); 0 germinates at the first legal epoch.
     """
 
-    def __init__(self, env: Any, blueprint: str, slot: int = 0) -> None:
+    def __init__(self, env: Any, blueprint: str, slot: int = 0, earliest_epoch: int = 0) -> None:
         codec = _codec(env)
         if blueprint not in codec.blueprints:
             from esper_env.errors import UnknownBlueprint
@@ -63,17 +71,26 @@ class ScriptedPolicy:
             raise UnknownBlueprint(blueprint, codec.blueprints)
         if not 0 <= slot < codec.n_slots:
             raise ValueError(f"slot={slot} is invalid; allowed: 0..{codec.n_slots - 1}")
-        self.name = f"scripted-{blueprint}"
+        if isinstance(earliest_epoch, bool) or not isinstance(earliest_epoch, int) \
+                or earliest_epoch < 0:
+            raise ValueError(f"earliest_epoch={earliest_epoch!r} is invalid; allowed: an "
+                             "integer >= 0")
+        base = env.unwrapped
+        self.name = f"scripted-{blueprint}" + (f"-from{earliest_epoch}" if earliest_epoch else "")
+        self.earliest_epoch = earliest_epoch
+        self._epoch_index = base.feature_names.index("epoch_fraction")
+        self._max_epochs = base.config.max_epochs
         self.germinate = codec.encode(Action(ActionKind.GERMINATE, slot, blueprint))
         self.fossilize = codec.encode(Action(ActionKind.FOSSILIZE, slot))
 
     def predict(self, obs: np.ndarray, action_masks: np.ndarray | None = None,
                 deterministic: bool = True) -> tuple[int, None]:
-        """FOSSILIZE if legal, else GERMINATE if legal, else WAIT."""
+        """FOSSILIZE if legal, else GERMINATE if legal (and late enough), else WAIT."""
         if action_masks is None:
             raise ValueError("ScriptedPolicy needs action_masks (env.action_masks())")
         if action_masks[self.fossilize]:
             return self.fossilize, None
-        if action_masks[self.germinate]:
+        epoch = int(round(float(obs[self._epoch_index]) * self._max_epochs))
+        if action_masks[self.germinate] and epoch >= self.earliest_epoch:
             return self.germinate, None
         return 0, None

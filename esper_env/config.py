@@ -74,6 +74,10 @@ class GateConfig:
             measures the host, not the seed).
         min_host_improvement: G2, that improvement in percentage points (anchor 0.5).
         min_blend_alpha: G3, alpha needed to enter PROBATIONARY (anchor 0.95).
+        min_probation_contribution: G3 and the probation auto-cull: a seed enters and stays in
+            PROBATIONARY only while its counterfactual contribution is above this many pp
+            (default 0: a seed whose removal would not cost accuracy is culled at the end of
+            its blending ramp instead of waiting in PROBATIONARY with nothing to decide).
         min_fossilize_contribution: G5, counterfactual contribution in pp (anchor 1.0).
     """
 
@@ -83,6 +87,7 @@ class GateConfig:
     require_host_improvement: bool = False
     min_host_improvement: float = 0.5
     min_blend_alpha: float = 0.95
+    min_probation_contribution: float = 0.0
     min_fossilize_contribution: float = 1.0
 
     def __post_init__(self) -> None:
@@ -92,50 +97,46 @@ class GateConfig:
         _check_bool("gates.require_host_improvement", self.require_host_improvement)
         _check_float("gates.min_host_improvement", self.min_host_improvement)
         _check_float("gates.min_blend_alpha", self.min_blend_alpha, 0.0, 1.0)
+        _check_float("gates.min_probation_contribution", self.min_probation_contribution)
         _check_float("gates.min_fossilize_contribution", self.min_fossilize_contribution)
 
 
 @dataclass(frozen=True, slots=True)
 class RewardConfig:
-    """Weights of every reward term (spec section 9). Accuracies are in percentage points (pp).
+    """Weights of every reward term (spec section 9). Accuracies and rewards are in pp.
 
-    The ``contribution`` mode sums: attribution (counterfactual, bounded by progress), proxy credit
-    before a counterfactual exists, blending warning, probation indecision penalty, potential-based
-    stage shaping, parameter rent, action shaping, terminal bonus. ``attribution_for_fossils``
-    keeps paying a fossilised seed its bounded attribution every epoch (the anchor stopped at
-    fossilization, so a seed's largest contributions, after it becomes permanent, earned nothing and
-    waiting in PROBATIONARY paid better than fossilizing). ``illegal_action_penalty``,
-    ``rollback_penalty`` and ``diverged_penalty`` apply in every mode.
+    Attributes:
+        rent_pp_per_doubling: the price of parameters, as percentage points of validation
+            accuracy per doubling of the model: the rent of a model with ``added`` parameters on
+            a host of ``host`` is ``rent_pp_per_doubling * log2(1 + added/host)``, charged once
+            (it telescopes) in every mode. Default 0.5: the largest growth the default task
+            allows (``conv_heavy`` in all three slots, 3.2x the host) costs 1.0 pp, the largest
+            single seed (``conv_heavy`` after the last block, 2.4x) 0.88 pp, below the smallest
+            gain a 20-seed benchmark resolves (~1.5 pp), so rent never flips the sign of a real
+            gain. Raise it to study parameter efficiency (the anchor's ``0.5 ln(1 + r)`` per
+            epoch was about 8 pp per doubling over a 25-epoch episode).
+        pbrs_weight: weight of the potential-based stage shaping (anchor 0.3).
+        pbrs_epoch_bonus: potential per epoch spent in a stage (anchor 0.3) ...
+        pbrs_max_epoch_bonus: ... up to this much (anchor 2.0).
+        gamma: discount of the stage shaping; set it to the agent's discount so the shaping
+            provably leaves the optimal policy unchanged (anchor 0.99).
+        probation_wait_base: base of the probation indecision penalty ``base ** (e - grace)``
+            (anchor 3).
+        probation_wait_grace: epochs in PROBATIONARY before the penalty starts (anchor 2).
+        probation_wait_max: cap of the penalty per step (anchor 10).
+        illegal_action_penalty: cost of a masked-out action (a no-op), every mode.
+        rollback_penalty: cost of a governor rollback, every mode (anchor 10).
+        diverged_penalty: cost of a divergence that ends the episode, every mode.
     """
 
-    contribution_weight: float = 1.0
-    attribution_for_fossils: bool = True
-    proxy_weight: float = 0.3
-    blending_warning_base: float = 0.1
-    blending_warning_per_epoch: float = 0.05
-    blending_warning_max: float = 0.3
-    probation_wait_base: float = 3.0
-    probation_wait_grace: int = 2
-    probation_wait_max: float = 10.0
+    rent_pp_per_doubling: float = 0.5
     pbrs_weight: float = 0.3
     pbrs_epoch_bonus: float = 0.3
     pbrs_max_epoch_bonus: float = 2.0
     gamma: float = 0.99
-    rent_weight: float = 0.5
-    max_rent: float = 8.0
-    germinate_cost: float = 0.02
-    fossilize_cost: float = 0.01
-    cull_cost: float = 0.005
-    fossilize_base_bonus: float = 0.5
-    fossilize_contribution_scale: float = 0.1
-    fossilize_noncontributing_penalty: float = 0.2
-    fossilize_ransomware_penalty: float = 0.5
-    cull_hurting_bonus: float = 0.3
-    cull_acceptable_bonus: float = 0.1
-    cull_good_seed_penalty: float = 0.3
-    cull_hurting_threshold: float = -0.5
-    terminal_acc_weight: float = 0.05
-    terminal_fossil_bonus: float = 3.0
+    probation_wait_base: float = 3.0
+    probation_wait_grace: int = 2
+    probation_wait_max: float = 10.0
     illegal_action_penalty: float = 0.1
     rollback_penalty: float = 10.0
     diverged_penalty: float = 10.0
@@ -143,14 +144,10 @@ class RewardConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "attribution_for_fossils":
-                _check_bool("reward.attribution_for_fossils", value)
-            elif f.name == "probation_wait_grace":
+            if f.name == "probation_wait_grace":
                 _check_int("reward.probation_wait_grace", value, 0)
             elif f.name == "gamma":
                 _check_float("reward.gamma", value, 0.0, 1.0, low_open=True)
-            elif f.name == "cull_hurting_threshold":
-                _check_float("reward.cull_hurting_threshold", value, None, 0.0)
             else:
                 _check_float(f"reward.{f.name}", value, 0.0)
 

@@ -12,13 +12,27 @@ from gymnasium import spaces
 from gymnasium.error import InvalidAction, ResetNeeded
 
 from esper_env.config import EsperConfig, from_kwargs
-from esper_env.core.actions import ActionCodec, ActionKind, germination_gate_open, legal_action_mask
+from esper_env.core.actions import (
+    ActionCodec,
+    ActionKind,
+    decisions_available,
+    germination_gate_open,
+    legal_action_mask,
+)
 from esper_env.core.catalog import BLUEPRINT_NAMES
 from esper_env.core.gates import GateResult
 from esper_env.core.governor import GovernorState, check_loss
 from esper_env.core.lifecycle import LIVE_STAGES, MODULE_STAGES, SeedStage
 from esper_env.core.observation import encode_observation, observation_bounds, observation_features
-from esper_env.core.reward import RewardInputs, added_parameters, compute_reward, reward_terms
+from esper_env.core.reward import (
+    RewardInputs,
+    added_parameters,
+    compute_reward,
+    reward_terms,
+    split_value_added,
+    uses_twin,
+    value_added,
+)
 from esper_env.core.seeds import (
     LifecycleEvent,
     auto_transition,
@@ -129,22 +143,32 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     ## Rewards
 
     Chosen with ``reward_mode``; every term is in ``info["reward_terms"]`` (weights in
-    :class:`~esper_env.config.RewardConfig`). Accuracies and contributions are in pp.
+    :class:`~esper_env.config.RewardConfig`). Rewards, accuracies and contributions are in pp.
 
-    * ``contribution`` (default): ``attribution`` (per blended seed: its counterfactual c if
-      c < 0, else ``min(c, sqrt(P*c))`` with P the val-accuracy progress since germination, 0 if
-      P <= 0; fossilised seeds are paid too; a seed culled by the action earns none), ``proxy``
-      (0.3 x accuracy gain for seeds
-      without a counterfactual), ``blending_warning`` (a blending seed with negative progress),
-      ``probation_wait`` (-3^(e-2) for leaving a PROBATIONARY seed undecided e >= 2 epochs),
-      ``stage_shaping`` (0.3 x (0.99 Phi(after) - Phi(before)) per slot, paid on the explicit
-      stage pair, so a cull pays the potential's drop), ``rent`` (-min(0.5 ln(1 + added/host), 8)
-      from live module parameters), ``action_shaping`` (germinate/fossilize/cull outcomes) and
-      ``terminal`` (0.05 x final val accuracy + 3 per fossilised seed).
-    * ``delta``: val-accuracy change (sums to final - initial accuracy) minus rent.
-    * ``sparse``: 0 until the last step, then final val accuracy minus rent.
+    * ``contribution`` (default): what growth added over the *no-growth world*. The env keeps a
+      seedless twin of the host: the same initial weights, trained on the same mini-batches,
+      never touched by a seed (forked exactly when a seed is first blended in, so episodes that
+      never blend pay nothing for it). ``V = val_acc - twin_val_acc`` is the value growth has
+      added so far (``info["value_added"]``). Terms: ``value_added`` (the change of V this step;
+      it telescopes, so an episode's sum is the final V: a seed is paid what it adds, not its
+      counterfactual removal cost, and no growth earns exactly 0), ``rent`` (the change of
+      ``rent_pp_per_doubling * log2(1 + added/host)``, default 0.5 pp per doubling of the model;
+      it telescopes to the final model's rent and is refunded on a cull), ``stage_shaping``
+      (``0.3 * (0.99 Phi(s') - Phi(s))`` per slot with ``Phi = 0`` at termination: potential-based,
+      its discounted episode sum is 0, so it cannot change the optimal policy) and
+      ``probation_wait`` (-3^(e-2) for a PROBATIONARY seed left undecided e >= 2 epochs while
+      FOSSILIZE or CULL was legal for it; only a legal FOSSILIZE that passes G5 or a legal CULL
+      avoids it). The counterfactual stays in the observation and ``info`` (the per-seed
+      signal); ``info["value_added_by_slot"]`` splits V across the blended seeds by their
+      counterfactuals. The twin is a reward device only: it is not observed.
+    * ``delta``: ``accuracy_delta`` (val-accuracy change; sums to final - initial accuracy) and
+      the same telescoping ``rent``.
+    * ``sparse``: 0 until the last step, then ``final_accuracy`` (final val accuracy) and
+      ``rent`` (the final model's).
 
     In every mode: ``illegal_action`` (-0.1), ``rollback`` (-10) and ``diverged`` (-10).
+    ``benchmarks/bench_reward_integrity.py`` measures that the default return ranks growth
+    policies the way final test accuracy does (README, "Reward integrity").
 
     ## Starting State
 
@@ -160,8 +184,11 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     A first governor panic (NaN loss, loss back at chance, or a loss spike) rolls back to the last
     snapshot (host + fossilised seeds), culls live seeds, costs the ``rollback`` penalty, sets
-    ``info["rollback"]`` and the episode continues. The last ``info`` holds ``final_val_acc``,
-    ``final_test_acc`` (held-out test split, reported only) and ``n_fossilized``.
+    ``info["rollback"]`` and the episode continues (the twin is not rolled back: it is the
+    no-growth world, where nothing panicked). The last ``info`` holds ``final_val_acc``,
+    ``final_test_acc`` (held-out test split, reported only), ``n_fossilized`` and, in
+    ``contribution`` mode, ``final_twin_test_acc`` (the no-growth world's test accuracy; None
+    if the twin itself diverged, after which V is frozen).
 
     ## Arguments
 
@@ -195,7 +222,19 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
-    * v0: initial release.
+    * v0 (unreleased; changes before the first release):
+
+      - reward integrity: the ``contribution`` reward pays value added over a seedless twin
+        (``value_added``) instead of the anchor's bounded counterfactual attribution, proxy
+        credit, blending warning, action shaping and terminal bonus, which paid seeds that
+        lowered final accuracy; rent is a telescoping price in pp per doubling of the model in
+        every mode (it was charged every epoch); stage shaping has ``Phi = 0`` at termination;
+        the probation-wait penalty is avoided only by a legal, successful decision;
+      - lifecycle: G3 needs a positive counterfactual (a seed at the end of its ramp whose
+        removal would not cost accuracy is culled, cause ``G3_counterfactual``); FOSSILIZE is
+        masked unless G5 passes; G2's gradient ratio is measured over every mini-batch of the
+        epoch; the isolation-violation counter detects real leaks.
+      - initial design.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
@@ -224,6 +263,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._low, self._high = observation_bounds(self.features)
         self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
         self._reward_keys = reward_terms(cfg.reward_mode)
+        self._twin = uses_twin(cfg.reward_mode)
         self._trainer: Trainer | None = None
         self._curve: list[tuple[float, tuple[SeedStage, ...]]] = []  # (val acc, stages) per epoch
         self._done = False
@@ -274,7 +314,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             int(x) for x in np.random.SeedSequence(episode_seed).generate_state(3))
         data = load_task(cfg.task, episode_seed=episode_seed, device=cfg.device,
                          synthetic_samples=cfg.synthetic_samples)
-        self._trainer = Trainer(cfg, data, model_seed, data_seed)
+        self._trainer = Trainer(cfg, data, model_seed, data_seed, twin=self._twin)
         self._slots = tuple(SlotState(i) for i in range(cfg.n_slots))
         self._tracker = TrackerState()
         self._governor = GovernorState()
@@ -286,6 +326,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         report, panic = self._train_and_validate()
         # A first epoch that already diverges has no good state to go back to: it can only end.
         self._done = panic
+        self._value_added, self._twin_val_acc = 0.0, report.val_acc  # no twin before a blend
         self._slots = tuple(record_epoch(s, SlotMetrics(), report.val_acc) for s in self._slots)
         self._update_tracker(report)
         if cfg.governor.enabled:
@@ -317,6 +358,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         legal = bool(self._mask[index])
         before = self._slots
         val_acc_before = self._report.val_acc
+        value_before = self._value_added
+        decisions = decisions_available(self.codec, self._mask)
         events: list[LifecycleEvent] = []
         gates: list[GateResult | None] = [None] * cfg.n_slots
         fossil_gate: GateResult | None = None
@@ -368,6 +411,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                         self._set_slot(k, slot)
                 trainer.rollback()
                 report = self._validate_only()
+        self._measure_value_added(report)
         # 3. lifecycle: record the epoch, then the automatic transitions
         measured = tuple(record_epoch(s, m, report.val_acc)
                          for s, m in zip(self._slots, report.slots, strict=True))
@@ -392,10 +436,11 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
         # 4. reward, observation, info
         breakdown = compute_reward(cfg.reward_mode, RewardInputs(
-            action=act, action_legal=legal, slots_before=before, slots_measured=measured,
-            slots_after=self._slots, val_acc_before=val_acc_before,
-            val_acc_after=report.val_acc, host_params=trainer.host_params,
-            terminal=terminated, fossilize_gate=fossil_gate, rollback=rollback,
+            action=act, action_legal=legal, slots_before=before, slots_after=self._slots,
+            val_acc_before=val_acc_before, val_acc_after=report.val_acc,
+            host_params=trainer.host_params, terminal=terminated,
+            value_added_before=value_before, value_added_after=self._value_added,
+            decisions=decisions, fossilize_gate=fossil_gate, rollback=rollback,
             diverged=diverged), cfg.reward)
         self._mask = self._compute_mask()
         self._obs = self._encode()
@@ -409,6 +454,12 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             _, test_acc = trainer.evaluate("test")
             info.update(final_val_acc=report.val_acc, final_test_acc=test_acc,
                         n_fossilized=sum(s.stage == SeedStage.FOSSILIZED for s in self._slots))
+            if self._twin:  # the no-growth world's test accuracy (None if the twin diverged)
+                twin_test = trainer.twin_validate("test")
+                if twin_test is not None:
+                    info["final_twin_test_acc"] = twin_test[1]
+                else:  # never forked: the model is the seedless host
+                    info["final_twin_test_acc"] = test_acc if trainer.twin_enabled else None
         self._info = info
         return self._obs.copy(), breakdown.total, terminated, False, info
 
@@ -449,6 +500,24 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         violations = violations or [0] * n
         slots = tuple(SlotMetrics(ratios[k], violations[k], contributions.get(k)) for k in range(n))
         return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)  # type: ignore[arg-type]
+
+    def _measure_value_added(self, report: EpochReport) -> None:
+        """Validate the seedless twin and update V (contribution mode only)."""
+        if not self._twin:
+            return
+        trainer = self.trainer
+        twin = trainer.twin_validate()
+        if twin is not None and not np.isfinite(twin[0]):
+            trainer.drop_twin()  # a diverged baseline can neither pay nor charge any more
+            twin = None
+        if twin is None and trainer.twin_enabled:  # not forked yet: the model is the host
+            self._twin_val_acc = report.val_acc
+        elif twin is not None:
+            self._twin_val_acc = twin[1]
+        else:
+            self._twin_val_acc = None
+        self._value_added = value_added(report.val_acc, None if twin is None else twin[1],
+                                        self._value_added)
 
     def _set_slot(self, k: int, slot: SlotState) -> None:
         """Replace slot ``k``'s record and make the torch slot match it."""
@@ -509,7 +578,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     def _base_info(self) -> dict[str, Any]:
         r = self._report
         slots = self._slots
-        return {
+        info: dict[str, Any] = {
             "epoch": self._epoch,
             "train_loss": r.train_loss, "train_acc": r.train_acc,
             "val_loss": r.val_loss, "val_acc": r.val_acc,
@@ -523,6 +592,10 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             "host_params": self.trainer.host_params,
             "action_mask": self._mask.copy(),
         }
+        if self._twin:
+            info.update(value_added=self._value_added, twin_val_acc=self._twin_val_acc,
+                        value_added_by_slot=split_value_added(self._value_added, slots))
+        return info
 
     # -- rendering / closing ----------------------------------------------------------------------
     def render(self) -> str | np.ndarray | None:

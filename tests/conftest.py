@@ -24,6 +24,7 @@ def tiny_kwargs(**overrides: object) -> dict:
     kw: dict = dict(task="synthetic", max_epochs=12, germination_gate=False, min_cull_age=2,
                     blending_epochs=2, embargo_epochs=1,
                     gates={"min_training_epochs": 1, "min_gradient_ratio": 0.0,
+                           "min_probation_contribution": -100.0,
                            "min_fossilize_contribution": -100.0})
     kw.update(overrides)
     return kw

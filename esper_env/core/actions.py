@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from esper_env.core.gates import check_g5
 from esper_env.core.lifecycle import LIVE_STAGES, SeedStage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,10 +71,20 @@ class ActionCodec:
             return f"GERMINATE_{a.blueprint}@{a.slot}"
         return f"{a.kind.name}@{a.slot}"
 
+    def slot_actions(self, slot: int) -> tuple[int, int]:
+        """Indices of (FOSSILIZE, CULL) for ``slot``."""
+        base = 1 + slot * self.per_slot + len(self.blueprints)
+        return base, base + 1
+
     @property
     def names(self) -> tuple[str, ...]:
         """Names of all actions in index order."""
         return tuple(self.name(i) for i in range(self.n))
+
+
+def decisions_available(codec: ActionCodec, mask: np.ndarray) -> tuple[bool, ...]:
+    """Per slot: could the agent FOSSILIZE or CULL it (under ``mask``)?"""
+    return tuple(bool(mask[f] or mask[c]) for f, c in map(codec.slot_actions, range(codec.n_slots)))
 
 
 def germination_gate_open(tracker: TrackerState, epoch: int, cfg: EsperConfig) -> bool:
@@ -89,8 +100,9 @@ def legal_action_mask(codec: ActionCodec, slots: Sequence[SlotState], tracker: T
                       epoch: int, cfg: EsperConfig) -> np.ndarray:
     """Boolean mask over the action space (MaskablePPO's convention). WAIT is always legal.
 
-    GERMINATE_*: slot DORMANT and the germination gate open. FOSSILIZE: slot PROBATIONARY.
-    CULL: seed in GERMINATED..PROBATIONARY with age >= ``min_cull_age``.
+    GERMINATE_*: slot DORMANT and the germination gate open. FOSSILIZE: slot PROBATIONARY and
+    G5 passes on this epoch's counterfactual (so a legal FOSSILIZE always succeeds). CULL: seed
+    in GERMINATED..PROBATIONARY with age >= ``min_cull_age``.
     """
     mask = np.zeros(codec.n, dtype=bool)
     mask[0] = True
@@ -100,6 +112,7 @@ def legal_action_mask(codec: ActionCodec, slots: Sequence[SlotState], tracker: T
         base = 1 + s * codec.per_slot
         if gate_open and slot.stage == SeedStage.DORMANT:
             mask[base:base + nb] = True
-        mask[base + nb] = slot.stage == SeedStage.PROBATIONARY
+        mask[base + nb] = (slot.stage == SeedStage.PROBATIONARY
+                           and check_g5(slot, cfg.gates).passed)
         mask[base + nb + 1] = slot.stage in LIVE_STAGES and slot.seed_age >= cfg.min_cull_age
     return mask

@@ -58,9 +58,14 @@ def check_g2(slot: SlotState, cfg: GateConfig) -> GateResult:
 
 
 def check_g3(slot: SlotState, cfg: GateConfig, blending_epochs: int) -> GateResult:
-    """G3 (into PROBATIONARY): blended for ``blending_epochs`` and alpha >= ``min_blend_alpha``."""
+    """G3 (into PROBATIONARY): blended for ``blending_epochs``, alpha >= ``min_blend_alpha``, and
+    this epoch's counterfactual above ``min_probation_contribution`` (a seed whose removal would
+    cost nothing has nothing to be decided in PROBATIONARY).
+    """  # noqa: D205
+    c = slot.counterfactual
     return _result("G3", {"blending_epochs": slot.epochs_in_stage >= blending_epochs,
-                          "alpha": slot.alpha.alpha >= cfg.min_blend_alpha})
+                          "alpha": slot.alpha.alpha >= cfg.min_blend_alpha,
+                          "counterfactual": c is not None and c > cfg.min_probation_contribution})
 
 
 def check_g5(slot: SlotState, cfg: GateConfig) -> GateResult:

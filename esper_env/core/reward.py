@@ -1,28 +1,36 @@
 """Reward arithmetic (spec section 9). Pure: every term from plain records, reported by name.
 
+Accuracies are in percentage points (pp); rewards are in pp too.
+
 Modes:
 
-* ``contribution`` (default): the anchor's counterfactual-primary reward with its defects fixed.
-  Terms: ``attribution``, ``proxy``, ``blending_warning``, ``probation_wait``, ``stage_shaping``,
-  ``rent``, ``action_shaping``, ``terminal``.
-* ``delta``: ``accuracy_delta`` (val accuracy change in pp; telescopes to final - initial) and
-  ``rent``.
-* ``sparse``: ``final_accuracy`` (val accuracy in pp) and ``rent``, both only on the last step.
+* ``contribution`` (default): what growth added over the *no-growth world*. The env keeps a
+  seedless twin of the host (same initial weights, same mini-batches, never touched by a seed);
+  ``V = val_acc(model) - val_acc(twin)`` is the value growth has added so far. Terms:
+
+  - ``value_added``: ``V(after) - V(before)``. It telescopes: over an episode it sums to the
+    final value added, so a seed is paid exactly what it adds and charged exactly what it costs,
+    whatever its counterfactual (removal cost) says. No growth earns exactly 0.
+  - ``rent``: ``-(R(after) - R(before))`` with ``R = rent_pp_per_doubling * log2(1 + added/host)``;
+    it telescopes to the final model's rent: a parameter price stated as pp of accuracy per
+    doubling of the model, charged once (not per epoch), refunded when a seed is culled.
+  - ``stage_shaping``: potential-based, ``w * (gamma * Phi(s') - Phi(s))`` summed over slots,
+    with ``Phi = 0`` at termination, so its discounted sum over any episode is
+    ``-Phi(s_0) = 0``: it speeds learning and cannot change which policy is optimal (with the
+    agent's discount equal to ``reward.gamma``).
+  - ``probation_wait``: ``-min(max, base ** (e - grace))`` for each PROBATIONARY seed left
+    undecided ``e >= grace`` epochs while a decision was available (FOSSILIZE or CULL legal for
+    that slot); only a legal FOSSILIZE that passes G5 or a legal CULL of that slot avoids it.
+
+* ``delta``: ``accuracy_delta`` (val accuracy change; telescopes to final - initial accuracy)
+  and the same telescoping ``rent``.
+* ``sparse``: ``final_accuracy`` (final val accuracy) and ``rent`` (the final model's), both only
+  on the last step.
 
 Every mode also has ``illegal_action``, ``rollback`` and ``diverged`` penalties (0 unless they
 happen; a masked-out action costs a little even in ``sparse`` mode, so agents without masking learn
-the rules). Accuracies and contributions are in percentage points.
-
-Fixes of the anchor's defects (reference section 16), each pinned by a test:
-
-* attribution is action-aware: a seed culled by the action collects no attribution that step (it
-  gets only the cull shaping, which charges culling a helpful seed);
-* a fossilised seed keeps earning its bounded attribution (``attribution_for_fossils``, default on;
-  off reproduces the anchor), so fossilizing never pays less than waiting in PROBATIONARY;
-* rent is computed from the live modules' parameter counts, a fossilised seed counted once;
-* stage shaping is potential-based on explicit (before, after) stage pairs, so the drop of the
-  potential on a cull is paid;
-* the terminal bonus counts fossilised seeds.
+the rules). Nothing is paid for a seed whose output cannot reach the model's output: a seed that
+never blends leaves ``V`` at 0, and its rent and shaping can only cost.
 """
 
 from __future__ import annotations
@@ -53,11 +61,7 @@ STAGE_POTENTIAL: dict[SeedStage, float] = {
 }
 """Anchor stage potentials for the shaping term."""
 
-_LIVE_PAID = frozenset({SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.PROBATIONARY})
-_FOSSIL_PAID = _LIVE_PAID | {SeedStage.FOSSILIZED}
-
-CONTRIBUTION_TERMS = ("attribution", "proxy", "blending_warning", "probation_wait",
-                      "stage_shaping", "rent", "action_shaping", "terminal")
+CONTRIBUTION_TERMS = ("value_added", "rent", "stage_shaping", "probation_wait")
 DELTA_TERMS = ("accuracy_delta", "rent")
 SPARSE_TERMS = ("final_accuracy", "rent")
 PENALTY_TERMS = ("illegal_action", "rollback", "diverged")
@@ -69,23 +73,32 @@ def reward_terms(mode: str) -> tuple[str, ...]:
     return base + PENALTY_TERMS
 
 
+def uses_twin(mode: str) -> bool:
+    """True if the reward ``mode`` needs the seedless twin's accuracy."""
+    return mode == "contribution"
+
+
 @dataclass(frozen=True, slots=True)
 class RewardInputs:
     """Everything the reward of one step depends on.
 
-    ``slots_before`` is the state the agent saw; ``slots_measured`` is after the action and the
-    epoch's measurements, before automatic transitions; ``slots_after`` is the state after the step.
+    ``slots_before`` is the state the agent saw; ``slots_after`` is the state after the step.
+    ``value_added_before`` / ``value_added_after`` are ``V`` (pp) at those two moments (0.0 in
+    modes without a twin). ``decisions`` says, per slot, whether the agent could FOSSILIZE or
+    CULL that slot in the state it saw (from the action mask).
     """
 
     action: Action
     action_legal: bool
     slots_before: tuple[SlotState, ...]
-    slots_measured: tuple[SlotState, ...]
     slots_after: tuple[SlotState, ...]
     val_acc_before: float
     val_acc_after: float
     host_params: int
     terminal: bool
+    value_added_before: float = 0.0
+    value_added_after: float = 0.0
+    decisions: tuple[bool, ...] = ()
     fossilize_gate: GateResult | None = None
     rollback: bool = False
     diverged: bool = False
@@ -103,31 +116,55 @@ class RewardBreakdown:
         return float(sum(self.terms.values()))
 
 
-def parameter_rent(added_params: int, host_params: int, cfg: RewardConfig) -> float:
-    """``min(rent_weight * ln(1 + added/host), max_rent)`` (0 with nothing added)."""
-    if added_params <= 0 or host_params <= 0:
-        return 0.0
-    return min(cfg.rent_weight * math.log1p(added_params / host_params), cfg.max_rent)
-
-
 def added_parameters(slots: Sequence[SlotState]) -> int:
     """Parameters of the seed modules the model holds now (each module counted once)."""
     return sum(s.seed_params for s in slots if s.stage in MODULE_STAGES)
 
 
-def bounded_attribution(contribution: float, progress: float) -> float:
-    """Attribution for a seed with a counterfactual ``contribution`` (pp).
+def parameter_rent(added_params: int, host_params: int, cfg: RewardConfig) -> float:
+    """Rent of a model with ``added_params`` on a host of ``host_params``, in pp.
 
-    A harmful seed (c < 0) is charged its damage. A helpful one is paid ``min(c, sqrt(P*c))`` where
-    P is the val-accuracy progress since its germination: never more than the geometric mean of
-    what its removal would cost and what the model actually gained, and nothing without progress.
-    This caps "ransomware" seeds whose removal cost exceeds the value they added.
+    ``rent_pp_per_doubling * log2(1 + added/host)``: a seed as large as the host (the model
+    doubles) costs ``rent_pp_per_doubling`` pp; 0 with nothing added.
     """
-    if contribution < 0.0:
-        return contribution
-    if progress <= 0.0:
+    if added_params <= 0 or host_params <= 0:
         return 0.0
-    return min(contribution, math.sqrt(progress * contribution))
+    return cfg.rent_pp_per_doubling * math.log2(1.0 + added_params / host_params)
+
+
+def value_added(val_acc: float, twin_val_acc: float | None, previous: float) -> float:
+    """``V = val_acc - twin_val_acc`` (pp).
+
+    Without a twin yet (``twin_val_acc`` None and ``previous`` 0) the model *is* the seedless
+    host, so V is 0. A twin that has been dropped (it diverged) also passes None: V then holds its
+    ``previous`` value, so nothing more is paid or charged.
+    """
+    if twin_val_acc is None:
+        return previous
+    return val_acc - twin_val_acc
+
+
+def split_value_added(v: float, slots: Sequence[SlotState]) -> list[float | None]:
+    """Split ``V`` across the slots by their counterfactual contributions (for ``info``).
+
+    Slots with a counterfactual this epoch share V: a gain (V > 0) in proportion to their positive
+    counterfactuals, a loss (V < 0) in proportion to their negative ones (equally if none has the
+    matching sign). Slots without a counterfactual get None; if no slot has one, nothing is
+    attributed (the residual effect of seeds already gone).
+    """
+    cands = [s for s in slots if s.counterfactual is not None]
+    out: list[float | None] = [None] * len(slots)
+    if not cands:
+        return out
+    sign = 1.0 if v >= 0.0 else -1.0
+    weights = {s.index: max(sign * s.counterfactual, 0.0) for s in cands}  # type: ignore[operator]
+    total = sum(weights.values())
+    for k, s in enumerate(slots):
+        if s.counterfactual is None:
+            continue
+        w = weights[s.index] / total if total > 0.0 else 1.0 / len(cands)
+        out[k] = v * w
+    return out
 
 
 def stage_potential(slot: SlotState, cfg: RewardConfig) -> float:
@@ -136,6 +173,16 @@ def stage_potential(slot: SlotState, cfg: RewardConfig) -> float:
         return 0.0
     return STAGE_POTENTIAL[slot.stage] + min(cfg.pbrs_epoch_bonus * slot.epochs_in_stage,
                                              cfg.pbrs_max_epoch_bonus)
+
+
+def stage_shaping(before: Sequence[SlotState], after: Sequence[SlotState], terminal: bool,
+                  cfg: RewardConfig) -> float:
+    """``w * (gamma * Phi(after) - Phi(before))`` summed over slots; ``Phi(after) = 0`` at the end."""
+    total = 0.0
+    for b, a in zip(before, after, strict=True):
+        phi_after = 0.0 if terminal else stage_potential(a, cfg)
+        total += cfg.pbrs_weight * (cfg.gamma * phi_after - stage_potential(b, cfg))
+    return total
 
 
 def _capped_power(base: float, exponent: int, cap: float) -> float:
@@ -147,88 +194,48 @@ def _capped_power(base: float, exponent: int, cap: float) -> float:
     return min(cap, base ** exponent)
 
 
-def _targets(action: Action, slot: int, kind: ActionKind) -> bool:
-    return action.kind == kind and action.slot == slot
-
-
-def _action_shaping(x: RewardInputs, cfg: RewardConfig) -> float:
+def _resolves(x: RewardInputs, slot: int) -> bool:
+    """True if this step's action settled slot ``slot``'s probation (legal, and it worked)."""
     a = x.action
-    if not x.action_legal or a.kind == ActionKind.WAIT or a.slot is None:
-        return 0.0
-    before = x.slots_before[a.slot]
-    if a.kind == ActionKind.GERMINATE:
-        return -cfg.germinate_cost
-    if a.kind == ActionKind.FOSSILIZE:
-        value = -cfg.fossilize_cost
-        if x.fossilize_gate is None or not x.fossilize_gate.passed:
-            return value - cfg.fossilize_noncontributing_penalty
-        t = x.slots_measured[a.slot].total_improvement
-        if t < 0.0:  # removal cost without progress: the ransomware signature
-            return value - cfg.fossilize_ransomware_penalty - min(0.2 * abs(t), 1.0)
-        c = before.counterfactual or 0.0
-        return value + cfg.fossilize_base_bonus + cfg.fossilize_contribution_scale * c
-    # CULL
-    value = -cfg.cull_cost
-    c = before.counterfactual
-    if c is None:
-        return value
-    if c < cfg.cull_hurting_threshold:
-        return value + cfg.cull_hurting_bonus
-    if c < 0.0:
-        return value + cfg.cull_acceptable_bonus
-    return value - cfg.cull_good_seed_penalty - 0.05 * c
+    if not x.action_legal or a.slot != slot:
+        return False
+    if a.kind == ActionKind.CULL:
+        return True
+    return (a.kind == ActionKind.FOSSILIZE and x.fossilize_gate is not None
+            and x.fossilize_gate.passed)
 
 
-def _contribution_terms(x: RewardInputs, cfg: RewardConfig) -> dict[str, float]:
-    acc_delta = x.val_acc_after - x.val_acc_before
-    attribution = proxy = blending = probation = 0.0
-    paid = _FOSSIL_PAID if cfg.attribution_for_fossils else _LIVE_PAID
-    for s, m in enumerate(x.slots_measured):
-        # A seed culled by this action is CULLED here and earns nothing (action-aware attribution).
-        if m.stage in paid:
-            if m.counterfactual is not None:
-                attribution += cfg.contribution_weight * bounded_attribution(
-                    m.counterfactual, m.total_improvement)
-            elif acc_delta > 0.0 and m.stage in _LIVE_PAID:  # credit before a counterfactual
-                proxy += cfg.proxy_weight * acc_delta
-        if m.stage == SeedStage.BLENDING and m.total_improvement < 0.0:
-            blending -= cfg.blending_warning_base + min(
-                cfg.blending_warning_per_epoch * m.epochs_in_stage, cfg.blending_warning_max)
-        b = x.slots_before[s]
-        if (b.stage == SeedStage.PROBATIONARY and b.epochs_in_stage >= cfg.probation_wait_grace
-                and not _targets(x.action, s, ActionKind.FOSSILIZE)
-                and not _targets(x.action, s, ActionKind.CULL)):
-            probation -= _capped_power(cfg.probation_wait_base,
-                                       b.epochs_in_stage - cfg.probation_wait_grace,
-                                       cfg.probation_wait_max)
-    shaping = sum(cfg.pbrs_weight * (cfg.gamma * stage_potential(a, cfg) - stage_potential(b, cfg))
-                  for b, a in zip(x.slots_before, x.slots_after, strict=True))
-    terminal = 0.0
-    if x.terminal:
-        n_fossil = sum(1 for s in x.slots_after if s.stage == SeedStage.FOSSILIZED)
-        terminal = cfg.terminal_acc_weight * x.val_acc_after + cfg.terminal_fossil_bonus * n_fossil
-    return {
-        "attribution": attribution,
-        "proxy": proxy,
-        "blending_warning": blending,
-        "probation_wait": probation,
-        "stage_shaping": shaping,
-        "rent": -parameter_rent(added_parameters(x.slots_after), x.host_params, cfg),
-        "action_shaping": _action_shaping(x, cfg),
-        "terminal": terminal,
-    }
+def probation_wait(x: RewardInputs, cfg: RewardConfig) -> float:
+    """Penalty for PROBATIONARY seeds left undecided (see the module docstring)."""
+    total = 0.0
+    for s, b in enumerate(x.slots_before):
+        if b.stage != SeedStage.PROBATIONARY or b.epochs_in_stage < cfg.probation_wait_grace:
+            continue
+        could_decide = x.decisions[s] if s < len(x.decisions) else True
+        if could_decide and not _resolves(x, s):
+            total -= _capped_power(cfg.probation_wait_base,
+                                   b.epochs_in_stage - cfg.probation_wait_grace,
+                                   cfg.probation_wait_max)
+    return total
 
 
 def compute_reward(mode: str, x: RewardInputs, cfg: RewardConfig) -> RewardBreakdown:
     """Reward of one step under ``mode``, as named terms (see the module docstring)."""
-    rent = parameter_rent(added_parameters(x.slots_after), x.host_params, cfg)
+    rent_before = parameter_rent(added_parameters(x.slots_before), x.host_params, cfg)
+    rent_after = parameter_rent(added_parameters(x.slots_after), x.host_params, cfg)
     if mode == "contribution":
-        terms = _contribution_terms(x, cfg)
+        terms = {
+            "value_added": x.value_added_after - x.value_added_before,
+            "rent": -(rent_after - rent_before),
+            "stage_shaping": stage_shaping(x.slots_before, x.slots_after, x.terminal, cfg),
+            "probation_wait": probation_wait(x, cfg),
+        }
     elif mode == "delta":
-        terms = {"accuracy_delta": x.val_acc_after - x.val_acc_before, "rent": -rent}
+        terms = {"accuracy_delta": x.val_acc_after - x.val_acc_before,
+                 "rent": -(rent_after - rent_before)}
     elif mode == "sparse":
         terms = {"final_accuracy": x.val_acc_after if x.terminal else 0.0,
-                 "rent": -rent if x.terminal else 0.0}
+                 "rent": -rent_after if x.terminal else 0.0}
     else:
         raise ValueError(f"unknown reward mode {mode!r}")
     terms["illegal_action"] = 0.0 if x.action_legal else -cfg.illegal_action_penalty

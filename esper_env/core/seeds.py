@@ -11,9 +11,12 @@ Timing (one env step = one epoch; the action is applied before the epoch trains)
 * TRAINING: after ``min_training_epochs`` epochs and G2 -> BLENDING, and alpha takes its first ramp
   value at once, so the first blending epoch already trains blended (the anchor lost that epoch).
 * BLENDING: alpha advances once per epoch; after ``blending_epochs`` epochs alpha is exactly 1 and
-  G3 -> PROBATIONARY.
+  G3 -> PROBATIONARY, which needs this epoch's counterfactual above
+  ``gates.min_probation_contribution`` (0 pp): a seed at the end of its ramp whose removal would
+  not cost accuracy is culled instead (cause ``G3_counterfactual``).
 * PROBATIONARY: FOSSILIZE only by action through G5; automatic cull at once when this epoch's
-  counterfactual is <= 0, or after ``probation_timeout`` epochs.
+  counterfactual is <= ``gates.min_probation_contribution``, or after ``probation_timeout``
+  epochs.
 * CULLED lasts one epoch, EMBARGOED ``embargo_epochs`` epochs, RESETTING one epoch, then DORMANT.
 
 A stage entered during an epoch's advance is not advanced again in the same epoch.
@@ -138,10 +141,13 @@ def auto_transition(slot: SlotState, cfg: EsperConfig
         g3 = check_g3(slot, cfg.gates, cfg.blending_epochs)
         if g3.passed:
             return advanced(g3, "G3")
+        if g3.failed == ("counterfactual",):  # the ramp is done; the seed adds nothing
+            after, events = cull(replace(slot, last_gate=g3), "G3_counterfactual")
+            return after, g3, events
         return replace(slot, alpha=slot.alpha.step(), last_gate=g3), g3, []
     if stage == SeedStage.PROBATIONARY:
         c = slot.counterfactual
-        if c is not None and c <= 0.0:
+        if c is not None and c <= cfg.gates.min_probation_contribution:
             after, events = cull(slot, "negative_counterfactual")
             return after, None, events
         if slot.epochs_in_stage >= cfg.effective_probation_timeout:

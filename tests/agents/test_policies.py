@@ -54,13 +54,42 @@ def test_scripted_policy_completes_a_lifecycle(env):
 def test_scripted_policy_prefers_fossilize_then_germinate(env):
     pol = ScriptedPolicy(env, "norm", slot=0)
     codec = env.codec
+    obs = np.zeros(env.observation_space.shape, dtype=np.float32)
     mask = np.zeros(codec.n, dtype=bool)
     mask[0] = True
-    assert pol.predict(None, mask)[0] == 0
+    assert pol.predict(obs, mask)[0] == 0
     mask[pol.germinate] = True
-    assert codec.decode(pol.predict(None, mask)[0]).kind == ActionKind.GERMINATE
+    assert codec.decode(pol.predict(obs, mask)[0]).kind == ActionKind.GERMINATE
     mask[pol.fossilize] = True
-    assert codec.decode(pol.predict(None, mask)[0]).kind == ActionKind.FOSSILIZE
+    assert codec.decode(pol.predict(obs, mask)[0]).kind == ActionKind.FOSSILIZE
+
+
+def test_scripted_policy_earliest_epoch_delays_germination(env):
+    late = ScriptedPolicy(env, "norm", earliest_epoch=6)
+    assert late.name == "scripted-norm-from6"
+    index = env.feature_names.index("epoch_fraction")
+    obs = np.zeros(env.observation_space.shape, dtype=np.float32)
+    mask = np.zeros(env.codec.n, dtype=bool)
+    mask[[0, late.germinate]] = True
+    for epoch, want in [(5, 0), (6, late.germinate), (7, late.germinate)]:
+        obs[index] = epoch / env.config.max_epochs
+        assert late.predict(obs, mask)[0] == want
+    with pytest.raises(ValueError, match="earliest_epoch=-1"):
+        ScriptedPolicy(env, "norm", earliest_epoch=-1)
+
+
+def test_scripted_policy_late_germinates_at_or_after_its_epoch(env):
+    late = ScriptedPolicy(env, "conv_light", earliest_epoch=4)
+    obs, info = env.reset(seed=2)
+    germinated_at = None
+    while True:
+        action, _ = late.predict(obs, action_masks=env.action_masks())
+        if env.codec.decode(action).kind == ActionKind.GERMINATE:
+            germinated_at = info["epoch"]
+        obs, _, terminated, _, info = env.step(action)
+        if terminated:
+            break
+    assert germinated_at is not None and germinated_at >= 4
 
 
 def test_scripted_policy_rejects_unknown_blueprint_with_hint(env):

@@ -9,6 +9,7 @@ from esper_env.core.actions import (
     Action,
     ActionCodec,
     ActionKind,
+    decisions_available,
     germination_gate_open,
     legal_action_mask,
 )
@@ -87,8 +88,8 @@ def test_germination_gate_switched_off_is_always_open() -> None:
 
 # -- mask --------------------------------------------------------------------------------------
 
-def slot(i: int, stage: SeedStage, age: int = 0) -> SlotState:
-    return SlotState(index=i, stage=stage, seed_age=age,
+def slot(i: int, stage: SeedStage, age: int = 0, c: float | None = 5.0) -> SlotState:
+    return SlotState(index=i, stage=stage, seed_age=age, counterfactual=c,
                      blueprint=None if stage == SeedStage.DORMANT else "norm")
 
 
@@ -117,6 +118,30 @@ def test_legal_action_mask_cull_needs_live_stage_and_min_age(stage, age, legal) 
     mask = legal_action_mask(codec, [slot(0, stage, age)], OPEN_TRACKER, 10, GATED)
     assert bool(mask[codec.encode(Action(K.CULL, 0))]) is legal
     assert mask[codec.encode(Action(K.FOSSILIZE, 0))] == (stage == SeedStage.PROBATIONARY)
+
+
+@pytest.mark.parametrize(("c", "legal"), [(None, False), (-1.0, False), (0.5, False),
+                                          (0.999, False), (1.0, True), (4.0, True)])
+def test_legal_action_mask_fossilize_only_when_g5_passes(c: float | None, legal: bool) -> None:
+    """Issue 5: FOSSILIZE is never unmasked for a seed that cannot pass G5 this epoch."""
+    codec = ActionCodec(1, BPS)
+    mask = legal_action_mask(codec, [slot(0, SeedStage.PROBATIONARY, 3, c)], OPEN_TRACKER, 10,
+                             GATED)
+    assert bool(mask[codec.encode(Action(K.FOSSILIZE, 0))]) is legal
+    cfg = GATED.replace(gates={"min_fossilize_contribution": 0.25})
+    mask = legal_action_mask(codec, [slot(0, SeedStage.PROBATIONARY, 3, 0.5)], OPEN_TRACKER, 10,
+                             cfg)
+    assert mask[codec.encode(Action(K.FOSSILIZE, 0))]
+
+
+def test_decisions_available_reads_fossilize_and_cull_per_slot() -> None:
+    codec = ActionCodec(3, BPS)
+    slots = [slot(0, SeedStage.PROBATIONARY, 3, 5.0), slot(1, SeedStage.PROBATIONARY, 3, 0.5),
+             slot(2, SeedStage.TRAINING, 12)]
+    mask = legal_action_mask(codec, slots, OPEN_TRACKER, 10, GATED)
+    assert decisions_available(codec, mask) == (True, False, True)
+    assert codec.slot_actions(1) == (codec.encode(Action(K.FOSSILIZE, 1)),
+                                     codec.encode(Action(K.CULL, 1)))
 
 
 @pytest.mark.parametrize("stage", [SeedStage.DORMANT, SeedStage.FOSSILIZED, SeedStage.CULLED,

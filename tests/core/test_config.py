@@ -52,13 +52,12 @@ BAD_NESTED: dict[str, list[object]] = {
     "gates.require_host_improvement": [1, "no"],
     "gates.min_host_improvement": [math.nan, math.inf],
     "gates.min_blend_alpha": [1.5, -0.1],
+    "gates.min_probation_contribution": [math.nan, "0"],
     "gates.min_fossilize_contribution": [math.inf, "1"],
     "reward.gamma": [0.0, 1.5, -0.1],
     "reward.probation_wait_grace": [-1, 1.5],
-    "reward.cull_hurting_threshold": [0.1],
-    "reward.rent_weight": [-1.0],
-    "reward.max_rent": [math.nan],
-    "reward.terminal_fossil_bonus": [-3.0],
+    "reward.rent_pp_per_doubling": [-1.0, math.nan, math.inf],
+    "reward.pbrs_weight": [-0.3],
     "reward.illegal_action_penalty": [-0.1],
     "governor.enabled": ["no", 1],
     "governor.snapshot_every": [0],
@@ -142,7 +141,8 @@ def test_from_kwargs_nested_dict_updates_only_given_fields() -> None:
                     reward={"gamma": 0.9}, max_epochs=40)
     assert c.gates == GateConfig(min_training_epochs=1, max_isolation_violations=4,
                                  min_fossilize_contribution=2.0)
-    assert c.reward.gamma == 0.9 and c.reward.rent_weight == RewardConfig().rent_weight
+    assert c.reward.gamma == 0.9
+    assert c.reward.rent_pp_per_doubling == RewardConfig().rent_pp_per_doubling
     assert c.max_epochs == 40
     assert c.governor == base.governor
 
@@ -194,8 +194,8 @@ NON_DEFAULT = dict(
     host_momentum=0.0, host_weight_decay=0.0, seed_lr=0.1, seed_momentum=0.5,
     synthetic_samples=10, device="cuda:1", torch_threads=1, fault_epochs=(3, 7),
     gates=GateConfig(min_training_epochs=1, min_gradient_ratio=0.0, require_host_improvement=True,
-                     min_fossilize_contribution=-100.0),
-    reward=RewardConfig(gamma=0.95, rent_weight=0.25, cull_hurting_threshold=-1.0),
+                     min_probation_contribution=-2.0, min_fossilize_contribution=-100.0),
+    reward=RewardConfig(gamma=0.95, rent_pp_per_doubling=2.0, pbrs_weight=0.0),
     governor=GovernorConfig(enabled=False, min_history=5, history_window=8),
 )
 

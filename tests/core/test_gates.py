@@ -25,7 +25,8 @@ def training(**kw: object) -> SlotState:
 def test_gate_config_defaults_are_anchor_values() -> None:
     assert (CFG.min_training_epochs, CFG.max_isolation_violations, CFG.min_gradient_ratio,
             CFG.require_host_improvement, CFG.min_host_improvement, CFG.min_blend_alpha,
-            CFG.min_fossilize_contribution) == (3, 10, 0.05, False, 0.5, 0.95, 1.0)
+            CFG.min_probation_contribution, CFG.min_fossilize_contribution) == (
+        3, 10, 0.05, False, 0.5, 0.95, 0.0, 1.0)
 
 
 @pytest.mark.parametrize(("epochs", "passed"), [(2, False), (3, True), (4, True)])
@@ -79,9 +80,9 @@ def test_check_g2_uses_configured_thresholds() -> None:
     assert check_g2(training(isolation_violations=1), cfg).failed == ("isolation_violations",)
 
 
-def blending(epochs: int, alpha: float) -> SlotState:
+def blending(epochs: int, alpha: float, c: float | None = 2.0) -> SlotState:
     return SlotState(index=0, stage=SeedStage.BLENDING, blueprint="norm", seed_id="s",
-                     epochs_in_stage=epochs, alpha=AlphaController(alpha=alpha))
+                     epochs_in_stage=epochs, alpha=AlphaController(alpha=alpha), counterfactual=c)
 
 
 @pytest.mark.parametrize(("epochs", "passed"), [(4, False), (5, True), (6, True)])
@@ -99,8 +100,26 @@ def test_check_g3_alpha_threshold(alpha: float, passed: bool) -> None:
     assert r.failed == (() if passed else ("alpha",))
 
 
-def test_check_g3_reports_both_failures() -> None:
-    assert check_g3(blending(0, 0.1), CFG, blending_epochs=5).failed == ("blending_epochs", "alpha")
+def test_check_g3_reports_every_failure() -> None:
+    assert check_g3(blending(0, 0.1, None), CFG, blending_epochs=5).failed == (
+        "blending_epochs", "alpha", "counterfactual")
+
+
+@pytest.mark.parametrize(("c", "passed"), [(None, False), (-2.0, False), (0.0, False),
+                                           (1e-9, True), (0.3, True)])
+def test_check_g3_needs_a_positive_counterfactual(c: float | None, passed: bool) -> None:
+    """Issue 5: a seed whose removal would cost nothing never enters PROBATIONARY."""
+    r = check_g3(blending(5, 1.0, c), CFG, blending_epochs=5)
+    assert r.passed is passed
+    assert r.failed == (() if passed else ("counterfactual",))
+
+
+def test_check_g3_uses_configured_probation_contribution() -> None:
+    cfg = GateConfig(min_probation_contribution=-1.0)
+    assert check_g3(blending(5, 1.0, -0.5), cfg, blending_epochs=5).passed
+    assert not check_g3(blending(5, 1.0, -1.0), cfg, blending_epochs=5).passed
+    assert not check_g3(blending(5, 1.0, 0.5), GateConfig(min_probation_contribution=0.5),
+                        blending_epochs=5).passed
 
 
 def probationary(c: float | None) -> SlotState:

@@ -160,6 +160,31 @@ def test_advance_blending_ramps_alpha_each_epoch_then_probation_at_exactly_one()
     assert slot.counterfactual == 1.5
 
 
+@pytest.mark.parametrize("c", [0.0, -0.01, -4.0, None])
+def test_advance_blending_end_without_positive_counterfactual_culls(c: float | None) -> None:
+    """Issue 5: a seed whose counterfactual is <= 0 never enters PROBATIONARY."""
+    slot = to_blending()
+    for _ in range(1, CFG.blending_epochs):  # a negative counterfactual mid-ramp is tolerated
+        slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=-1.0), 52.0, CFG)
+        assert slot.stage == S.BLENDING and events == []
+    slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=c), 52.0, CFG)
+    assert slot.stage == S.CULLED
+    assert gate is not None and gate.gate == "G3" and gate.failed == ("counterfactual",)
+    assert [(e.before, e.after, e.cause) for e in events] == [
+        (S.BLENDING, S.CULLED, "G3_counterfactual")]
+    assert slot.blueprint is None and slot.seed_params == 0
+
+
+def test_advance_probation_threshold_is_configurable() -> None:
+    cfg = CFG.replace(gates={"min_probation_contribution": -3.0})
+    slot = to_blending(cfg)
+    for _ in range(cfg.blending_epochs):
+        slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=-2.0), 52.0, cfg)
+    assert slot.stage == S.PROBATIONARY
+    slot, _, events = advance_epoch(slot, SlotMetrics(counterfactual=-3.0), 52.0, cfg)
+    assert slot.stage == S.CULLED and [e.cause for e in events] == ["negative_counterfactual"]
+
+
 def test_advance_blending_single_epoch_ramp_is_one_at_once() -> None:
     cfg = CFG.replace(blending_epochs=1)
     slot = to_blending(cfg)
@@ -423,9 +448,17 @@ class TwoSlotLifecycle(RuleBasedStateMachine):
                 base = 1 + s.index * CODEC.per_slot
                 germ = mask[base:base + len(BPS)]
                 assert (germ == (gate_open and s.stage == S.DORMANT)).all()
-                assert mask[base + len(BPS)] == (s.stage == S.PROBATIONARY)
+                g5 = s.counterfactual is not None and \
+                    s.counterfactual >= cfg.gates.min_fossilize_contribution
+                assert mask[base + len(BPS)] == (s.stage == S.PROBATIONARY and g5)
                 assert mask[base + len(BPS) + 1] == (s.stage in LIVE_STAGES
                                                      and s.seed_age >= cfg.min_cull_age)
+
+    @invariant()
+    def probation_only_with_positive_counterfactual(self) -> None:
+        for s in self.slots:
+            if s.stage == S.PROBATIONARY:
+                assert s.counterfactual is None or s.counterfactual > 0.0
 
     @invariant()
     def replay_reproduces_state(self) -> None:

@@ -109,6 +109,6 @@ def test_docstring_names_every_contribution_reward_term() -> None:
     doc = EsperEnv.__doc__ or ""
     env = gym.make("Esper-v0", **tiny_kwargs())
     _, info = env.reset(seed=0)
-    assert len(info["reward_terms"]) == 11
+    assert len(info["reward_terms"]) == 7
     for term in info["reward_terms"]:
         assert f"``{term}``" in doc, term

@@ -12,6 +12,7 @@ import torch
 from conftest import tiny_kwargs
 
 from agents.policies import ScriptedPolicy
+from esper_env.core.reward import parameter_rent
 
 FINAL_KEYS = {"final_val_acc", "final_test_acc", "n_fossilized"}
 
@@ -61,8 +62,10 @@ def test_episode_final_info_counts_fossilized_seeds() -> None:
             break
     assert info["n_fossilized"] == info["stages"].count("FOSSILIZED") == 1
     assert info["stages"][1] == "FOSSILIZED"
-    assert info["reward_terms"]["terminal"] == pytest.approx(
-        0.05 * info["final_val_acc"] + 3.0 * info["n_fossilized"], abs=1e-12)
+    # No bonus for a fossil as such: the default reward pays value added, not fossil counts.
+    assert set(info["reward_terms"]) == {"value_added", "rent", "stage_shaping",
+                                         "probation_wait", "illegal_action", "rollback",
+                                         "diverged"}
 
 
 def test_step_after_termination_warns_and_returns_terminated_without_training() -> None:
@@ -111,18 +114,22 @@ def test_delta_reward_accuracy_terms_telescope_to_final_minus_initial(seed: int)
     env = gym.make("Esper-v0", **tiny_kwargs(n_slots=2, reward_mode="delta", max_epochs=15))
     reset_info, steps = _masked_random_episode(env, seed=seed, action_seed=seed + 100)
     previous = reset_info["val_acc"]
-    total = 0.0
+    total = rent = 0.0
     for _, reward, _, _, info in steps:
         terms = info["reward_terms"]
         assert set(terms) == {"accuracy_delta", "rent", "illegal_action", "rollback", "diverged"}
         assert terms["accuracy_delta"] == pytest.approx(info["val_acc"] - previous, abs=1e-9)
-        assert terms["rent"] <= 0.0
-        assert (terms["rent"] == 0.0) == (info["params_added"] == 0)
         assert reward == pytest.approx(terms["accuracy_delta"] + terms["rent"], abs=1e-9)
         previous = info["val_acc"]
         total += terms["accuracy_delta"]
+        rent += terms["rent"]
     final = steps[-1][4]["final_val_acc"]
     assert total == pytest.approx(final - reset_info["val_acc"], abs=1e-9)
+    # the rent telescopes too: it charges the final model once, not every epoch
+    last = steps[-1][4]
+    cfg = env.unwrapped.config.reward
+    assert rent == pytest.approx(-parameter_rent(last["params_added"], last["host_params"], cfg),
+                                 abs=1e-9)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -133,7 +140,7 @@ def test_sparse_reward_is_zero_until_the_last_step(seed: int) -> None:
     assert terminated
     assert [reward for _, reward, *_ in middle] == [0.0] * len(middle)
     assert all(all(v == 0.0 for v in s[4]["reward_terms"].values()) for s in middle)
-    rent = min(0.5 * math.log1p(info["params_added"] / info["host_params"]), 8.0)
+    rent = 0.5 * math.log2(1 + info["params_added"] / info["host_params"])
     assert info["reward_terms"]["final_accuracy"] == info["final_val_acc"]
     assert info["reward_terms"]["rent"] == pytest.approx(-rent, abs=1e-12)
     assert last_reward == pytest.approx(info["final_val_acc"] - rent, abs=1e-9)
