@@ -13,6 +13,9 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+"""Tracked results (written only with ``--record``)."""
+SCRATCH = Path(__file__).resolve().parent.parent / "results"
+"""Untracked results of ordinary runs (``/results/`` is in .gitignore)."""
 
 
 def git_commit() -> str:
@@ -53,9 +56,26 @@ def provenance() -> dict[str, Any]:
     }
 
 
-def save(name: str, record: dict[str, Any], out_dir: Path | None = None) -> Path:
-    """Append ``record`` plus provenance as one JSON line to ``<out_dir>/<name>.jsonl``."""
-    out = Path(out_dir) if out_dir is not None else RESULTS
+def add_output_args(parser: Any) -> None:
+    """``--record`` and ``--out``, shared by every benchmark script."""
+    parser.add_argument("--record", action="store_true",
+                        help="append the results to the tracked benchmarks/results/ "
+                             "(default: the untracked results/ folder at the repository root)")
+    parser.add_argument("--out", default=None,
+                        help="results folder (overrides both defaults)")
+
+
+def save(name: str, record: dict[str, Any], out_dir: Path | str | None = None,
+         tracked: bool = False) -> Path:
+    """Append ``record`` plus provenance as one JSON line to ``<folder>/<name>.jsonl``.
+
+    The folder is ``out_dir`` if given, else ``benchmarks/results/`` (tracked, only when
+    ``tracked``, i.e. ``--record``), else the untracked ``results/`` at the repository root.
+    """
+    if out_dir is not None:
+        out = Path(out_dir)
+    else:
+        out = RESULTS if tracked else SCRATCH
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.jsonl"
     with path.open("a") as f:

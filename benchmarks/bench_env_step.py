@@ -6,8 +6,12 @@ For each task, three measurements in one process, on the same data and config:
 2. ``bare``: the same host trained by a bare loop, ``Trainer.train_epoch()`` + ``Trainer.validate()``
    per epoch, with no env around it. ``overhead = step time / bare epoch time``.
 3. ``growth``: steps/s of a scripted policy that germinates ``conv_heavy`` as soon as the mask
-   allows and fossilizes when it can (so seeds train, blend and need counterfactual passes). Its
-   overhead is step time / the time spent inside the trainer's compute calls during those steps.
+   allows and fossilizes when it can (so seeds train, blend and need counterfactual passes), under
+   the default ``contribution`` reward, which also trains and validates the seedless twin from the
+   first blended epoch on. Its overhead is step time / the time spent inside the trainer's compute
+   calls (model and twin) during those steps.
+4. ``growth without twin``: the same episodes under ``reward_mode="delta"`` (no twin);
+   ``twin_cost`` = growth step time with the twin / without it (paired per repetition).
 
 Medians over ``--repeats`` repetitions; the machines are shared, so quote medians and ratios.
 Targets (2-core CPU): digits >= 25 steps/s single env, overhead <= 1.15.
@@ -24,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import provenance, save  # noqa: E402
+from _common import add_output_args, provenance, save  # noqa: E402
 
 from agents.policies import ScriptedPolicy  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
@@ -48,6 +52,8 @@ def _episode_steps(env: EsperEnv, seed: int, policy=None) -> tuple[float, int, f
                 trainer_time[0] += time.perf_counter() - t
         return wrapper
 
+    if tr.twin_enabled:
+        originals["twin_validate"] = tr.twin_validate
     for name, fn in originals.items():
         setattr(tr, name, timed(fn))
     done, steps, total = False, 0, 0.0
@@ -77,8 +83,9 @@ def _bare_epochs(env: EsperEnv, seed: int, epochs: int) -> float:
 
 def bench_task(task: str, repeats: int, max_epochs: int) -> dict:
     env = EsperEnv(task=task, max_epochs=max_epochs)
+    plain = EsperEnv(task=task, max_epochs=max_epochs, reward_mode="delta")
     _episode_steps(env, 1000)  # warm-up
-    nog, bare, grow, grow_ratio = [], [], [], []
+    nog, bare, grow, grow_ratio, grow_plain, twin_cost = [], [], [], [], [], []
     policy = ScriptedPolicy(env, "conv_heavy")
     for r in range(repeats):
         total, steps, _ = _episode_steps(env, r)
@@ -87,11 +94,16 @@ def bench_task(task: str, repeats: int, max_epochs: int) -> dict:
         total, steps, compute = _episode_steps(env, r, policy)
         grow.append(total / steps)
         grow_ratio.append(total / compute)
-    step_s, bare_s, grow_s = (statistics.median(x) for x in (nog, bare, grow))
+        total_plain, steps_plain, _ = _episode_steps(plain, r, policy)
+        grow_plain.append(total_plain / steps_plain)
+        twin_cost.append(grow[-1] / grow_plain[-1])
+    step_s, bare_s, grow_s, plain_s = (statistics.median(x) for x in (nog, bare, grow, grow_plain))
     return {"task": task, "repeats": repeats, "max_epochs": max_epochs,
             "no_growth_steps_per_s": 1.0 / step_s, "bare_epochs_per_s": 1.0 / bare_s,
             "overhead_no_growth": step_s / bare_s, "growth_steps_per_s": 1.0 / grow_s,
-            "overhead_growth": statistics.median(grow_ratio)}
+            "overhead_growth": statistics.median(grow_ratio),
+            "growth_no_twin_steps_per_s": 1.0 / plain_s,
+            "twin_cost": statistics.median(twin_cost)}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -99,20 +111,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--tasks", default="digits,synthetic")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-epochs", type=int, default=25)
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    add_output_args(p)
     args = p.parse_args(argv)
     prov = provenance()
     print(f"# {prov['cpu']} ({prov['cores']} cores, {prov['torch_threads']} torch threads), "
           f"torch {prov['torch']}, commit {prov['commit']}")
     print(f"{'task':<10} {'steps/s':>8} {'bare ep/s':>9} {'overhead':>8} "
-          f"{'growth steps/s':>14} {'growth overhead':>15}")
+          f"{'growth steps/s':>14} {'growth overhead':>15} {'no-twin steps/s':>15} "
+          f"{'twin cost':>9}")
     out = []
     for task in args.tasks.split(","):
         r = bench_task(task, args.repeats, args.max_epochs)
         print(f"{task:<10} {r['no_growth_steps_per_s']:>8.1f} {r['bare_epochs_per_s']:>9.1f} "
               f"{r['overhead_no_growth']:>8.3f} {r['growth_steps_per_s']:>14.1f} "
-              f"{r['overhead_growth']:>15.3f}")
-        save("env_step", {"bench": "env_step", **r}, args.out)
+              f"{r['overhead_growth']:>15.3f} {r['growth_no_twin_steps_per_s']:>15.1f} "
+              f"{r['twin_cost']:>9.3f}")
+        save("env_step", {"bench": "env_step", **r}, args.out, tracked=args.record)
         out.append(r)
     return out
 

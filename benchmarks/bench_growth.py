@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import provenance, save  # noqa: E402
+from _common import add_output_args, provenance, save  # noqa: E402
 
 from agents.evaluate import mean_ci95, run_episode  # noqa: E402
 from agents.policies import NoGrowthPolicy, ScriptedPolicy  # noqa: E402
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seeds", type=int, default=10, help="episodes per policy (seeds 0..n-1)")
     p.add_argument("--max-epochs", type=int, default=25)
     p.add_argument("--blueprints", default=",".join(BLUEPRINT_NAMES["cnn"]))
-    p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    add_output_args(p)
     args = p.parse_args(argv)
 
     env = EsperEnv(task=args.task, max_epochs=args.max_epochs)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {"bench": "growth", "task": args.task, "seeds": args.seeds,
               "max_epochs": args.max_epochs, "summary": summary, "best": best,
               "elapsed_s": elapsed}
-    save("growth", record, args.out)
+    save("growth", record, args.out, tracked=args.record)
     return record
 
 

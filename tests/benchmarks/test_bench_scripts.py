@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -33,3 +34,57 @@ def test_bench_env_step_runs_and_reports_ratios(tmp_path):
         r["bare_epochs_per_s"] / r["no_growth_steps_per_s"])
     assert r["overhead_growth"] >= 1.0  # step time includes the trainer's compute
     assert (tmp_path / "env_step.jsonl").exists()
+
+
+def test_bench_reward_integrity_runs_on_a_tiny_config(tmp_path, capsys):
+    import bench_reward_integrity
+
+    env_json = json.dumps({"germination_gate": False, "min_cull_age": 2, "blending_epochs": 2,
+                           "embargo_epochs": 1,
+                           "gates": {"min_training_epochs": 1, "min_gradient_ratio": 0.0}})
+    rec = bench_reward_integrity.main([
+        "--task", "synthetic", "--seeds", "3", "--first-seed", "0", "--max-epochs", "7",
+        "--late-epoch", "3", "--blueprints", "norm,conv_light", "--workers", "1",
+        "--env-json", env_json, "--out", str(tmp_path)])
+    assert rec["policies"] == ["no-growth", "early-norm", "early-conv_light", "late-norm",
+                               "late-conv_light", "random"]
+    assert set(rec["results"]) == {"contribution", "delta", "sparse"}
+    assert rec["mode_mismatches"] == 0  # the reward mode never changes what happens
+    assert len(rec["episodes"]) == 3 * 6 * 3
+    contribution = rec["results"]["contribution"]
+    assert contribution["per_policy"]["no-growth"]["return"] == 0.0
+    for mode in rec["results"].values():
+        assert -1.0 <= mode["spearman"] <= 1.0 or mode["spearman"] != mode["spearman"]
+        assert mode["per_policy"]["no-growth"]["test_delta"] == 0.0
+    line = json.loads((tmp_path / "reward_integrity.jsonl").read_text().splitlines()[-1])
+    for key in ("commit", "torch", "cpu", "results", "episodes"):
+        assert key in line
+    out = capsys.readouterr().out
+    assert "policy-level Spearman" in out and "| early-conv_light |" in out
+
+
+def test_bench_reward_integrity_statistics_on_hand_made_rows():
+    import bench_reward_integrity as b
+
+    seeds = [0, 1, 2, 3]
+    rows = []
+    # "good" gains 5 +- 1 and earns 4 more; "bad" loses 3 +- 0.5 and earns 2 more (harmful, paid)
+    for s in seeds:
+        rows.append({"policy": "no-growth", "seed": s, "return": 0.0, "test_acc": 80.0 + s,
+                     "fossilized": 0, "params_added": 0})
+        rows.append({"policy": "good", "seed": s, "return": 4.0 + 0.1 * s,
+                     "test_acc": 85.0 + s + (-1) ** s, "fossilized": 1, "params_added": 10})
+        rows.append({"policy": "bad", "seed": s, "return": 2.0,
+                     "test_acc": 77.0 + s + 0.5 * (-1) ** s, "fossilized": 1, "params_added": 5})
+    summary = b.summarise(rows, ["no-growth", "good", "bad"], seeds)
+    assert summary["per_policy"]["good"]["test_delta"] == pytest.approx(5.0)
+    assert summary["per_policy"]["bad"]["return_delta"] == pytest.approx(2.0)
+    assert summary["harmful_out_earn_no_growth"] == ["bad"]
+    assert summary["helpful_earn_less_than_no_growth"] == []
+    assert summary["spearman"] == pytest.approx(0.5)  # returns rank bad above no-growth
+    assert not summary["bars_met"]
+    assert b.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    lo, hi = b.bootstrap_spearman(
+        *(np.array([[r[k] for r in rows if r["policy"] == p] for p in ("no-growth", "good")])
+          for k in ("return", "test_acc")))
+    assert lo <= hi

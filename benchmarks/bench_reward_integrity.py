@@ -1,0 +1,294 @@
+"""Does the reward rank growth policies the way final test accuracy does? (spec section 9)
+
+A fixed zoo of policies plays the same seeds under each reward mode:
+
+* ``no-growth`` (always WAIT);
+* ``early-<bp>`` for every blueprint: germinate at the first epoch the mask allows, fossilize as
+  soon as FOSSILIZE is legal;
+* ``late-<bp>`` for every blueprint: the same, but never germinate before ``--late-epoch`` (14)
+  epochs have been trained;
+* ``random``: uniform over the legal actions, seeded per episode (the same actions in every mode);
+* ``heuristic``: ``agents.heuristic.HeuristicPolicy``, once that module exists.
+
+The dynamics do not depend on the reward mode, so every (policy, seed) episode is the same in all
+modes (the script checks that the final test accuracies agree) and only the returns differ.
+
+Printed per mode: for every policy the mean return and final test accuracy, and the paired
+differences to no-growth on the same seeds with 95 % t intervals; the Spearman rank correlation
+between the policies' mean return and mean final test accuracy (with a 95 % bootstrap interval
+over seeds) and, for information, the Spearman correlation of the per-episode paired differences
+(return vs test accuracy, against no-growth on the same seed). Checked for the default mode:
+
+1. policy-level Spearman >= 0.8;
+2. no policy whose test-accuracy difference is significantly negative (CI below 0) has a higher
+   mean return than no-growth;
+3. no policy whose test-accuracy difference is significantly positive (CI above 0) has a lower
+   mean return than no-growth (the rent never flips the sign of a real gain).
+
+Seeds: the default ``--first-seed 1000`` keeps the reported seeds apart from the seeds 0-199 used
+while designing the reward and calibrating the task. Episodes run in ``--workers`` processes with
+one torch thread each.
+
+    python benchmarks/bench_reward_integrity.py --seeds 20            # digits, ~10 min on 2 cores
+    python benchmarks/bench_reward_integrity.py --seeds 20 --record   # also append to benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import add_output_args, provenance, save  # noqa: E402
+
+from agents.evaluate import mean_ci95, run_episode  # noqa: E402
+from agents.policies import NoGrowthPolicy, RandomPolicy, ScriptedPolicy  # noqa: E402
+from esper_env.config import REWARD_MODES  # noqa: E402
+from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
+
+DEFAULT_MODE = "contribution"
+SPEARMAN_BAR = 0.8
+
+
+# ---- the zoo ------------------------------------------------------------------------------------
+def zoo_names(blueprints: list[str], include_heuristic: bool = True) -> list[str]:
+    """Policy names of the zoo, in table order."""
+    names = ["no-growth"] + [f"early-{b}" for b in blueprints] + [f"late-{b}" for b in blueprints]
+    names.append("random")
+    if include_heuristic and importlib.util.find_spec("agents.heuristic") is not None:
+        names.append("heuristic")
+    return names
+
+
+def make_policy(name: str, env: Any, seed: int, late_epoch: int) -> Any:
+    """Build zoo policy ``name`` for one episode (random policies are seeded by the episode)."""
+    if name == "no-growth":
+        return NoGrowthPolicy(env)
+    if name == "random":
+        return RandomPolicy(env, seed=seed)
+    if name == "heuristic":
+        from agents.heuristic import HeuristicPolicy  # type: ignore[import-not-found]
+
+        return HeuristicPolicy(env)
+    when, bp = name.split("-", 1)
+    return ScriptedPolicy(env, bp, earliest_epoch=late_epoch if when == "late" else 0)
+
+
+# ---- episodes (run in worker processes) ---------------------------------------------------------
+_ENVS: dict[str, Any] = {}
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_one(task: tuple[str, str, int, str, int]) -> dict[str, Any]:
+    """Play one (mode, policy, seed) episode; return its outcome as plain data."""
+    mode, policy, seed, env_json, late_epoch = task
+    key = f"{mode}|{env_json}"
+    if key not in _ENVS:
+        from esper_env.env import EsperEnv
+
+        _ENVS[key] = EsperEnv(**{**json.loads(env_json), "reward_mode": mode})
+    env = _ENVS[key]
+    t = time.perf_counter()
+    r = run_episode(env, make_policy(policy, env, seed, late_epoch), seed=seed, name=policy)
+    return {"mode": mode, "policy": policy, "seed": seed, "return": r.episode_return,
+            "test_acc": r.final_test_acc, "val_acc": r.final_val_acc,
+            "params_added": r.params_added, "fossilized": r.n_fossilized,
+            "culled": r.lifecycle.get("culled", 0), "illegal": r.illegal_actions,
+            "wall_s": time.perf_counter() - t}
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman rank correlation (average ranks for ties); nan if either side is constant."""
+    from scipy import stats
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def bootstrap_spearman(ret: np.ndarray, acc: np.ndarray, reps: int = 2000, seed: int = 0
+                       ) -> tuple[float, float]:
+    """95 % percentile interval of the policy-level Spearman, resampling seeds.
+
+    ``ret`` and ``acc`` are (policies, seeds) arrays; each replicate draws seeds with replacement
+    (the same draw for every policy, keeping the pairing) and ranks the policies' means.
+    """
+    rng = np.random.default_rng(seed)
+    n = ret.shape[1]
+    values = []
+    for _ in range(reps):
+        idx = rng.integers(0, n, n)
+        v = spearman(list(ret[:, idx].mean(1)), list(acc[:, idx].mean(1)))
+        if not math.isnan(v):
+            values.append(v)
+    if not values:
+        return math.nan, math.nan
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def summarise(rows: list[dict[str, Any]], policies: list[str], seeds: list[int]
+              ) -> dict[str, Any]:
+    """Per-policy paired statistics and the rank correlations of one mode."""
+    by = {(r["policy"], r["seed"]): r for r in rows}
+    ret = np.array([[by[p, s]["return"] for s in seeds] for p in policies])
+    acc = np.array([[by[p, s]["test_acc"] for s in seeds] for p in policies])
+    base = policies.index("no-growth")
+    per_policy = {}
+    for i, p in enumerate(policies):
+        d_acc = mean_ci95(list(acc[i] - acc[base]))
+        d_ret = mean_ci95(list(ret[i] - ret[base]))
+        per_policy[p] = {
+            "return": float(ret[i].mean()), "test_acc": float(acc[i].mean()),
+            "test_delta": d_acc[0], "test_delta_ci95": d_acc[1],
+            "return_delta": d_ret[0], "return_delta_ci95": d_ret[1],
+            "fossilized": int(sum(by[p, s]["fossilized"] for s in seeds)),
+            "params_added": float(np.mean([by[p, s]["params_added"] for s in seeds])),
+        }
+    rho = spearman(list(ret.mean(1)), list(acc.mean(1)))
+    lo, hi = bootstrap_spearman(ret, acc)
+    others = [i for i in range(len(policies)) if i != base]
+    ep_rho = spearman(list((ret[others] - ret[base]).ravel()),
+                      list((acc[others] - acc[base]).ravel()))
+    harmful_paid = [p for p, v in per_policy.items()
+                    if v["test_delta"] + v["test_delta_ci95"] < 0 and v["return_delta"] > 0]
+    helpful_charged = [p for p, v in per_policy.items()
+                       if v["test_delta"] - v["test_delta_ci95"] > 0 and v["return_delta"] < 0]
+    return {"per_policy": per_policy, "spearman": rho, "spearman_ci95": [lo, hi],
+            "episode_spearman": ep_rho, "harmful_out_earn_no_growth": harmful_paid,
+            "helpful_earn_less_than_no_growth": helpful_charged,
+            "bars_met": bool(rho >= SPEARMAN_BAR and not harmful_paid and not helpful_charged)}
+
+
+def markdown_table(mode: str, s: dict[str, Any]) -> str:
+    """The per-policy table of one mode, as Markdown."""
+    lines = [f"| policy ({mode}) | test acc | test vs no-growth | return | return vs no-growth |"
+             " fossilized |",
+             "|---|---|---|---|---|---|"]
+    for p, v in s["per_policy"].items():
+        paired = "—" if p == "no-growth" else (
+            f"{v['test_delta']:+.2f} ± {v['test_delta_ci95']:.2f}")
+        paired_r = "—" if p == "no-growth" else (
+            f"{v['return_delta']:+.2f} ± {v['return_delta_ci95']:.2f}")
+        lines.append(f"| {p} | {v['test_acc']:.2f} | {paired} | {v['return']:.2f} | {paired_r} |"
+                     f" {v['fossilized']} |")
+    return "\n".join(lines)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--task", default="digits")
+    p.add_argument("--seeds", type=int, default=20, help="episodes per policy and mode")
+    p.add_argument("--first-seed", type=int, default=1000,
+                   help="seeds first..first+n-1 (held out from reward design: 0-199 were used)")
+    p.add_argument("--max-epochs", type=int, default=25)
+    p.add_argument("--late-epoch", type=int, default=14,
+                   help="late policies never germinate before this many epochs")
+    p.add_argument("--modes", default=",".join(REWARD_MODES))
+    p.add_argument("--blueprints", default=",".join(BLUEPRINT_NAMES["cnn"]))
+    p.add_argument("--policies", default=None,
+                   help="comma-separated subset of the zoo (default: the whole zoo)")
+    p.add_argument("--env-json", default="{}",
+                   help="extra EsperEnv keyword arguments as JSON (e.g. a tiny test config)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="worker processes (1 = run in this process)")
+    p.add_argument("--torch-threads", type=int, default=1, help="torch threads per worker")
+    add_output_args(p)
+    args = p.parse_args(argv)
+
+    blueprints = args.blueprints.split(",")
+    policies = zoo_names(blueprints)
+    if args.policies:
+        wanted = args.policies.split(",")
+        unknown = sorted(set(wanted) - set(policies))
+        if unknown:
+            p.error(f"unknown policies {unknown}; the zoo has {policies}")
+        policies = [q for q in policies if q in wanted]
+    if "no-growth" not in policies:
+        p.error("the zoo needs no-growth (every difference is paired against it)")
+    modes = args.modes.split(",")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    env_kwargs = {"task": args.task, "max_epochs": args.max_epochs, **json.loads(args.env_json)}
+    env_json = json.dumps(env_kwargs, sort_keys=True)
+    tasks = [(m, q, s, env_json, args.late_epoch) for m in modes for q in policies for s in seeds]
+
+    t0 = time.perf_counter()
+    if args.workers <= 1:
+        _init_worker(args.torch_threads)
+        rows = [run_one(t) for t in tasks]
+    else:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"),
+                                 initializer=_init_worker,
+                                 initargs=(args.torch_threads,)) as pool:
+            rows = list(pool.map(run_one, tasks, chunksize=4))
+    elapsed = time.perf_counter() - t0
+
+    # The reward mode must not change what happens: same test accuracy in every mode.
+    acc = {}
+    mismatched = 0
+    for r in rows:
+        k = (r["policy"], r["seed"])
+        if k in acc and acc[k] != r["test_acc"]:
+            mismatched += 1
+        acc.setdefault(k, r["test_acc"])
+
+    prov = provenance()
+    print(f"# {args.task}, {len(policies)} policies x {args.seeds} seeds "
+          f"({seeds[0]}..{seeds[-1]}), {args.max_epochs} epochs, modes {modes}; {prov['cpu']}, "
+          f"torch {prov['torch']}, {args.torch_threads} torch thread(s) x {args.workers} workers, "
+          f"commit {prov['commit']}; {elapsed:.0f} s")
+    if mismatched:
+        print(f"WARNING: {mismatched} episodes differ in test accuracy between reward modes")
+    results = {}
+    for m in modes:
+        s = summarise([r for r in rows if r["mode"] == m], policies, seeds)
+        results[m] = s
+        print()
+        print(markdown_table(m, s))
+        lo, hi = s["spearman_ci95"]
+        print(f"\n{m}: policy-level Spearman(mean return, mean test acc) = {s['spearman']:.3f} "
+              f"(95 % bootstrap CI {lo:.2f}..{hi:.2f}); per-episode paired Spearman = "
+              f"{s['episode_spearman']:.3f}")
+        print(f"{m}: significantly harmful policies out-earning no-growth: "
+              f"{s['harmful_out_earn_no_growth'] or 'none'}; significantly helpful policies "
+              f"earning less than no-growth: {s['helpful_earn_less_than_no_growth'] or 'none'}")
+    print("\n| mode | policy-level Spearman (95 % CI) | per-episode Spearman | harmful out-earn "
+          "no-growth | helpful earn less | bars |")
+    print("|---|---|---|---|---|---|")
+    for m, s in results.items():
+        lo, hi = s["spearman_ci95"]
+        bars = ("met" if s["bars_met"] else "NOT met") if m == DEFAULT_MODE else "—"
+        print(f"| {m} | {s['spearman']:.2f} ({lo:.2f}..{hi:.2f}) | {s['episode_spearman']:.2f} | "
+              f"{', '.join(s['harmful_out_earn_no_growth']) or 'none'} | "
+              f"{', '.join(s['helpful_earn_less_than_no_growth']) or 'none'} | {bars} |")
+    record = {"bench": "reward_integrity", "task": args.task, "seeds": seeds,
+              "max_epochs": args.max_epochs, "late_epoch": args.late_epoch, "policies": policies,
+              "env_kwargs": env_kwargs, "workers": args.workers,
+              "torch_threads_per_worker": args.torch_threads, "elapsed_s": elapsed,
+              "mode_mismatches": mismatched, "results": results, "episodes": rows}
+    path = save("reward_integrity", record, args.out, tracked=args.record)
+    print(f"\nsaved to {path}")
+    return record
+
+
+if __name__ == "__main__":
+    main()
