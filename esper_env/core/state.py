@@ -17,8 +17,10 @@ class SlotMetrics:
     """What the trainer measured for one slot during one epoch.
 
     Attributes:
-        gradient_ratio: (seed |g| / sqrt(n_seed)) / (host |g| / sqrt(n_host)), 0 without a seed.
-        isolation_violations: host gradients that arrived through the seed path this epoch.
+        gradient_ratio: (seed |g| / sqrt(n_seed)) / (host |g| / sqrt(n_host)) over the whole
+            epoch (each |g| the root-sum-square over every mini-batch), 0 without a seed.
+        isolation_violations: backward passes this epoch in which host gradient arrived through
+            the seed path while isolation was on.
         counterfactual: val accuracy with the seed minus with its alpha forced to 0, in pp;
             None when the slot's alpha is 0 (no counterfactual exists).
     """
