@@ -111,10 +111,11 @@ class RewardConfig:
             a host of ``host`` is ``rent_pp_per_doubling * log2(1 + added/host)``, charged once
             (it telescopes) in every mode. Default 0.5: the largest growth the default task
             allows (``conv_heavy`` in all three slots, 3.2x the host) costs 1.0 pp, the largest
-            single seed (``conv_heavy`` after the last block, 2.4x) 0.88 pp, below the smallest
-            gain a 20-seed benchmark resolves (~1.5 pp), so rent never flips the sign of a real
-            gain. Raise it to study parameter efficiency (the anchor's ``0.5 ln(1 + r)`` per
-            epoch was about 8 pp per doubling over a 25-epoch episode).
+            single seed (``conv_heavy`` after the last block, 2.4x) 0.88 pp, below the 1-2 pp
+            half-width of a 20-seed paired confidence interval, so rent never flips the sign of
+            a gain a benchmark can resolve (``benchmarks/bench_reward_integrity.py`` checks it).
+            Raise it to study parameter efficiency (the anchor's ``0.5 ln(1 + r)`` per epoch was
+            about 8 pp per doubling over a 25-epoch episode).
         pbrs_weight: weight of the potential-based stage shaping (anchor 0.3).
         pbrs_epoch_bonus: potential per epoch spent in a stage (anchor 0.3) ...
         pbrs_max_epoch_bonus: ... up to this much (anchor 2.0).
