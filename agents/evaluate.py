@@ -25,6 +25,7 @@ class EpisodeResult:
     illegal_actions: int = 0
     rollbacks: int = 0
     length: int = 0
+    instance: str | None = None
 
 
 def _takes_masks(policy: Any) -> bool:
@@ -34,15 +35,18 @@ def _takes_masks(policy: Any) -> bool:
         return False
 
 
-def run_episode(env: Any, policy: Any, seed: int, name: str | None = None) -> EpisodeResult:
-    """Play one episode from ``reset(seed=seed)`` with ``policy.predict``, deterministically.
+def run_episode(env: Any, policy: Any, seed: int, name: str | None = None,
+                options: dict[str, Any] | None = None) -> EpisodeResult:
+    """Play one episode from ``reset(seed=seed, options=options)`` with ``policy.predict``.
 
     Policies whose ``predict`` takes ``action_masks`` (the baselines, sb3-contrib's MaskablePPO)
-    get ``env.action_masks()``; others (SB3's PPO, DQN) are called without it.
+    get ``env.action_masks()``; others (SB3's PPO, DQN) are called without it. Deterministic
+    actions; ``options={"instance": k}`` pins an instance of the env's instance split.
     """
     base = env.unwrapped
     masked = _takes_masks(policy)
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options=options)
+    instance = info.get("instance")
     total, done, steps = 0.0, False, 0
     counts: Counter[str] = Counter()
     illegal = rollbacks = 0
@@ -64,7 +68,7 @@ def run_episode(env: Any, policy: Any, seed: int, name: str | None = None) -> Ep
         episode_return=total, final_val_acc=info["final_val_acc"],
         final_test_acc=info["final_test_acc"], params_added=info["params_added"],
         n_fossilized=info["n_fossilized"], lifecycle=dict(counts), illegal_actions=illegal,
-        rollbacks=rollbacks, length=steps)
+        rollbacks=rollbacks, length=steps, instance=instance)
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:

@@ -7,6 +7,9 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -81,3 +84,23 @@ def save(name: str, record: dict[str, Any], out_dir: Path | str | None = None,
     with path.open("a") as f:
         f.write(json.dumps({**provenance(), **record}) + "\n")
     return path
+
+
+def init_worker(threads: int) -> None:
+    """Set the torch thread count of a worker process (and of this one, without workers)."""
+    torch.set_num_threads(threads)
+
+
+def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, threads: int
+              ) -> list[Any]:
+    """``[worker(t) for t in tasks]``, in this process or in ``workers`` spawned processes.
+
+    Each process uses ``threads`` torch threads; results come back in task order. ``worker`` must
+    be a module-level function of an importable module (spawned workers import it).
+    """
+    if workers <= 1:
+        init_worker(threads)
+        return [worker(t) for t in tasks]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
+                             initargs=(threads,)) as pool:
+        return list(pool.map(worker, tasks, chunksize=4))

@@ -5,13 +5,17 @@ A fixed zoo of policies plays the same seeds under each reward mode:
 * ``no-growth`` (always WAIT);
 * ``early-<bp>`` for every blueprint: germinate at the first epoch the mask allows, fossilize as
   soon as FOSSILIZE is legal;
-* ``late-<bp>`` for every blueprint: the same, but never germinate before ``--late-epoch`` (14)
-  epochs have been trained;
+* ``late-<bp>`` for every blueprint: the same, but never germinate before ``--late-fraction``
+  (0.56) of the epoch budget has been trained (epoch 14 of 25);
 * ``random``: uniform over the legal actions, seeded per episode (the same actions in every mode);
 * ``heuristic``: ``agents.heuristic.HeuristicPolicy``, once that module exists.
 
 The dynamics do not depend on the reward mode, so every (policy, seed) episode is the same in all
 modes (the script checks that the final test accuracies agree) and only the returns differ.
+
+With ``--instance-set`` every policy plays every instance of ``--split`` (pinned with
+``reset(options={"instance": k})``) on every seed; a *case* is then an (instance, seed) pair and
+all differences are paired per case.
 
 Printed per mode: for every policy the mean return and final test accuracy, and the paired
 differences to no-growth on the same seeds with 95 % t intervals; the Spearman rank correlation
@@ -29,8 +33,9 @@ Seeds: the default ``--first-seed 1000`` keeps the reported seeds apart from the
 while designing the reward and calibrating the task. Episodes run in ``--workers`` processes with
 one torch thread each.
 
-    python benchmarks/bench_reward_integrity.py --seeds 20            # digits, ~10 min on 2 cores
+    python benchmarks/bench_reward_integrity.py --seeds 20            # digits, ~4 min on 2 cores
     python benchmarks/bench_reward_integrity.py --seeds 20 --record   # also append to benchmarks/results
+    python benchmarks/bench_reward_integrity.py --instance-set digits-mix --split test --seeds 3
 """
 
 from __future__ import annotations
@@ -42,8 +47,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, save  # noqa: E402
+from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
 
 from agents.evaluate import mean_ci95, run_episode  # noqa: E402
 from agents.policies import NoGrowthPolicy, RandomPolicy, ScriptedPolicy  # noqa: E402
@@ -90,24 +93,24 @@ def make_policy(name: str, env: Any, seed: int, late_epoch: int) -> Any:
 _ENVS: dict[str, Any] = {}
 
 
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def run_one(task: tuple[str, str, int, str, int]) -> dict[str, Any]:
-    """Play one (mode, policy, seed) episode; return its outcome as plain data."""
-    mode, policy, seed, env_json, late_epoch = task
+def run_one(task: tuple[str, str, int, int | None, str, float]) -> dict[str, Any]:
+    """Play one (mode, policy, seed, instance) episode; return its outcome as plain data."""
+    mode, policy, seed, k, env_json, late_fraction = task
     key = f"{mode}|{env_json}"
     if key not in _ENVS:
         from esper_env.env import EsperEnv
 
         _ENVS[key] = EsperEnv(**{**json.loads(env_json), "reward_mode": mode})
     env = _ENVS[key]
+    max_epochs = env.config.max_epochs if k is None else env.instances[k].max_epochs
+    late = int(round(late_fraction * max_epochs))
+    options = None if k is None else {"instance": k}
     t = time.perf_counter()
-    r = run_episode(env, make_policy(policy, env, seed, late_epoch), seed=seed, name=policy)
-    return {"mode": mode, "policy": policy, "seed": seed, "return": r.episode_return,
+    # the random policy's actions depend on the case only, so every mode replays them
+    r = run_episode(env, make_policy(policy, env, seed + 7919 * (k or 0), late), seed=seed,
+                    name=policy, options=options)
+    return {"mode": mode, "policy": policy, "seed": seed, "k": k, "case": f"{k}:{seed}",
+            "instance": r.instance, "return": r.episode_return,
             "test_acc": r.final_test_acc, "val_acc": r.final_val_acc,
             "params_added": r.params_added, "fossilized": r.n_fossilized,
             "culled": r.lifecycle.get("culled", 0), "illegal": r.illegal_actions,
@@ -145,10 +148,14 @@ def bootstrap_spearman(ret: np.ndarray, acc: np.ndarray, reps: int = 2000, seed:
     return float(lo), float(hi)
 
 
-def summarise(rows: list[dict[str, Any]], policies: list[str], seeds: list[int]
+def summarise(rows: list[dict[str, Any]], policies: list[str], seeds: list[Any]
               ) -> dict[str, Any]:
-    """Per-policy paired statistics and the rank correlations of one mode."""
-    by = {(r["policy"], r["seed"]): r for r in rows}
+    """Per-policy paired statistics and the rank correlations of one mode.
+
+    ``seeds`` are the cases every policy played (seeds, or "instance:seed" strings); rows are
+    matched on ``row["case"]`` when present, else on ``row["seed"]``.
+    """
+    by = {(r["policy"], r.get("case", r["seed"])): r for r in rows}
     ret = np.array([[by[p, s]["return"] for s in seeds] for p in policies])
     acc = np.array([[by[p, s]["test_acc"] for s in seeds] for p in policies])
     base = policies.index("no-growth")
@@ -201,8 +208,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--first-seed", type=int, default=1000,
                    help="seeds first..first+n-1 (held out from reward design: 0-199 were used)")
     p.add_argument("--max-epochs", type=int, default=25)
-    p.add_argument("--late-epoch", type=int, default=14,
-                   help="late policies never germinate before this many epochs")
+    p.add_argument("--late-fraction", type=float, default=0.56,
+                   help="late policies never germinate before this fraction of the epoch budget "
+                        "(0.56: epoch 14 of 25)")
+    p.add_argument("--instance-set", default=None,
+                   help="play every instance of this set's --split (a name or a JSON file)")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--instances", type=int, default=None,
+                   help="with --instance-set: only the first N instances of the split")
     p.add_argument("--modes", default=",".join(REWARD_MODES))
     p.add_argument("--blueprints", default=",".join(BLUEPRINT_NAMES["cnn"]))
     p.add_argument("--policies", default=None,
@@ -227,40 +240,46 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("the zoo needs no-growth (every difference is paired against it)")
     modes = args.modes.split(",")
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-    env_kwargs = {"task": args.task, "max_epochs": args.max_epochs, **json.loads(args.env_json)}
+    if args.instance_set is None:
+        env_kwargs = {"task": args.task, "max_epochs": args.max_epochs}
+        ks: list[int | None] = [None]
+    else:
+        from esper_env.core.instances import load_instance_set
+
+        n = len(load_instance_set(args.instance_set).split(args.split))
+        env_kwargs = {"instance_set": args.instance_set, "instance_split": args.split}
+        ks = list(range(n if args.instances is None else min(n, args.instances)))
+    env_kwargs.update(json.loads(args.env_json))
     env_json = json.dumps(env_kwargs, sort_keys=True)
-    tasks = [(m, q, s, env_json, args.late_epoch) for m in modes for q in policies for s in seeds]
+    cases = [f"{k}:{s}" for k in ks for s in seeds]
+    tasks = [(m, q, s, k, env_json, args.late_fraction)
+             for m in modes for q in policies for k in ks for s in seeds]
 
     t0 = time.perf_counter()
-    if args.workers <= 1:
-        _init_worker(args.torch_threads)
-        rows = [run_one(t) for t in tasks]
-    else:
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"),
-                                 initializer=_init_worker,
-                                 initargs=(args.torch_threads,)) as pool:
-            rows = list(pool.map(run_one, tasks, chunksize=4))
+    rows = run_tasks(run_one, tasks, args.workers, args.torch_threads)
     elapsed = time.perf_counter() - t0
 
     # The reward mode must not change what happens: same test accuracy in every mode.
     acc = {}
     mismatched = 0
     for r in rows:
-        k = (r["policy"], r["seed"])
+        k = (r["policy"], r["case"])
         if k in acc and acc[k] != r["test_acc"]:
             mismatched += 1
         acc.setdefault(k, r["test_acc"])
 
     prov = provenance()
-    print(f"# {args.task}, {len(policies)} policies x {args.seeds} seeds "
-          f"({seeds[0]}..{seeds[-1]}), {args.max_epochs} epochs, modes {modes}; {prov['cpu']}, "
+    where = (f"{args.task}, {args.max_epochs} epochs" if args.instance_set is None else
+             f"{args.instance_set} {args.split} split, {len(ks)} instances")
+    print(f"# {where}, {len(policies)} policies x {args.seeds} seeds "
+          f"({seeds[0]}..{seeds[-1]}), modes {modes}; {prov['cpu']}, "
           f"torch {prov['torch']}, {args.torch_threads} torch thread(s) x {args.workers} workers, "
           f"commit {prov['commit']}; {elapsed:.0f} s")
     if mismatched:
         print(f"WARNING: {mismatched} episodes differ in test accuracy between reward modes")
     results = {}
     for m in modes:
-        s = summarise([r for r in rows if r["mode"] == m], policies, seeds)
+        s = summarise([r for r in rows if r["mode"] == m], policies, cases)
         results[m] = s
         print()
         print(markdown_table(m, s))
@@ -281,7 +300,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{', '.join(s['harmful_out_earn_no_growth']) or 'none'} | "
               f"{', '.join(s['helpful_earn_less_than_no_growth']) or 'none'} | {bars} |")
     record = {"bench": "reward_integrity", "task": args.task, "seeds": seeds,
-              "max_epochs": args.max_epochs, "late_epoch": args.late_epoch, "policies": policies,
+              "max_epochs": args.max_epochs, "late_fraction": args.late_fraction,
+              "instance_set": args.instance_set,
+              "split": args.split if args.instance_set else None, "cases": cases,
+              "policies": policies,
               "env_kwargs": env_kwargs, "workers": args.workers,
               "torch_threads_per_worker": args.torch_threads, "elapsed_s": elapsed,
               "mode_mismatches": mismatched, "results": results, "episodes": rows}

@@ -238,11 +238,26 @@ class EsperConfig:
             and on digits the higher rate turns conv_heavy's gain from +2 to +5 pp).
         synthetic_samples: samples per class of the ``synthetic`` task (>= 5, so that every split
             holds every class).
+        train_fraction: fraction of the training split used (a stratified subset drawn from the
+            episode seed; validation and test stay whole). Default 1.
+        label_noise: fraction of the used training labels replaced by a different class, drawn
+            from the episode seed (validation and test labels stay clean). Default 0.
+        param_budget: parameters the seeds may add, as a fraction of the host's parameters; a
+            GERMINATE whose seed would take the live seed modules over it is masked out (a
+            deployment budget). ``None`` (default) means no budget.
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``...).
         torch_threads: if set, ``torch.set_num_threads`` is applied at construction (use 1 in
             subprocess vector-env workers); ``None`` leaves the process setting alone.
         fault_epochs: fault injection for tests and robustness studies: at these epochs the host
             weights are poisoned with NaN before training, so the governor must roll back.
+        instance_set: draw each episode's instance from an instance set: a shipped set's name
+            (``digits-mix``), a JSON file, or a list of instance records (see
+            :mod:`esper_env.core.instances`). Each instance sets ``host_channels``,
+            ``injection_points``, ``host_lr``, ``train_fraction``, ``label_noise``,
+            ``max_epochs`` and ``param_budget``, so those fields must keep their defaults here;
+            ``task`` and ``n_slots`` are taken from the set when not given. ``None`` (default):
+            one fixed task, the calibrated digits task unless other fields say otherwise.
+        instance_split: ``train`` (default) or ``test``; named sets keep them disjoint.
         gates, reward, governor: nested configs.
     """
 
@@ -272,9 +287,14 @@ class EsperConfig:
     seed_lr: float = 0.05
     seed_momentum: float = 0.9
     synthetic_samples: int = 40
+    train_fraction: float = 1.0
+    label_noise: float = 0.0
+    param_budget: float | None = None
     device: str = "cpu"
     torch_threads: int | None = None
     fault_epochs: tuple[int, ...] = ()
+    instance_set: str | tuple[Any, ...] | None = None
+    instance_split: str = "train"
     gates: GateConfig = field(default_factory=GateConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     governor: GovernorConfig = field(default_factory=GovernorConfig)
@@ -291,7 +311,30 @@ class EsperConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if isinstance(self.instance_set, (list, tuple)):
+            from esper_env.core.instances import Instance
+
+            object.__setattr__(self, "instance_set",
+                               tuple(Instance.from_dict(r) for r in self.instance_set))
         self._validate()
+        if self.instance_set is not None:
+            self._validate_instance_set()
+
+    def _validate_instance_set(self) -> None:
+        from esper_env.core.instances import INSTANCE_FIELDS, load_instance_set
+
+        iset = load_instance_set(self.instance_set, self.task, self.n_slots)  # type: ignore[arg-type]
+        iset.split(self.instance_split)
+        for name, value in (("task", iset.task), ("n_slots", iset.n_slots)):
+            if getattr(self, name) != value:
+                raise ConfigError(f"{name}={getattr(self, name)!r} conflicts with instance set "
+                                  f"{iset.name!r} ({name}={value!r}); leave it out or use "
+                                  f"{value!r}")
+        defaults = EsperConfig()
+        for name in INSTANCE_FIELDS + tuple(iset.settings):
+            if getattr(self, name) != getattr(defaults, name):
+                raise ConfigError(f"{name}={getattr(self, name)!r} is set by every instance of "
+                                  f"{iset.name!r}; leave it at its default with an instance set")
 
     def _validate(self) -> None:
         _check_choice("task", self.task, TASKS)
@@ -330,6 +373,10 @@ class EsperConfig:
         _check_float("seed_lr", self.seed_lr, 0.0, low_open=True)
         _check_float("seed_momentum", self.seed_momentum, 0.0, 1.0)
         _check_int("synthetic_samples", self.synthetic_samples, 5)
+        _check_float("train_fraction", self.train_fraction, 0.0, 1.0, low_open=True)
+        _check_float("label_noise", self.label_noise, 0.0, 0.9)
+        if self.param_budget is not None:
+            _check_float("param_budget", self.param_budget, 0.0)
         dev = self.device
         ok = isinstance(dev, str) and (dev in ("cpu", "cuda", "mps") or
                                        (dev.startswith("cuda:") and dev[5:].isdigit()))
@@ -340,6 +387,7 @@ class EsperConfig:
         ok = isinstance(fe, tuple) and all(isinstance(e, int) and not isinstance(e, bool) and e >= 2
                                            for e in fe)
         _check(ok, "fault_epochs", fe, "a tuple of epoch numbers >= 2 (epoch 1 trains in reset)")
+        _check_choice("instance_split", self.instance_split, ("train", "test"))
 
     # -- derived values ---------------------------------------------------------------------------
     @property
@@ -407,4 +455,12 @@ def from_kwargs(base: EsperConfig | None = None, **kwargs: Any) -> EsperConfig:
             current.update(value)
             value = current
         merged[key] = value
+    if merged["instance_set"] is not None and "instance_set" in kwargs:
+        # task and n_slots follow the set unless the caller says otherwise (then they must agree)
+        from esper_env.core.instances import load_instance_set
+
+        iset = load_instance_set(merged["instance_set"], merged["task"], merged["n_slots"])
+        for name, value in (("task", iset.task), ("n_slots", iset.n_slots)):
+            if name not in kwargs:
+                merged[name] = value
     return EsperConfig(**merged)

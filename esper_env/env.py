@@ -22,8 +22,14 @@ from esper_env.core.actions import (
 from esper_env.core.catalog import BLUEPRINT_NAMES
 from esper_env.core.gates import GateResult
 from esper_env.core.governor import GovernorState, check_loss
+from esper_env.core.instances import Instance, InstanceSet, load_instance_set
 from esper_env.core.lifecycle import LIVE_STAGES, MODULE_STAGES, SeedStage
-from esper_env.core.observation import encode_observation, observation_bounds, observation_features
+from esper_env.core.observation import (
+    EpisodeFacts,
+    encode_observation,
+    observation_bounds,
+    observation_features,
+)
 from esper_env.core.reward import (
     RewardInputs,
     added_parameters,
@@ -96,8 +102,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | index | action | legal when |
     |-------|--------|------------|
     | 0 | WAIT | always |
-    | 1 + s*(B+2) + b | GERMINATE blueprint b into slot s | slot DORMANT and the germination gate is open (epoch >= min_germinate_epoch, host plateaued plateau_epochs_to_germinate epochs, host stabilised; ``germination_gate=False`` opens it) |
-    | 1 + s*(B+2) + B | FOSSILIZE slot s | slot PROBATIONARY (the action then succeeds only if G5 passes) |
+    | 1 + s*(B+2) + b | GERMINATE blueprint b into slot s | slot DORMANT, the germination gate is open (epoch >= min_germinate_epoch, host plateaued plateau_epochs_to_germinate epochs, host stabilised; ``germination_gate=False`` opens it) and, with a ``param_budget``, the seed fits in what is left of it |
+    | 1 + s*(B+2) + B | FOSSILIZE slot s | slot PROBATIONARY and G5 passes (so a legal FOSSILIZE always succeeds) |
     | 1 + s*(B+2) + B + 1 | CULL slot s | seed GERMINATED..PROBATIONARY and seed age >= min_cull_age |
 
     CNN blueprints (B = 5), in ascending parameter count (the action order): ``norm``,
@@ -107,8 +113,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Observation Space
 
-    A flat ``Box(float32)``: a global block of 22 features, then one block of 22 features per slot
-    (17 + B), in this order. Values are finite and clipped to the bounds below (accuracies are fractions; losses are
+    A flat ``Box(float32)``: a global block of 29 features, then one block of 24 features per slot
+    (19 + B), in this order. Values are finite and clipped to the bounds below (accuracies are fractions; losses are
     divided by ln(n_classes); ``pp`` = percentage points).
 
     | feature | meaning | bounds |
@@ -127,6 +133,13 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | host_stabilized | 1 once the val loss has stabilised (latched for the episode) | {0, 1} |
     | germination_open | 1 if the germination gate is open | {0, 1} |
     | added_param_ratio | parameters of live seed modules / host parameters | [0, 10] |
+    | host_size | log10(host parameters) / 6 | [0, 1] |
+    | epochs_left | (max_epochs - epochs trained) / 100 | [0, 1] |
+    | budget_left | parameters the seeds may still add / host parameters (10 without a budget) | [0, 10] |
+    | has_budget | 1 if the episode has a ``param_budget`` | {0, 1} |
+    | host_lr | (log10(host learning rate) + 4) / 4 | [0, 1] |
+    | train_fraction | fraction of the training split used | [0, 1] |
+    | label_noise | fraction of the training labels corrupted | [0, 1] |
     | slot{s}_stage_{dormant..resetting} | one-hot of the stage (9 stages, in enum order) | {0, 1} |
     | slot{s}_alpha | blend weight the next epoch trains with | [0, 1] |
     | slot{s}_epochs_in_stage | epochs in the current stage / max_epochs | [0, 1] |
@@ -136,9 +149,13 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | slot{s}_has_counterfactual | 1 if this epoch trained the seed with alpha > 0 | {0, 1} |
     | slot{s}_gradient_ratio | parameter-normalised seed/host gradient ratio / 10 | [0, 1] |
     | slot{s}_param_share | seed parameters / host parameters | [0, 10] |
+    | slot{s}_width | log2(channels at the slot) / 8 | [0, 1] |
+    | slot{s}_depth | (host block before the slot + 1) / host blocks | [0, 1] |
     | slot{s}_blueprint_{name} | one-hot of the seed's blueprint, in action order | {0, 1} |
 
-    ``env.unwrapped.feature_names`` lists them in vector order.
+    ``env.unwrapped.feature_names`` lists them in vector order. The instance features
+    (``host_size`` to ``label_noise``, slot width and depth) are constants within an episode;
+    with an instance set they tell the agent which instance it is on.
 
     ## Rewards
 
@@ -170,6 +187,16 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     ``benchmarks/bench_reward_integrity.py`` measures that the default return ranks growth
     policies the way final test accuracy does (README, "Reward integrity").
 
+    ## Instance sets
+
+    With ``instance_set`` every episode runs on an *instance* (DACBench style): host widths and
+    depth, slot positions, host learning rate, training-set fraction, label noise, epoch budget
+    and parameter budget (:mod:`esper_env.core.instances`). ``reset(seed=s)`` draws one from the
+    ``instance_split`` with the episode's RNG (same seed, same instance and episode);
+    ``reset(options={"instance": k})`` pins the k-th instance of the split and
+    ``reset(options={"instance": record})`` any record; ``info["instance"]`` names it. Named sets
+    have disjoint ``train`` and ``test`` splits: train on one, report on the other.
+
     ## Starting State
 
     ``reset`` builds a fresh host (weights from the episode seed), empty DORMANT slots, and trains
@@ -197,6 +224,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | argument | default | meaning |
     |----------|---------|---------|
     | task | "digits" | "digits" or "synthetic" |
+    | instance_set | None | a shipped set's name (``"digits-mix"``), a JSON file or a list of instance records: each ``reset`` draws an instance (see *Instance sets*) |
+    | instance_split | "train" | "train" or "test" |
+    | train_fraction, label_noise, param_budget | 1, 0, None | training-data subset, label noise, parameter budget (fraction of the host) |
     | n_slots | 1 | seed slots (at most the host's injection points: 3) |
     | max_epochs | 25 | epoch budget |
     | reward_mode | "contribution" | "contribution", "delta", "sparse" |
@@ -245,18 +275,19 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         # An unsupported render_mode is accepted (gym.make already warns about it); render() then
         # warns and draws nothing. SB3's make_vec_env passes "rgb_array", which is supported.
         self.render_mode = render_mode
-        self.task_spec = spec = TASK_SPECS[cfg.task]
-        n_points = len(cfg.host_channels or spec.host_channels)
-        if cfg.n_slots > n_points:
-            raise ConfigError(f"n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
-                              f"(the {cfg.task} host has {n_points} injection points)")
-        if cfg.injection_points is not None and max(cfg.injection_points) >= n_points:
-            raise ConfigError(f"injection_points={cfg.injection_points} is invalid; allowed: "
-                              f"distinct indices in 0..{n_points - 1}")
+        self.task_spec = TASK_SPECS[cfg.task]
+        self.instance_set: InstanceSet | None = None
+        self.instances: tuple[Instance, ...] = ()
+        if cfg.instance_set is not None:
+            self.instance_set = load_instance_set(cfg.instance_set, cfg.task, cfg.n_slots)
+            self.instances = self.instance_set.split(cfg.instance_split)
+        self._cfg = self._episode_config(self.instances[0] if self.instances else None)
+        for inst in self.instances[1:]:
+            self._episode_config(inst)
         _check_device_available(cfg.device)
         if cfg.torch_threads is not None:
             torch.set_num_threads(cfg.torch_threads)
-        self.blueprints = BLUEPRINT_NAMES[spec.topology]
+        self.blueprints = BLUEPRINT_NAMES[self.task_spec.topology]
         self.codec = ActionCodec(cfg.n_slots, self.blueprints)
         self.action_space = spaces.Discrete(self.codec.n)
         self.features = observation_features(cfg.n_slots, self.blueprints)
@@ -265,9 +296,46 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._reward_keys = reward_terms(cfg.reward_mode)
         self._twin = uses_twin(cfg.reward_mode)
         self._trainer: Trainer | None = None
+        self._instance: Instance | None = None
         self._curve: list[tuple[float, tuple[SeedStage, ...]]] = []  # (val acc, stages) per epoch
         self._done = False
         self._warned_done = False
+
+    def _episode_config(self, instance: Instance | None) -> EsperConfig:
+        """The config of an episode on ``instance`` (the env's own without one), checked."""
+        settings = self.instance_set.settings if self.instance_set is not None else None
+        cfg = self.config if instance is None else instance.apply(self.config, settings)
+        where = "" if instance is None else f"instance {instance.name!r}: "
+        n_points = len(cfg.host_channels or self.task_spec.host_channels)
+        if cfg.n_slots > n_points:
+            raise ConfigError(f"{where}n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
+                              f"(the {cfg.task} host has {n_points} injection points)")
+        if cfg.injection_points is not None and max(cfg.injection_points) >= n_points:
+            raise ConfigError(f"{where}injection_points={cfg.injection_points} is invalid; "
+                              f"allowed: distinct indices in 0..{n_points - 1}")
+        return cfg
+
+    def _pinned_instance(self, options: dict[str, Any] | None) -> Instance | None:
+        """The instance ``reset(options=...)`` pins, validated before anything changes."""
+        if not options:
+            return None
+        unknown = sorted(set(options) - {"instance"})
+        if unknown:
+            raise ConfigError(f"reset options {unknown} are not supported; allowed: 'instance'")
+        spec = options["instance"]
+        if isinstance(spec, (int, np.integer)) and not isinstance(spec, (bool, np.bool_)):
+            n = len(self.instances)
+            if not 0 <= int(spec) < n:
+                allowed = f"an index in 0..{n - 1} of the {self.config.instance_split!r} split" \
+                    if n else "an instance record (this env has no instance set)"
+                raise ConfigError(f"reset option instance={spec!r} is invalid; allowed: {allowed}")
+            return self.instances[int(spec)]
+        if not isinstance(spec, (dict, Instance)):
+            raise ConfigError(f"reset option instance={spec!r} is invalid; allowed: an index into "
+                              "the instance split or an instance record (dict)")
+        inst = Instance.from_dict(spec)  # a record, validated
+        self._episode_config(inst)  # and checked against this env (slots, injection points)
+        return inst
 
     # -- public helpers ---------------------------------------------------------------------------
     @property
@@ -304,17 +372,37 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     # -- reset --------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start a new training run; trains and validates the first epoch."""
+        """Start a new training run; trains and validates the first epoch.
+
+        With an instance set the episode's instance is drawn from the split with the episode's
+        RNG (so the same seed gives the same instance); ``options={"instance": k}`` pins the k-th
+        instance of the split, ``options={"instance": record}`` any instance record.
+        """
+        pinned = self._pinned_instance(options)  # bad options fail before anything changes
         super().reset(seed=seed)
-        if options:
-            raise ConfigError(f"reset options {sorted(options)} are not supported; allowed: none")
-        cfg = self.config
+        instance = pinned
+        if self.instances:
+            drawn = self.instances[int(self.np_random.integers(len(self.instances)))]
+            instance = pinned if pinned is not None else drawn
+        self._instance = instance
+        self._cfg = cfg = self._episode_config(instance)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         model_seed, data_seed, self._seed_base = (
             int(x) for x in np.random.SeedSequence(episode_seed).generate_state(3))
         data = load_task(cfg.task, episode_seed=episode_seed, device=cfg.device,
-                         synthetic_samples=cfg.synthetic_samples)
+                         synthetic_samples=cfg.synthetic_samples,
+                         train_fraction=cfg.train_fraction, label_noise=cfg.label_noise)
         self._trainer = Trainer(cfg, data, model_seed, data_seed, twin=self._twin)
+        self._costs = tuple(tuple(self._trainer.seed_param_count(k, b) for b in self.blueprints)
+                            for k in range(cfg.n_slots))
+        model = self._trainer.model
+        n_blocks = len(model.host.blocks)
+        self._facts = EpisodeFacts(
+            host_params=self._trainer.host_params, host_lr=cfg.host_lr,
+            train_fraction=cfg.train_fraction, label_noise=cfg.label_noise,
+            param_budget=cfg.param_budget,
+            slot_channels=tuple(s.channels for s in model.slots),
+            slot_depths=tuple((p + 1) / n_blocks for p in model.points))
         self._slots = tuple(SlotState(i) for i in range(cfg.n_slots))
         self._tracker = TrackerState()
         self._governor = GovernorState()
@@ -353,7 +441,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                                 "Returning the terminal observation.")
                 self._warned_done = True
             return self._obs.copy(), 0.0, True, False, dict(self._info)
-        cfg, trainer = self.config, self._trainer
+        cfg, trainer = self._cfg, self._trainer
         act = self.codec.decode(index)
         legal = bool(self._mask[index])
         before = self._slots
@@ -479,9 +567,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         train_loss, train_acc, ratios, violations = trainer.train_epoch()
         report = self._validate_only(train_loss, train_acc, ratios, violations)
         panic = False
-        if self.config.governor.enabled or not np.isfinite(report.val_loss):
+        if self._cfg.governor.enabled or not np.isfinite(report.val_loss):
             self._governor, verdict = check_loss(self._governor, report.val_loss,
-                                                 self.task_spec.n_classes, self.config.governor)
+                                                 self.task_spec.n_classes, self._cfg.governor)
             panic = verdict.panic
         return report, panic
 
@@ -495,7 +583,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         val_loss, val_acc, contributions = trainer.validate(cf_slots)
         if train_loss is None:  # after a rollback: describe the restored model
             train_loss, train_acc, _ = trainer.validate((), "train")
-        n = self.config.n_slots
+        n = self._cfg.n_slots
         ratios = ratios or [0.0] * n
         violations = violations or [0] * n
         slots = tuple(SlotMetrics(ratios[k], violations[k], contributions.get(k)) for k in range(n))
@@ -550,7 +638,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                                 if s.stage == SeedStage.FOSSILIZED])
 
     def _update_tracker(self, report: EpochReport) -> None:
-        cfg = self.config
+        cfg = self._cfg
         self._tracker = update_tracker(
             self._tracker, report.val_loss, report.val_acc,
             plateau_threshold=cfg.plateau_threshold,
@@ -563,15 +651,15 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             mask[0] = True
             return mask
         return legal_action_mask(self.codec, self._slots, self._tracker, self._epoch,
-                                 self.config)
+                                 self._cfg, self._costs, self.trainer.host_params)
 
     def _encode(self) -> np.ndarray:
-        cfg = self.config
+        cfg = self._cfg
         return encode_observation(
             report=self._report, tracker=self._tracker, slots=self._slots,
             blueprints=self.blueprints, epoch=min(self._epoch, cfg.max_epochs),
             max_epochs=cfg.max_epochs, n_classes=self.task_spec.n_classes,
-            host_params=self.trainer.host_params,
+            facts=self._facts,
             germination_open=germination_gate_open(self._tracker, self._epoch, cfg),
             low=self._low, high=self._high)
 
@@ -591,6 +679,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             "params_added": added_parameters(slots),
             "host_params": self.trainer.host_params,
             "action_mask": self._mask.copy(),
+            "instance": None if self._instance is None else self._instance.name,
         }
         if self._twin:
             info.update(value_added=self._value_added, twin_val_acc=self._twin_val_acc,
@@ -614,7 +703,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         if self._trainer is None:
             return "EsperEnv (not reset)\n"
         r = self._report
-        lines = [f"epoch {self._epoch}/{self.config.max_epochs}  "
+        lines = [f"epoch {self._epoch}/{self._cfg.max_epochs}  "
                  f"val_acc {r.val_acc:6.2f}  val_loss {r.val_loss:.4f}  "
                  f"params +{added_parameters(self._slots)}/{self._trainer.host_params}"]
         for s in self._slots:
@@ -624,7 +713,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         return "\n".join(lines) + "\n"
 
     def _render_rgb(self) -> np.ndarray:
-        cfg = self.config
+        cfg = self._cfg
         col, bar_h, strip_h = 4, 48, 8
         img = np.full((bar_h + strip_h * cfg.n_slots, col * cfg.max_epochs, 3), 255, np.uint8)
         for e, (acc, stages) in enumerate(self._curve):

@@ -6,6 +6,7 @@ each slot, GERMINATE_<blueprint> for every blueprint in catalog order, FOSSILIZE
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from esper_env.core.gates import check_g5
-from esper_env.core.lifecycle import LIVE_STAGES, SeedStage
+from esper_env.core.lifecycle import LIVE_STAGES, MODULE_STAGES, SeedStage
 
 if TYPE_CHECKING:  # pragma: no cover
     from esper_env.config import EsperConfig
@@ -96,22 +97,41 @@ def germination_gate_open(tracker: TrackerState, epoch: int, cfg: EsperConfig) -
             and tracker.host_stabilized)
 
 
+def budget_left(slots: Sequence[SlotState], host_params: int, cfg: EsperConfig) -> float:
+    """Parameters the seeds may still add under ``cfg.param_budget`` (inf without a budget)."""
+    if cfg.param_budget is None:
+        return math.inf
+    added = sum(s.seed_params for s in slots if s.stage in MODULE_STAGES)
+    return cfg.param_budget * host_params - added
+
+
 def legal_action_mask(codec: ActionCodec, slots: Sequence[SlotState], tracker: TrackerState,
-                      epoch: int, cfg: EsperConfig) -> np.ndarray:
+                      epoch: int, cfg: EsperConfig,
+                      germinate_costs: Sequence[Sequence[int]] | None = None,
+                      host_params: int = 0) -> np.ndarray:
     """Boolean mask over the action space (MaskablePPO's convention). WAIT is always legal.
 
-    GERMINATE_*: slot DORMANT and the germination gate open. FOSSILIZE: slot PROBATIONARY and
-    G5 passes on this epoch's counterfactual (so a legal FOSSILIZE always succeeds). CULL: seed
-    in GERMINATED..PROBATIONARY with age >= ``min_cull_age``.
+    GERMINATE_*: slot DORMANT, the germination gate open and, with a ``param_budget``, the seed
+    fits in what is left of it (``germinate_costs[s][b]`` is blueprint b's parameter count at
+    slot s). FOSSILIZE: slot PROBATIONARY and G5 passes on this epoch's counterfactual (so a legal
+    FOSSILIZE always succeeds). CULL: seed in GERMINATED..PROBATIONARY with age >=
+    ``min_cull_age``.
     """
     mask = np.zeros(codec.n, dtype=bool)
     mask[0] = True
     gate_open = germination_gate_open(tracker, epoch, cfg)
     nb = len(codec.blueprints)
+    left = budget_left(slots, host_params, cfg)
+    if left != math.inf and germinate_costs is None:
+        raise ValueError("a param_budget needs the blueprints' germinate_costs")
     for s, slot in enumerate(slots):
         base = 1 + s * codec.per_slot
         if gate_open and slot.stage == SeedStage.DORMANT:
-            mask[base:base + nb] = True
+            if left == math.inf:
+                mask[base:base + nb] = True
+            else:
+                assert germinate_costs is not None
+                mask[base:base + nb] = [c <= left for c in germinate_costs[s]]
         mask[base + nb] = (slot.stage == SeedStage.PROBATIONARY
                            and check_g5(slot, cfg.gates).passed)
         mask[base + nb + 1] = slot.stage in LIVE_STAGES and slot.seed_age >= cfg.min_cull_age

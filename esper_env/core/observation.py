@@ -22,6 +22,33 @@ OBS_STAGES: tuple[SeedStage, ...] = tuple(SeedStage)
 
 
 @dataclass(frozen=True, slots=True)
+class EpisodeFacts:
+    """What an episode's instance fixes, as the observation reports it.
+
+    Attributes:
+        host_params: trainable parameters of the host.
+        host_lr: the host's learning rate.
+        train_fraction: fraction of the training split used.
+        label_noise: fraction of corrupted training labels.
+        param_budget: parameters the seeds may add / host parameters (None: no budget).
+        slot_channels: channels at each slot's injection point.
+        slot_depths: each slot's position, (block index + 1) / number of host blocks.
+    """
+
+    host_params: int
+    host_lr: float = 0.01
+    train_fraction: float = 1.0
+    label_noise: float = 0.0
+    param_budget: float | None = None
+    slot_channels: tuple[int, ...] = ()
+    slot_depths: tuple[float, ...] = ()
+
+
+BUDGET_CAP = 10.0
+"""``budget_left`` is clipped here; it is also the value reported without a budget."""
+
+
+@dataclass(frozen=True, slots=True)
 class Feature:
     """One observation feature: name, bounds and how it is computed."""
 
@@ -52,6 +79,14 @@ def _global_features() -> list[Feature]:
         Feature("host_stabilized", 0, 1, "1 once the host's val loss has stabilised (latched)"),
         Feature("germination_open", 0, 1, "1 if the germination gate is open this step"),
         Feature("added_param_ratio", 0, 10, "seed parameters in live modules / host parameters"),
+        Feature("host_size", 0, 1, "log10(host parameters) / 6"),
+        Feature("epochs_left", 0, 1, "(max_epochs - epochs trained) / 100"),
+        Feature("budget_left", 0, 10,
+                "parameters the seeds may still add / host parameters (10 without a budget)"),
+        Feature("has_budget", 0, 1, "1 if the episode has a parameter budget"),
+        Feature("host_lr", 0, 1, "(log10(host learning rate) + 4) / 4"),
+        Feature("train_fraction", 0, 1, "fraction of the training split used"),
+        Feature("label_noise", 0, 1, "fraction of training labels corrupted"),
     ]
     return f
 
@@ -68,6 +103,8 @@ def _slot_features(s: int, blueprints: Sequence[str]) -> list[Feature]:
         Feature(f"slot{s}_has_counterfactual", 0, 1, "1 if a counterfactual exists (alpha > 0)"),
         Feature(f"slot{s}_gradient_ratio", 0, 1, "parameter-normalised seed/host gradient ratio / 10"),
         Feature(f"slot{s}_param_share", 0, 10, "seed parameters / host parameters"),
+        Feature(f"slot{s}_width", 0, 1, "log2(channels at the slot) / 8"),
+        Feature(f"slot{s}_depth", 0, 1, "(host block before the slot + 1) / host blocks"),
     ]
     f += [Feature(f"slot{s}_blueprint_{b}", 0, 1, f"1 if the seed is {b} (action order)")
           for b in blueprints]
@@ -95,10 +132,11 @@ def _finite(x: float | None) -> float:
 
 def encode_observation(*, report: EpochReport, tracker: TrackerState, slots: Sequence[SlotState],
                        blueprints: Sequence[str], epoch: int, max_epochs: int, n_classes: int,
-                       host_params: int, germination_open: bool, low: np.ndarray,
+                       facts: EpisodeFacts, germination_open: bool, low: np.ndarray,
                        high: np.ndarray) -> np.ndarray:
     """Encode the state after an epoch into the clipped float32 vector."""
     ln_c = math.log(n_classes)
+    host_params = facts.host_params
     pad = HISTORY - len(tracker.acc_history)
     acc_hist = [0.0] * pad + [a / 100.0 for a in tracker.acc_history]
     loss_hist = [0.0] * pad + [loss / ln_c for loss in tracker.loss_history]
@@ -118,6 +156,13 @@ def encode_observation(*, report: EpochReport, tracker: TrackerState, slots: Seq
         float(tracker.host_stabilized),
         float(germination_open),
         added / host_params,
+        math.log10(max(host_params, 1)) / 6.0,
+        (max_epochs - epoch) / 100.0,
+        BUDGET_CAP if facts.param_budget is None else facts.param_budget - added / host_params,
+        0.0 if facts.param_budget is None else 1.0,
+        (math.log10(facts.host_lr) + 4.0) / 4.0,
+        facts.train_fraction,
+        facts.label_noise,
     ]
     for slot in slots:
         v += [1.0 if slot.stage == st else 0.0 for st in OBS_STAGES]
@@ -131,6 +176,8 @@ def encode_observation(*, report: EpochReport, tracker: TrackerState, slots: Seq
             0.0 if c is None else 1.0,
             slot.gradient_ratio / 10.0,
             slot.seed_params / host_params,
+            math.log2(facts.slot_channels[slot.index]) / 8.0 if facts.slot_channels else 0.0,
+            facts.slot_depths[slot.index] if facts.slot_depths else 0.0,
         ]
         v += [1.0 if slot.blueprint == b else 0.0 for b in blueprints]
     # Clip in float64 first: a finite value beyond float32's range must clip to the bound, not

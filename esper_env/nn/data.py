@@ -7,6 +7,11 @@ No DataLoader: batches are drawn with ``randperm`` from the episode's ``torch.Ge
   training split's statistics.
 * ``synthetic``: class prototypes plus noise, generated from the episode seed (a few hundred
   samples; milliseconds per step; for tests and ``check_env``).
+
+Two knobs change the training split only (validation and test stay whole and clean), both drawn
+from the episode seed: ``train_fraction`` keeps a stratified subset of the training samples, and
+``label_noise`` replaces that fraction of the kept training labels by a different class, chosen
+uniformly (symmetric label noise).
 """
 
 from __future__ import annotations
@@ -101,14 +106,48 @@ def _synthetic_cpu(spec: TaskSpec, per_class: int, seed: int) -> tuple[torch.Ten
     return tuple(out)
 
 
+def subsample_and_corrupt(labels: np.ndarray, n_classes: int, train_fraction: float,
+                          label_noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a stratified ``train_fraction`` subset of ``labels``, and their (noisy) labels.
+
+    Every class keeps ``max(1, round(train_fraction * n_c))`` samples; then
+    ``round(label_noise * kept)`` of the kept labels are replaced by a different class, uniformly.
+    """
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        k = max(1, int(round(train_fraction * len(idx))))
+        keep.append(rng.choice(idx, size=k, replace=False) if k < len(idx) else idx)
+    kept = np.sort(np.concatenate(keep))
+    y = labels[kept].copy()
+    n_noisy = int(round(label_noise * len(kept)))
+    if n_noisy:
+        which = rng.choice(len(kept), size=n_noisy, replace=False)
+        shift = rng.integers(1, n_classes, size=n_noisy)  # never the true class
+        y[which] = (y[which] + shift) % n_classes
+    return kept, y
+
+
 def load_task(name: str, *, episode_seed: int, device: torch.device | str,
-              synthetic_samples: int = 40) -> TaskData:
-    """Load task ``name`` onto ``device``. ``episode_seed`` only matters for ``synthetic``."""
+              synthetic_samples: int = 40, train_fraction: float = 1.0,
+              label_noise: float = 0.0) -> TaskData:
+    """Load task ``name`` onto ``device``.
+
+    ``episode_seed`` generates the ``synthetic`` data and draws the training subset and the
+    corrupted labels (``train_fraction`` < 1, ``label_noise`` > 0); the digits split is fixed.
+    """
     spec = TASK_SPECS[name]
     if name == "digits":
-        tensors = _digits_cpu()
+        tensors = list(_digits_cpu())
     else:
-        tensors = _synthetic_cpu(spec, synthetic_samples, episode_seed)
+        tensors = list(_synthetic_cpu(spec, synthetic_samples, episode_seed))
+    if train_fraction < 1.0 or label_noise > 0.0:
+        seed = int(np.random.SeedSequence([episode_seed, 1]).generate_state(1)[0])
+        kept, y = subsample_and_corrupt(tensors[1].numpy(), spec.n_classes, train_fraction,
+                                        label_noise, seed)
+        index = torch.from_numpy(kept)
+        tensors[0], tensors[1] = tensors[0][index], torch.from_numpy(y)
     # Copy: the digits tensors are cached for the process and must not be changed in place.
     moved = [t.to(device, copy=True) for t in tensors]
     return TaskData(spec, *moved)

@@ -25,7 +25,7 @@ from torch import nn
 
 from esper_env.config import EsperConfig
 from esper_env.errors import ConfigError
-from esper_env.nn.blueprints import build_blueprint, count_parameters
+from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
 from esper_env.nn.data import TaskData
 from esper_env.nn.hosts import CNNHost
 from esper_env.nn.model import MorphogeneticModel
@@ -139,6 +139,17 @@ class Trainer:
         self.seed_opts[slot] = torch.optim.SGD(s.seed_parameters(), lr=self.cfg.seed_lr,
                                                momentum=self.cfg.seed_momentum)
         return sum(p.numel() for p in s.seed_parameters()), True
+
+    def seed_param_count(self, slot: int, blueprint: str) -> int:
+        """Parameters ``germinate(slot, blueprint)`` would add (the seed and, with the ``gate``
+        blend, its gate), counted without building real weights.
+        """  # noqa: D205
+        s = self.model.slots[slot]
+        n = blueprint_param_count(self.data.spec.topology, blueprint, s.channels)
+        if s.blend == "gate":
+            with torch.device("meta"):
+                n += count_parameters(SeedGate(s.channels))
+        return n
 
     def cull(self, slot: int) -> None:
         """Remove the seed of ``slot`` and drop its optimiser."""

@@ -44,7 +44,7 @@ def test_bench_reward_integrity_runs_on_a_tiny_config(tmp_path, capsys):
                            "gates": {"min_training_epochs": 1, "min_gradient_ratio": 0.0}})
     rec = bench_reward_integrity.main([
         "--task", "synthetic", "--seeds", "3", "--first-seed", "0", "--max-epochs", "7",
-        "--late-epoch", "3", "--blueprints", "norm,conv_light", "--workers", "1",
+        "--late-fraction", "0.43", "--blueprints", "norm,conv_light", "--workers", "1",
         "--env-json", env_json, "--out", str(tmp_path)])
     assert rec["policies"] == ["no-growth", "early-norm", "early-conv_light", "late-norm",
                                "late-conv_light", "random"]
@@ -88,3 +88,73 @@ def test_bench_reward_integrity_statistics_on_hand_made_rows():
         *(np.array([[r[k] for r in rows if r["policy"] == p] for p in ("no-growth", "good")])
           for k in ("return", "test_acc")))
     assert lo <= hi
+
+
+TINY_ENV = {"germination_gate": False, "min_cull_age": 2, "blending_epochs": 2,
+            "embargo_epochs": 1, "gates": {"min_training_epochs": 1, "min_gradient_ratio": 0.0}}
+
+
+def _tiny_set(tmp_path) -> str:
+    recs = [{"name": f"i{k}", "host_channels": [2, 4, 8], "max_epochs": 6,
+             "host_lr": lr, "param_budget": b}
+            for k, (lr, b) in enumerate([(0.01, None), (0.05, 0.3), (0.003, 1.0)])]
+    path = tmp_path / "tiny_set.json"
+    path.write_text(json.dumps({"name": "tiny", "version": 1, "task": "synthetic", "n_slots": 1,
+                                "train": recs[:1], "test": recs[1:]}))
+    return str(path)
+
+
+def test_bench_instances_runs_on_a_tiny_set(tmp_path, capsys):
+    import bench_instances
+
+    rec = bench_instances.main(["--instance-set", _tiny_set(tmp_path), "--split", "test",
+                                "--seeds", "2", "--workers", "1",
+                                "--env-json", json.dumps(TINY_ENV), "--out", str(tmp_path)])
+    assert rec["instances"] == ["i1", "i2"]
+    assert len(rec["episodes"]) == 2 * 2 * 11
+    assert rec["policies"][0] == "no-growth" and len(rec["policies"]) == 11
+    for key in ("oracle_vs_fixed", "oracle_vs_no_growth", "best_fixed_by_fold"):
+        assert key in rec["gaps"]
+    budgeted = [r for r in rec["episodes"] if r["instance"] == "i1" and r["policy"] ==
+                "early-conv_heavy"]
+    assert all(r["params_added"] == 0 for r in budgeted)  # conv_heavy does not fit 0.3 x host
+    line = json.loads((tmp_path / "instances.jsonl").read_text().splitlines()[-1])
+    assert line["bench"] == "instances" and "commit" in line
+    assert "leave-one-seed-out" in capsys.readouterr().out
+
+
+def test_bench_instances_gaps_on_hand_made_accuracies():
+    import bench_instances as b
+
+    pols = ["no-growth", "a", "b"]
+    # instance 0: a wins by 4; instance 1: b wins by 4; a and b tie overall
+    acc = np.array([[[70, 71, 70], [75, 74, 75], [71, 70, 71]],
+                    [[70, 70, 71], [70, 71, 71], [74, 75, 75]]], dtype=float)
+    g = b.decision_gaps(acc, pols)
+    assert g["oracle_vs_no_growth"] == pytest.approx(13 / 3)  # (5 + 3 + 5) / 3 per instance
+    assert g["oracle_vs_fixed"] > 1.5
+    assert g["oracle_choice_in_sample"] == ["a", "b"]
+    noise = np.array([[[70, 72, 70], [71, 70, 72], [72, 71, 70]]], dtype=float)
+    assert b.decision_gaps(noise, pols)["in_sample_oracle_vs_fixed"] >= \
+        b.decision_gaps(noise, pols)["oracle_vs_fixed"]  # in-sample selection is optimistic
+
+
+def test_bench_reward_integrity_on_an_instance_split(tmp_path):
+    import bench_reward_integrity
+
+    rec = bench_reward_integrity.main([
+        "--instance-set", _tiny_set(tmp_path), "--split", "test", "--seeds", "2",
+        "--modes", "contribution", "--blueprints", "norm,conv_heavy", "--workers", "1",
+        "--env-json", json.dumps(TINY_ENV), "--out", str(tmp_path)])
+    assert rec["cases"] == ["0:1000", "0:1001", "1:1000", "1:1001"]
+    assert {r["instance"] for r in rec["episodes"]} == {"i1", "i2"}
+    assert rec["results"]["contribution"]["per_policy"]["no-growth"]["return"] == 0.0
+
+
+def test_make_instance_set_check_matches_the_shipped_file():
+    import make_instance_set
+
+    assert make_instance_set.main(["--check"]) == 0
+    s = make_instance_set.make(5, 3, seed=1)
+    assert [i.name for i in s.train] == [f"train-0{i}" for i in range(5)]
+    assert len({tuple(i.overrides().values()) for i in s.train + s.test}) == 8

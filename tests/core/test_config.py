@@ -42,6 +42,11 @@ BAD_TOP: dict[str, list[object]] = {
     "device": ["gpu", "cuda:x", "cuda:", "CPU", 0, None],
     "torch_threads": [0, -1, 2.0],
     "fault_epochs": [(1,), (0,), (2.5,), (True,), "3", 3],
+    "train_fraction": [0.0, 1.5, math.nan, "1"],
+    "label_noise": [-0.1, 0.95, math.inf],
+    "param_budget": [-1.0, math.nan, "0.5"],
+    "instance_set": ["digits-mixx", 5, "missing.json"],
+    "instance_split": ["dev", "validation"],
 }
 BAD_TOP_CASES = [(k, v) for k, vs in BAD_TOP.items() for v in vs]
 
@@ -192,7 +197,8 @@ NON_DEFAULT = dict(
     stabilization_epochs=5, min_cull_age=4, embargo_epochs=2, probation_timeout=6,
     injection_points=(0, 2), host_channels=(4, 8, 16), batch_size=32, host_bn_momentum=0.1, host_lr=0.05,
     host_momentum=0.0, host_weight_decay=0.0, seed_lr=0.1, seed_momentum=0.5,
-    synthetic_samples=10, device="cuda:1", torch_threads=1, fault_epochs=(3, 7),
+    synthetic_samples=10, train_fraction=0.5, label_noise=0.1, param_budget=2.0, device="cuda:1",
+    torch_threads=1, fault_epochs=(3, 7),
     gates=GateConfig(min_training_epochs=1, min_gradient_ratio=0.0, require_host_improvement=True,
                      min_probation_contribution=-2.0, min_fossilize_contribution=-100.0),
     reward=RewardConfig(gamma=0.95, rent_pp_per_doubling=2.0, pbrs_weight=0.0),
@@ -216,6 +222,8 @@ def test_esper_config_json_round_trip(config: EsperConfig) -> None:
 def test_non_default_config_differs_from_default_in_every_field() -> None:
     d, n = EsperConfig(), EsperConfig(**NON_DEFAULT)
     for f in dataclasses.fields(EsperConfig):
+        if f.name in ("instance_set", "instance_split"):  # tested in tests/core/test_instances.py
+            continue
         assert getattr(d, f.name) != getattr(n, f.name), f.name
 
 

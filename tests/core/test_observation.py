@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,12 @@ from hypothesis import strategies as st
 from esper_env.core.alpha import AlphaController
 from esper_env.core.catalog import BLUEPRINT_NAMES
 from esper_env.core.lifecycle import SeedStage
-from esper_env.core.observation import encode_observation, observation_bounds, observation_features
+from esper_env.core.observation import (
+    EpisodeFacts,
+    encode_observation,
+    observation_bounds,
+    observation_features,
+)
 from esper_env.core.state import EpochReport, SlotState
 from esper_env.core.tracker import HISTORY, TrackerState
 
@@ -30,7 +36,7 @@ def test_observation_features_names_unique_and_bounds_ordered(n_slots: int) -> N
     assert len(names) == len(set(names))
     assert all(f.low < f.high for f in feats)
     assert all(f.description for f in feats)
-    per_slot = len(SeedStage) + 8 + len(BPS)
+    per_slot = len(SeedStage) + 10 + len(BPS)
     assert len(feats) == len(observation_features(0, BPS)) + n_slots * per_slot
     low, high = observation_bounds(feats)
     assert low.dtype == high.dtype == np.float32 and low.shape == (len(feats),)
@@ -85,17 +91,26 @@ reports = st.builds(EpochReport, train_loss=any_float, train_acc=acc_float, val_
     n_classes=st.integers(2, 1000),
     host_params=st.integers(1, 10**7),
     germination_open=st.booleans(),
+    host_lr=st.floats(1e-6, 10.0),
+    budget=st.one_of(st.none(), st.floats(0.0, 1000.0)),
+    fraction=st.floats(0.01, 1.0),
+    noise=st.floats(0.0, 0.9),
 )
 def test_encode_observation_finite_and_within_bounds(data, n_slots, tracker, report, max_epochs,
-                                                     n_classes, host_params,
-                                                     germination_open) -> None:
-    slots = [data.draw(slot_states) for _ in range(n_slots)]
+                                                     n_classes, host_params, germination_open,
+                                                     host_lr, budget, fraction, noise) -> None:
+    slots = [replace(data.draw(slot_states), index=i) for i in range(n_slots)]
+    facts = EpisodeFacts(host_params=host_params, host_lr=host_lr, train_fraction=fraction,
+                         label_noise=noise, param_budget=budget,
+                         slot_channels=tuple(data.draw(st.integers(1, 4096))
+                                             for _ in range(n_slots)),
+                         slot_depths=tuple(data.draw(st.floats(0.0, 1.0)) for _ in range(n_slots)))
     epoch = data.draw(st.integers(0, max_epochs + 5))
     feats = observation_features(n_slots, BPS)
     low, high = observation_bounds(feats)
     obs = encode_observation(report=report, tracker=tracker, slots=slots, blueprints=BPS,
                              epoch=epoch, max_epochs=max_epochs, n_classes=n_classes,
-                             host_params=host_params, germination_open=germination_open,
+                             facts=facts, germination_open=germination_open,
                              low=low, high=high)
     assert obs.dtype == np.float32
     assert obs.shape == (len(feats),)
@@ -107,8 +122,9 @@ def encode_one(slot: SlotState, report: EpochReport, tracker: TrackerState,
                **kw: object) -> dict[str, float]:
     feats = observation_features(1, BPS)
     low, high = observation_bounds(feats)
-    opts: dict = dict(epoch=5, max_epochs=20, n_classes=10, host_params=1000,
-                      germination_open=True)
+    facts = EpisodeFacts(host_params=int(kw.pop("host_params", 1000)),
+                         **kw.pop("facts", {}))  # type: ignore[arg-type]
+    opts: dict = dict(epoch=5, max_epochs=20, n_classes=10, germination_open=True, facts=facts)
     opts.update(kw)
     obs = encode_observation(report=report, tracker=tracker, slots=[slot], blueprints=BPS,
                              low=low, high=high, **opts)
@@ -139,6 +155,9 @@ def test_encode_observation_hand_computed_values() -> None:
         "slot0_counterfactual": -0.25, "slot0_has_counterfactual": 1.0,
         "slot0_gradient_ratio": 0.05, "slot0_param_share": 0.25,
         "slot0_blueprint_depthwise": 1.0, "slot0_blueprint_norm": 0.0,
+        "host_size": math.log10(1000) / 6, "epochs_left": 0.15, "budget_left": 10.0,
+        "has_budget": 0.0, "host_lr": 0.5, "train_fraction": 1.0, "label_noise": 0.0,
+        "slot0_width": 0.0, "slot0_depth": 0.0,
     }
     for name, want in expected.items():
         assert v[name] == pytest.approx(want, abs=1e-6), name
@@ -182,3 +201,22 @@ def test_encode_observation_clips_finite_values_beyond_float32_range() -> None:
     assert v["val_loss"] == 5.0
     assert v["train_loss"] == 5.0
     assert v["slot0_gradient_ratio"] == 1.0
+
+
+def test_encode_observation_instance_features() -> None:
+    slot = SlotState(index=0, stage=SeedStage.TRAINING, blueprint="norm", seed_id="s",
+                     seed_params=300)
+    facts = dict(host_lr=0.001, train_fraction=0.25, label_noise=0.2, param_budget=0.5,
+                 slot_channels=(16,), slot_depths=(2 / 3,))
+    v = encode_one(slot, EpochReport(1.0, 50.0, 1.0, 50.0), TrackerState(), host_params=2000,
+                   facts=facts, epoch=8, max_epochs=30)
+    assert v["host_size"] == pytest.approx(math.log10(2000) / 6)
+    assert v["epochs_left"] == pytest.approx(0.22)
+    assert v["budget_left"] == pytest.approx(0.5 - 300 / 2000)   # 1000 allowed, 300 used
+    assert v["has_budget"] == 1.0
+    assert v["host_lr"] == pytest.approx(0.25)
+    assert (v["train_fraction"], v["label_noise"]) == (0.25, pytest.approx(0.2))
+    assert v["slot0_width"] == pytest.approx(0.5) and v["slot0_depth"] == pytest.approx(2 / 3)
+    over = dict(facts, param_budget=0.1)                           # already over the budget
+    assert encode_one(slot, EpochReport(1.0, 50.0, 1.0, 50.0), TrackerState(), host_params=2000,
+                      facts=over)["budget_left"] == 0.0
