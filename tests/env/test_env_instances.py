@@ -198,6 +198,6 @@ def test_digits_mix_splits_are_disjoint_and_draws_stay_in_the_split() -> None:
     test = gym.make("Esper-v0", instance_set="digits-mix", instance_split="test")
     tr = {tuple(i.overrides().values()) for i in train.unwrapped.instances}
     te = {tuple(i.overrides().values()) for i in test.unwrapped.instances}
-    assert len(tr) == 60 and len(te) == 24 and not tr & te
+    assert len(tr) == 60 and len(te) == 36 and not tr & te
     for seed in range(5):
         assert test.reset(seed=seed)[1]["instance"].startswith("test-")

@@ -152,3 +152,39 @@ def test_data_device_and_dtypes(task: str, device) -> None:
         assert x.dtype == torch.float32 and y.dtype == torch.int64, s
         assert x.shape[1:] == (spec.in_channels, spec.image_size, spec.image_size)
         assert x.shape[0] == y.shape[0] > 0
+
+
+# -- training subset and label noise (instance sets) -----------------------------------------------
+
+def test_subsample_and_corrupt_is_stratified_exact_and_seeded() -> None:
+    from esper_env.nn.data import subsample_and_corrupt
+
+    labels = np.repeat(np.arange(10), 30)
+    kept, y = subsample_and_corrupt(labels, 10, 0.5, 0.2, seed=3)
+    assert len(kept) == 150 and len(set(kept)) == 150
+    assert np.bincount(labels[kept], minlength=10).tolist() == [15] * 10  # stratified
+    wrong = y != labels[kept]
+    assert wrong.sum() == 30                                              # exactly 20 %
+    again = subsample_and_corrupt(labels, 10, 0.5, 0.2, seed=3)
+    assert np.array_equal(again[0], kept) and np.array_equal(again[1], y)
+    other = subsample_and_corrupt(labels, 10, 0.5, 0.2, seed=4)
+    assert not np.array_equal(other[0], kept)
+    full, clean = subsample_and_corrupt(labels, 10, 1.0, 0.0, seed=3)
+    assert np.array_equal(full, np.arange(300)) and np.array_equal(clean, labels)
+
+
+def test_load_task_fraction_and_noise_touch_only_the_training_split() -> None:
+    base = load_task("digits", episode_seed=1, device="cpu")
+    small = load_task("digits", episode_seed=1, device="cpu", train_fraction=0.25,
+                      label_noise=0.3)
+    assert abs(small.train_x.shape[0] - base.train_x.shape[0] / 4) <= 10
+    for a, b in ((base.val_x, small.val_x), (base.val_y, small.val_y),
+                 (base.test_x, small.test_x), (base.test_y, small.test_y)):
+        assert torch.equal(a, b)
+    # every kept sample is a training sample; about 30 % of its labels are wrong
+    rows = {tuple(r.flatten().tolist()): int(lbl) for r, lbl in zip(base.train_x, base.train_y,
+                                                                      strict=True)}
+    truth = torch.tensor([rows[tuple(r.flatten().tolist())] for r in small.train_x])
+    assert abs(float((truth != small.train_y).float().mean()) - 0.3) < 0.01
+    assert not torch.equal(load_task("digits", episode_seed=2, device="cpu",
+                                     train_fraction=0.25).train_x, small.train_x)
