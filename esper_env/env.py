@@ -264,6 +264,10 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         removal would not cost accuracy is culled, cause ``G3_counterfactual``); FOSSILIZE is
         masked unless G5 passes; G2's gradient ratio is measured over every mini-batch of the
         epoch; the isolation-violation counter detects real leaks.
+      - instance sets (``instance_set``, ``instance_split``, ``reset(options={"instance": ...})``,
+        ``info["instance"]``), ``train_fraction``, ``label_noise`` and ``param_budget`` (budget
+        masks); the observation gains seven global instance features and a width and depth per
+        slot (29 global + 24 per slot).
       - initial design.
     """
 
