@@ -32,7 +32,6 @@ from esper_env.core.observation import (
 )
 from esper_env.core.reward import (
     RewardInputs,
-    added_parameters,
     compute_reward,
     reward_terms,
     split_value_added,
@@ -47,7 +46,7 @@ from esper_env.core.seeds import (
     germinate,
     record_epoch,
 )
-from esper_env.core.state import EpochReport, SlotMetrics, SlotState
+from esper_env.core.state import EpochReport, SlotMetrics, SlotState, added_parameters
 from esper_env.core.tracker import TrackerState, update_tracker
 from esper_env.errors import ConfigError
 from esper_env.nn.data import TASK_SPECS, load_task
@@ -547,11 +546,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             info.update(final_val_acc=report.val_acc, final_test_acc=test_acc,
                         n_fossilized=sum(s.stage == SeedStage.FOSSILIZED for s in self._slots))
             if self._twin:  # the no-growth world's test accuracy (None if the twin diverged)
-                twin_test = trainer.twin_validate("test")
-                if twin_test is not None:
-                    info["final_twin_test_acc"] = twin_test[1]
-                else:  # never forked: the model is the seedless host
-                    info["final_twin_test_acc"] = test_acc if trainer.twin_enabled else None
+                info["final_twin_test_acc"] = self._twin_accuracy("test", test_acc)
         self._info = info
         return self._obs.copy(), breakdown.total, terminated, False, info
 
@@ -593,23 +588,25 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         slots = tuple(SlotMetrics(ratios[k], violations[k], contributions.get(k)) for k in range(n))
         return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)  # type: ignore[arg-type]
 
-    def _measure_value_added(self, report: EpochReport) -> None:
-        """Validate the seedless twin and update V (contribution mode only)."""
-        if not self._twin:
-            return
+    def _twin_accuracy(self, split: str, model_acc: float) -> float | None:
+        """The no-growth world's accuracy on ``split``: the twin's, the model's own while no
+        seed has blended (the model *is* the seedless host), None once the twin has diverged.
+        """  # noqa: D205
         trainer = self.trainer
-        twin = trainer.twin_validate()
+        twin = trainer.twin_validate(split)
         if twin is not None and not np.isfinite(twin[0]):
             trainer.drop_twin()  # a diverged baseline can neither pay nor charge any more
             twin = None
-        if twin is None and trainer.twin_enabled:  # not forked yet: the model is the host
-            self._twin_val_acc = report.val_acc
-        elif twin is not None:
-            self._twin_val_acc = twin[1]
-        else:
-            self._twin_val_acc = None
-        self._value_added = value_added(report.val_acc, None if twin is None else twin[1],
-                                        self._value_added)
+        if twin is not None:
+            return twin[1]
+        return model_acc if trainer.twin_enabled else None
+
+    def _measure_value_added(self, report: EpochReport) -> None:
+        """Validate the seedless twin and update V (contribution mode only)."""
+        if self._twin:
+            self._twin_val_acc = self._twin_accuracy("val", report.val_acc)
+            self._value_added = value_added(report.val_acc, self._twin_val_acc,
+                                            self._value_added)
 
     def _set_slot(self, k: int, slot: SlotState) -> None:
         """Replace slot ``k``'s record and make the torch slot match it."""

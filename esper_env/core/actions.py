@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from esper_env.core.gates import check_g5
-from esper_env.core.lifecycle import LIVE_STAGES, MODULE_STAGES, SeedStage
+from esper_env.core.lifecycle import LIVE_STAGES, SeedStage
+from esper_env.core.state import added_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from esper_env.config import EsperConfig
@@ -101,8 +102,7 @@ def budget_left(slots: Sequence[SlotState], host_params: int, cfg: EsperConfig) 
     """Parameters the seeds may still add under ``cfg.param_budget`` (inf without a budget)."""
     if cfg.param_budget is None:
         return math.inf
-    added = sum(s.seed_params for s in slots if s.stage in MODULE_STAGES)
-    return cfg.param_budget * host_params - added
+    return cfg.param_budget * host_params - added_parameters(slots)
 
 
 def legal_action_mask(codec: ActionCodec, slots: Sequence[SlotState], tracker: TrackerState,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from esper_env.core.lifecycle import MODULE_STAGES, SeedStage
-from esper_env.core.state import EpochReport, SlotState
+from esper_env.core.state import EpochReport, SlotState, added_parameters
 from esper_env.core.tracker import HISTORY, TrackerState
 
 OBS_STAGES: tuple[SeedStage, ...] = tuple(SeedStage)
@@ -140,7 +140,7 @@ def encode_observation(*, report: EpochReport, tracker: TrackerState, slots: Seq
     pad = HISTORY - len(tracker.acc_history)
     acc_hist = [0.0] * pad + [a / 100.0 for a in tracker.acc_history]
     loss_hist = [0.0] * pad + [loss / ln_c for loss in tracker.loss_history]
-    added = sum(s.seed_params for s in slots if s.stage in MODULE_STAGES)
+    added = added_parameters(slots)
     v: list[float] = [
         epoch / max_epochs,
         report.train_loss / ln_c,

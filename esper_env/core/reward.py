@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 
 from esper_env.core.actions import Action, ActionKind
 from esper_env.core.lifecycle import MODULE_STAGES, SeedStage
-from esper_env.core.state import SlotState
+from esper_env.core.state import SlotState, added_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from esper_env.config import RewardConfig
@@ -116,11 +116,6 @@ class RewardBreakdown:
         return float(sum(self.terms.values()))
 
 
-def added_parameters(slots: Sequence[SlotState]) -> int:
-    """Parameters of the seed modules the model holds now (each module counted once)."""
-    return sum(s.seed_params for s in slots if s.stage in MODULE_STAGES)
-
-
 def parameter_rent(added_params: int, host_params: int, cfg: RewardConfig) -> float:
     """Rent of a model with ``added_params`` on a host of ``host_params``, in pp.
 
@@ -135,8 +130,8 @@ def parameter_rent(added_params: int, host_params: int, cfg: RewardConfig) -> fl
 def value_added(val_acc: float, twin_val_acc: float | None, previous: float) -> float:
     """``V = val_acc - twin_val_acc`` (pp).
 
-    Without a twin yet (``twin_val_acc`` None and ``previous`` 0) the model *is* the seedless
-    host, so V is 0. A twin that has been dropped (it diverged) also passes None: V then holds its
+    Before any seed has blended the model *is* the seedless host: pass its own accuracy as the
+    twin's (V = 0). A twin that has been dropped (it diverged) passes None: V then holds its
     ``previous`` value, so nothing more is paid or charged.
     """
     if twin_val_acc is None:

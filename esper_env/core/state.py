@@ -5,11 +5,12 @@ Pure module: core code is tested with hand-made numbers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from esper_env.core.alpha import AlphaController
 from esper_env.core.gates import GateResult
-from esper_env.core.lifecycle import SeedStage
+from esper_env.core.lifecycle import MODULE_STAGES, SeedStage
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +91,8 @@ class SlotState:
         if self.acc_at_germination is None:
             return 0.0
         return self.current_acc - self.acc_at_germination
+
+
+def added_parameters(slots: Sequence[SlotState]) -> int:
+    """Parameters of the seed modules the model holds now (each module counted once)."""
+    return sum(s.seed_params for s in slots if s.stage in MODULE_STAGES)

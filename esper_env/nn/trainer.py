@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,11 @@ def _grad_sq(params: Sequence[nn.Parameter]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(grads)).square().sum()
 
 
+def _set_flags(modules: Sequence[nn.Module], training: bool) -> None:
+    for m in modules:
+        m.training = training
+
+
 class Trainer:
     """Training loop of one episode.
 
@@ -84,6 +89,7 @@ class Trainer:
         self.model.train()
         self.host_params = count_parameters(host)
         self._host_param_list = self.model.host_parameters()
+        self._n_host = sum(p.numel() for p in self._host_param_list)
         self._module_list: tuple[nn.Module, ...] | None = None
         self.host_opt = self._host_optimizer()
         self.seed_opts: list[torch.optim.Optimizer | None] = [None] * len(points)
@@ -109,8 +115,7 @@ class Trainer:
         """
         if self._module_list is None:
             self._module_list = tuple(self.model.modules())
-        for m in self._module_list:
-            m.training = flag
+        _set_flags(self._module_list, flag)
 
     # -- seeds ----------------------------------------------------------------------------------
     def germinate(self, slot: int, blueprint: str, module_seed: int) -> tuple[int, bool]:
@@ -186,25 +191,11 @@ class Trainer:
 
     def twin_validate(self, split: str = "val") -> tuple[float, float] | None:
         """Loss and accuracy (pp) of the twin on ``split``; None while no twin exists."""
-        if self.twin is None:
+        twin = self.twin
+        if twin is None:
             return None
-        x_all, y_all = self._split(split)
-        n = x_all.shape[0]
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for m in self._twin_modules:
-            m.training = False
-        try:
-            with torch.inference_mode():
-                for start in range(0, n, EVAL_CHUNK):
-                    x, y = x_all[start:start + EVAL_CHUNK], y_all[start:start + EVAL_CHUNK]
-                    logits = self.twin(x)
-                    loss_sum += F.cross_entropy(logits, y, reduction="sum")
-                    correct += (logits.argmax(dim=1) == y).sum()
-        finally:
-            for m in self._twin_modules:
-                m.training = True
-        return float(loss_sum) / n, 100.0 * float(correct) / n
+        loss, acc, _ = self._score(split, lambda x: (twin(x), {}), self._twin_modules, True)
+        return loss, acc
 
     # -- training and evaluation ----------------------------------------------------------------
     def train_epoch(self) -> tuple[float, float, list[float], list[int]]:
@@ -259,7 +250,7 @@ class Trainer:
         ratios = [0.0] * len(slots)
         if active:
             host = math.sqrt(float(host_sq))
-            n_host = sum(p.numel() for p in self._host_param_list)
+            n_host = self._n_host
             for k in active:
                 seed, n_seed = math.sqrt(float(seed_sq[k])), sum(p.numel() for p in seed_params[k])
                 if host >= 1e-12 and seed >= 1e-12 and n_seed > 0:
@@ -286,29 +277,41 @@ class Trainer:
         in pp, on the same batches, in eval mode under ``inference_mode``; the train/eval mode is
         restored afterwards even on error.
         """
+        if self._module_list is None:
+            self._module_list = tuple(self.model.modules())
+        loss, acc, ablated_acc = self._score(
+            split, lambda x: self.model.forward_ablations(x, counterfactual_slots),
+            self._module_list, self.model.training)
+        return loss, acc, {k: acc - a for k, a in ablated_acc.items()}
+
+    def _score(self, split: str, forward: Callable[[torch.Tensor], tuple[torch.Tensor, dict]],
+               modules: Sequence[nn.Module], restore: bool
+               ) -> tuple[float, float, dict[int, float]]:
+        """One eval-mode pass over ``split``: loss, accuracy (pp) and the accuracy of every extra
+        logits ``forward`` returns (keyed as it keys them).
+
+        ``forward(x)`` returns ``(logits, {key: logits})``. ``modules`` are put in eval mode under
+        ``inference_mode`` and set back to ``restore`` afterwards, even on error.
+        """  # noqa: D205
         x_all, y_all = self._split(split)
-        model = self.model
-        was_training = model.training
         n = x_all.shape[0]
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        cf_correct = {k: torch.zeros((), device=self.device, dtype=torch.long)
-                      for k in counterfactual_slots}
+        extra: dict = {}
         try:
-            self._set_training(False)
+            _set_flags(modules, False)
             with torch.inference_mode():
                 for start in range(0, n, EVAL_CHUNK):
                     x, y = x_all[start:start + EVAL_CHUNK], y_all[start:start + EVAL_CHUNK]
-                    real, ablated = model.forward_ablations(x, counterfactual_slots)
+                    real, others = forward(x)
                     loss_sum += F.cross_entropy(real, y, reduction="sum")
                     correct += (real.argmax(dim=1) == y).sum()
-                    for k, logits in ablated.items():
-                        cf_correct[k] += (logits.argmax(dim=1) == y).sum()
+                    for k, logits in others.items():
+                        extra[k] = extra.get(k, 0) + (logits.argmax(dim=1) == y).sum()
         finally:
-            self._set_training(was_training)
-        acc = 100.0 * float(correct) / n
-        contributions = {k: acc - 100.0 * float(c) / n for k, c in cf_correct.items()}
-        return float(loss_sum) / n, acc, contributions
+            _set_flags(modules, restore)
+        return (float(loss_sum) / n, 100.0 * float(correct) / n,
+                {k: 100.0 * float(c) / n for k, c in extra.items()})
 
     def evaluate(self, split: str = "val", ablate_slot: int | None = None) -> tuple[float, float]:
         """Loss and accuracy (pp) of the whole model, optionally with one slot's alpha forced to 0.
