@@ -1,0 +1,170 @@
+"""esper-train and esper-eval: options, hyperparameters, saved files, logging, determinism, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from conftest import tiny_kwargs
+
+from agents.envs import EnvSpec
+from agents.evaluate import MasksRequired, run_episode
+from agents.train import ALGOS, TrainArgs, load_hyperparams, load_model, parse_args, train
+from esper_env.errors import ConfigError
+
+SMALL = {"ppo": {"n_steps": 22, "batch_size": 22, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}},
+         "dqn": {"learning_starts": 30, "batch_size": 16, "buffer_size": 1000,
+                 "policy_kwargs": {"net_arch": [16]}}}
+SMALL["maskable-ppo"], SMALL["per-dqn"] = SMALL["ppo"], SMALL["dqn"]
+
+TINY_CLI = ["--task", "synthetic", "--max-epochs", "12", "--env-kwarg", "germination_gate=false",
+            "--env-kwarg", "min_cull_age=2", "--env-kwarg", "blending_epochs=2", "--env-kwarg",
+            "embargo_epochs=1", "--env-kwarg",
+            "gates={min_training_epochs: 1, min_gradient_ratio: 0.0, min_probation_contribution: -100.0, "
+            "min_fossilize_contribution: -100.0}"]
+
+
+def _args(tmp_path, algo="maskable-ppo", **kw) -> TrainArgs:
+    base = dict(algo=algo, total_timesteps=88, n_envs=2, output=str(tmp_path / algo),
+                env_kwargs=tiny_kwargs(), hyperparams=dict(SMALL[algo]), eval_freq=44,
+                eval_episodes=2, progress_bar=False)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_hyperparams_are_tuned_for_24_step_episodes(algo):
+    hp = load_hyperparams(algo)
+    assert hp["gamma"] == 0.99, "the env's potential-based shaping is policy-invariant only at 0.99"
+    assert hp["n_timesteps"] > 0 and hp["n_envs"] >= 1
+    if "ppo" in algo:
+        assert hp["n_steps"] % 24 == 0 and (hp["n_steps"] * hp["n_envs"]) % hp["batch_size"] == 0
+    else:
+        assert hp["learning_starts"] % 24 == 0 and hp["target_update_interval"] % 24 == 0
+
+
+def test_unknown_algo_and_missing_env_entry_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="algo='sac' is invalid; allowed: ppo, maskable-ppo"):
+        load_hyperparams("sac")
+    f = tmp_path / "hp.yml"
+    f.write_text("CartPole-v1: {n_timesteps: 10}\n")
+    with pytest.raises(ConfigError, match="no entry for 'Esper-v0'"):
+        load_hyperparams("ppo", str(f))
+
+
+def test_parse_args_reads_env_options_and_yaml_overrides():
+    args = parse_args(["--algo", "dqn", "--instance-set", "digits-mix", "--reward-mode", "delta",
+                       "--n-slots", "1", "--env-kwarg", "gates={min_fossilize_contribution: 2.0}",
+                       "--hyperparams", "learning_rate=1e-3", "--curriculum", "--vec-env", "subproc"])
+    assert args.algo == "dqn" and args.curriculum and args.vec_env == "subproc"
+    assert args.env_kwargs == {"instance_set": "digits-mix", "reward_mode": "delta", "n_slots": 1,
+                               "gates": {"min_fossilize_contribution": 2.0}}
+    assert args.hyperparams == {"learning_rate": 1e-3}
+
+
+def test_bad_env_option_fails_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="reward_mode"):
+        train(_args(tmp_path, env_kwargs=tiny_kwargs(reward_mode="dense")))
+    assert not (tmp_path / "maskable-ppo").exists()
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_each_algorithm_trains_saves_and_reloads(tmp_path, algo):
+    out = train(_args(tmp_path, algo))
+    for name in ("model.zip", "best_model.zip", "env_config.json", "hyperparams.yml", "args.json",
+                 "evaluations.json"):
+        assert (out / name).exists(), name
+    history = json.loads((out / "evaluations.json").read_text())
+    assert [h["timesteps"] for h in history] == [44, 88]
+    assert all(h["illegal_fraction"] == 0.0 for h in history), "masked policies play legal actions"
+    spec = EnvSpec.load(out / "env_config.json")
+    assert spec.mask_observation == (algo != "maskable-ppo")
+    assert spec.esper_config.max_epochs == 12
+    model, spec2 = load_model(out, which="final")
+    assert spec2 == spec
+    result = run_episode(spec.make(), model, seed=1000)
+    assert result.length == 11 and result.illegal_actions == 0
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(_args(tmp_path, algo))
+
+
+def test_tensorboard_gets_the_per_episode_esper_metrics(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = train(_args(tmp_path, total_timesteps=176))
+    (run,) = (out / "tb").iterdir()
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("esper/final_test_acc", "esper/final_val_acc", "esper/params_added",
+                "esper/fossilized", "esper/culled", "esper/illegal_actions", "eval/mean_return",
+                "eval/mean_final_test_acc", "rollout/ep_rew_mean"):
+        assert tag in tags, (tag, sorted(tags))
+    accs = [e.value for e in acc.Scalars("esper/final_test_acc")]
+    assert all(0.0 <= a <= 100.0 for a in accs)
+
+
+def _policy_params(out: Path) -> list[th.Tensor]:
+    model, _ = load_model(out, which="final")
+    return [p.detach().clone() for p in model.policy.parameters()]
+
+
+def test_same_seed_same_policy_and_another_seed_another(tmp_path):
+    a = _policy_params(train(_args(tmp_path, output=str(tmp_path / "a"), eval_freq=0)))
+    b = _policy_params(train(_args(tmp_path, output=str(tmp_path / "b"), eval_freq=0)))
+    c = _policy_params(train(_args(tmp_path, output=str(tmp_path / "c"), eval_freq=0, seed=1)))
+    assert all(th.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(th.equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_masked_model_is_refused_without_masks(tmp_path):
+    out = train(_args(tmp_path, eval_freq=0))
+    model, spec = load_model(out)
+    with pytest.raises(MasksRequired, match="trained with action masks"):
+        run_episode(spec.make(), model, seed=0, use_masks=False)
+
+
+def _cli(name: str) -> list[str]:
+    exe = Path(sys.executable).parent / name
+    module = {"esper-train": "agents.train", "esper-eval": "agents.evaluate"}[name]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", module]
+
+
+def test_esper_train_and_esper_eval_end_to_end_with_subprocess_workers(tmp_path):
+    out = tmp_path / "run"
+    train_cmd = _cli("esper-train") + [
+        "--algo", "per-dqn", "--vec-env", "subproc", "--n-envs", "2", "--total-timesteps", "66",
+        "--output", str(out), "--eval-freq", "44", "--eval-episodes", "1", "--no-progress-bar",
+        "--hyperparams", "learning_starts=22", "--hyperparams", "batch_size=8", *TINY_CLI]
+    done = subprocess.run(train_cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "model.zip").exists() and "esper-eval --model" in done.stdout
+    report = tmp_path / "eval.json"
+    eval_cmd = _cli("esper-eval") + ["--model", str(out), "--policies", "random,no-growth",
+                                     "--episodes", "2", "--json", str(report)]
+    done = subprocess.run(eval_cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads(report.read_text())
+    assert set(data["summary"]) == {"run", "random", "no-growth"}
+    assert {e["seed"] for e in data["episodes"]} == {1000, 1001}
+    for row in data["summary"].values():
+        assert row["final_test_acc"]["n"] == 2 and np.isfinite(row["final_test_acc"]["ci95"])
+    assert "test acc" in done.stdout and "minus no-growth" in done.stdout
+
+
+def test_esper_eval_refuses_a_masked_model_without_masks(tmp_path):
+    out = train(_args(tmp_path, eval_freq=0))
+    done = subprocess.run(_cli("esper-eval") + ["--model", str(out), "--no-masks", "--episodes", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "trained with action masks" in done.stderr
+
+
+def test_esper_eval_rejects_unknown_baseline():
+    done = subprocess.run(_cli("esper-eval") + ["--policies", "randm", "--episodes", "1", *TINY_CLI],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "did you mean 'random'" in done.stderr
