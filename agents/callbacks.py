@@ -73,11 +73,14 @@ class EsperEvalCallback(BaseCallback):
         save_path: folder for ``best_model.zip`` and ``evaluations.json`` (None: save nothing).
         on_best: optional hook called after a new best model is saved (e.g. to save the
             curriculum with it).
+        before_eval: optional hook called before each evaluation (e.g. to give the evaluation env
+            a copy of the curriculum as it stands).
     """
 
     def __init__(self, eval_env: gym.Env, episodes: Sequence[tuple[int, dict[str, Any] | None]],
                  eval_freq: int, save_path: str | Path | None = None,
-                 on_best: Callable[[], None] | None = None, verbose: int = 0) -> None:
+                 on_best: Callable[[], None] | None = None,
+                 before_eval: Callable[[], None] | None = None, verbose: int = 0) -> None:
         super().__init__(verbose)
         if eval_freq <= 0:
             raise ValueError(f"eval_freq={eval_freq} is invalid; allowed: > 0")
@@ -88,6 +91,7 @@ class EsperEvalCallback(BaseCallback):
         self.eval_freq = int(eval_freq)
         self.save_path = Path(save_path) if save_path is not None else None
         self.on_best = on_best
+        self.before_eval = before_eval
         self.best_mean_return = -np.inf
         self.history: list[dict[str, Any]] = []
         self._next_eval = self.eval_freq
@@ -100,6 +104,8 @@ class EsperEvalCallback(BaseCallback):
 
     def evaluate(self) -> list[EpisodeResult]:
         """Play the evaluation episodes now; log, record and maybe save the best model."""
+        if self.before_eval is not None:
+            self.before_eval()
         results = [run_episode(self.eval_env, self.model, seed, options=opts)
                    for seed, opts in self.episodes]
         row = {

@@ -264,11 +264,14 @@ def main(argv: list[str] | None = None) -> int:
         baselines = list(BASELINES)
     try:
         players: list[tuple[str, Any, EnvSpec]] = []
+        curricula: dict[str, Any] = {}
         for run in args.model:
-            from agents.train import load_model
+            from agents.train import load_curriculum, load_model
 
             model, spec = load_model(run, which=args.which, device=args.device)
             players.append((Path(run).name, model, spec))
+            if spec.curriculum is not None:  # the blueprint choices it was trained with
+                curricula[Path(run).name] = load_curriculum(run, args.which)
         env_kwargs = env_kwargs_from(args)
         if env_kwargs or not players:
             base_spec = EnvSpec.from_kwargs(**env_kwargs)
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, model, spec in players:
             if spec.esper_config.instance_set is not None:
                 spec = spec.replace_config(instance_split=args.split)
-            env = spec.make()
+            env = spec.make(curriculum=curricula.get(name))
             policy = model if model is not None else make_baseline(name, env, seed=args.first_seed)
             for seed, options in episode_plan(env, args.first_seed, args.episodes):
                 results.append(run_episode(env, policy, seed, name=name, options=options,

@@ -47,7 +47,10 @@ class SumTree:
         return self.nodes[self._size:self._size + self.capacity].copy()
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        return self.nodes[self._size + np.asarray(index)]
+        idx = np.asarray(index)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.capacity):
+            raise IndexError(f"leaf index out of range 0..{self.capacity - 1}: {index!r}")
+        return self.nodes[self._size + idx]
 
     def update(self, indices: np.ndarray, values: np.ndarray) -> None:
         """Set ``leaf[indices] = values`` (for a repeated index the last value wins)."""

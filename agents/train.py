@@ -327,9 +327,13 @@ def train(args: TrainArgs) -> Path:
             eval_spec = spec.replace_config(instance_split=args.eval_split)
         eval_env = eval_spec.make(curriculum=_frozen_copy(shared))
         episodes = _eval_episodes(eval_env, args.eval_seed, args.eval_episodes)
-        callbacks.append(EsperEvalCallback(
-            eval_env, episodes, eval_freq=args.eval_freq, save_path=out, verbose=args.verbose,
-            on_best=(lambda: _save_curriculum(shared, out / "best_curriculum.json")) if shared else None))
+        hooks: dict[str, Any] = {}
+        if shared is not None:  # evaluate with a copy of the curriculum as it stands, learning nothing back
+            env_ = eval_env
+            hooks["before_eval"] = lambda: env_.set_wrapper_attr("curriculum", _frozen_copy(shared))
+            hooks["on_best"] = lambda: _save_curriculum(shared, out / "best_curriculum.json")
+        callbacks.append(EsperEvalCallback(eval_env, episodes, eval_freq=args.eval_freq, save_path=out,
+                                           verbose=args.verbose, **hooks))
 
     (out / "args.json").write_text(json.dumps(asdict(args), indent=1, sort_keys=True) + "\n")
     spec.save(out / "env_config.json")
@@ -363,7 +367,19 @@ def _frozen_copy(curriculum: Any) -> Any:
 
 
 def _save_curriculum(curriculum: Any, path: Path) -> None:
-    path.write_text(json.dumps(curriculum.stats(), indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps(curriculum.state_dict(), indent=1, sort_keys=True) + "\n")
+
+
+def load_curriculum(run: str | Path, which: str = "best") -> Any:
+    """The curriculum saved with a run's best (``best_curriculum.json``) or final model, or None."""
+    from agents.curriculum import BlueprintCurriculum
+
+    folder = Path(run).parent if Path(run).suffix == ".zip" else Path(run)
+    names = ["best_curriculum.json", "curriculum.json"] if which == "best" else ["curriculum.json"]
+    for name in names:
+        if (folder / name).exists():
+            return BlueprintCurriculum.from_state_dict(json.loads((folder / name).read_text()))
+    return None
 
 
 def _eval_episodes(env: Any, first_seed: int, n: int) -> list[tuple[int, dict[str, Any] | None]]:

@@ -168,3 +168,24 @@ def test_esper_eval_rejects_unknown_baseline():
     done = subprocess.run(_cli("esper-eval") + ["--policies", "randm", "--episodes", "1", *TINY_CLI],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "did you mean 'random'" in done.stderr
+
+
+def test_curriculum_run_logs_arm_statistics_and_evaluates_with_its_curriculum(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agents.train import load_curriculum
+
+    out = train(_args(tmp_path, "ppo", curriculum=True, total_timesteps=176))
+    spec = EnvSpec.load(out / "env_config.json")
+    assert spec.curriculum == {"c": pytest.approx(2 ** 0.5), "complexity_penalty": 0.0, "seed": 0}
+    final, best = load_curriculum(out, "final"), load_curriculum(out, "best")
+    assert final.total_pulls + sum(final.pending.values()) > 0, "the agent germinated at least once"
+    assert best is not None and best.arms == final.arms
+    env = spec.make(curriculum=best)
+    assert env.action_space.n == 4 and env.observation_space.shape[0] == 53 + 4
+    model, _ = load_model(out)
+    assert run_episode(env, model, seed=1000).illegal_actions == 0
+    (run,) = (out / "tb").iterdir()
+    acc = EventAccumulator(str(run))
+    acc.Reload()
+    assert "curriculum/conv_heavy_pulls" in acc.Tags()["scalars"]
