@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instance split to evaluate on (with an instance set)")
     p.add_argument("--no-masks", dest="use_masks", action="store_false",
                    help="do not pass action masks (refused for models trained with masks)")
+    p.add_argument("--reference", default="no-growth",
+                   help="policy that paired differences (same seeds and instances) are taken against")
     p.add_argument("--json", help="write the summary and every episode to this JSON file")
     p.add_argument("--device", default="cpu", help="torch device of the loaded models")
     add_env_arguments(p)
@@ -294,16 +296,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     summary = summarize(results)
     print(format_summary(summary))
-    paired = {}
-    if "no-growth" in summary and len(summary) > 1:
-        paired = paired_differences(results, "no-growth")
-        print("\nfinal test accuracy minus no-growth's on the same episodes (pp, mean ± 95 % CI):")
-        for name, d in paired.items():
-            print(f"  {name:<24} {d['mean']:+7.2f} ± {d['ci95']:.2f}  (n={d['n']})")
+    paired: dict[str, Any] = {}
+    if args.reference in summary and len(summary) > 1:
+        paired = {m: paired_differences(results, args.reference, m)
+                  for m in ("final_test_acc", "episode_return")}
+        print(f"\nminus {args.reference}'s on the same episodes (mean ± 95 % CI):")
+        print(f"  {'policy':<24} {'test acc (pp)':>16} {'return':>16}")
+        for name, d in paired["final_test_acc"].items():
+            r = paired["episode_return"][name]
+            print(f"  {name:<24} {d['mean']:+8.2f} ± {d['ci95']:<5.2f} {r['mean']:+8.2f} ± {r['ci95']:<5.2f}")
     if args.json:
         from dataclasses import asdict
 
-        data = {"summary": summary, "test_acc_minus_no_growth": paired,
+        data = {"summary": summary, "reference": args.reference, "paired_differences": paired,
                 "first_seed": args.first_seed, "episodes": [asdict(r) for r in results]}
         Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
         print(f"\nwrote {args.json}")

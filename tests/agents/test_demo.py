@@ -16,3 +16,4 @@ def test_demo_trains_then_prints_the_comparison_table(tmp_path):
     assert (out / "best_model.zip").exists() and (out / "tb").is_dir()
     data = json.loads((out / "eval.json").read_text())
     assert set(data["summary"]) == {"demo", "random", "no-growth", "heuristic"}
+    assert "minus no-growth's on the same episodes" in proc.stdout

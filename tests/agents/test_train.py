@@ -155,6 +155,7 @@ def test_esper_train_and_esper_eval_end_to_end_with_subprocess_workers(tmp_path)
     for row in data["summary"].values():
         assert row["final_test_acc"]["n"] == 2 and np.isfinite(row["final_test_acc"]["ci95"])
     assert "test acc" in done.stdout and "minus no-growth" in done.stdout
+    assert set(data["paired_differences"]["episode_return"]) == {"run", "random"}
 
 
 def test_esper_eval_refuses_a_masked_model_without_masks(tmp_path):

@@ -158,3 +158,28 @@ def test_make_instance_set_check_matches_the_shipped_file():
     s = make_instance_set.make(5, 3, seed=1)
     assert [i.name for i in s.train] == [f"train-0{i}" for i in range(5)]
     assert len({tuple(i.overrides().values()) for i in s.train + s.test}) == 8
+
+
+def test_bench_heuristic_runs_and_reports_paired_differences(tmp_path, capsys):
+    import bench_heuristic
+
+    rec = bench_heuristic.main(["--task", "synthetic", "--seeds", "2", "--max-epochs", "6",
+                                "--out", str(tmp_path)])
+    assert set(rec["summary"]) == {"heuristic", "random", "no-growth"}
+    assert set(rec["paired"]) == {"random", "no-growth"}
+    assert rec["seeds"] == [1000, 1001] and len(rec["episodes"]) == 6
+    assert "heuristic − random" in capsys.readouterr().out
+    assert (tmp_path / "heuristic.jsonl").exists()
+
+
+def test_bench_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, capsys):
+    import bench_agents
+
+    rec = bench_agents.main(["--task", "synthetic", "--max-epochs", "6", "--algos", "ppo,per-dqn",
+                             "--total-timesteps", "40", "--eval-episodes", "2",
+                             "--baselines", "no-growth,random", "--out", str(tmp_path)])
+    assert set(rec["summary"]) == {"ppo", "per-dqn", "no-growth", "random"}
+    for name in ("ppo", "per-dqn"):
+        assert rec["summary"][name]["illegal_pct"] == 0.0 and rec["summary"][name]["n"] == 2
+    assert "illegal %" in capsys.readouterr().out
+    assert (tmp_path / "agents.jsonl").exists()
