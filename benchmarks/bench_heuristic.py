@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     where = f"{args.instance_set} {args.split} split" if args.instance_set else args.task
     print(f"# {where}, {len(plan)} episodes per policy (seeds {plan[0][0]}..{plan[-1][0]}); "
           f"{prov['cpu']}, torch {prov['torch']}, commit {prov['commit']}")
-    print(f"{'policy':<12} {'return':>15} {'test acc %':>15} {'fossilized':>10} {'+params':>9} {'illegal':>7}")
+    print(f"{'policy':<12} {'return':>15} {'test acc %':>15} {'fossilized':>10} {'+params':>9} "
+          f"{'illegal':>7}")
     summary = {}
     for name in names:
         rows = [r for r in results if r.policy == name]
