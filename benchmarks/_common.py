@@ -91,8 +91,8 @@ def init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, threads: int
-              ) -> list[Any]:
+def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, threads: int,
+              chunksize: int = 4) -> list[Any]:
     """``[worker(t) for t in tasks]``, in this process or in ``workers`` spawned processes.
 
     Each process uses ``threads`` torch threads; results come back in task order. ``worker`` must
@@ -103,4 +103,4 @@ def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, thre
         return [worker(t) for t in tasks]
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
                              initargs=(threads,)) as pool:
-        return list(pool.map(worker, tasks, chunksize=4))
+        return list(pool.map(worker, tasks, chunksize=chunksize))

@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     tasks += [{"kind": "baseline", "name": b.strip(), "env_kwargs": env_kwargs, "eval_seeds": eval_seeds}
               for b in args.baselines.split(",") if b.strip()]
     t0 = time.perf_counter()
-    done = run_tasks(_worker, tasks, args.workers, 1 if args.workers > 1 else 2)
+    # one task per dispatch: training runs are long and uneven
+    done = run_tasks(_worker, tasks, args.workers, 1 if args.workers > 1 else 2, chunksize=1)
     elapsed = time.perf_counter() - t0
 
     episodes = [EpisodeResult(**e) for d in done for e in d["episodes"]]
