@@ -299,7 +299,8 @@ def train(args: TrainArgs) -> Path:
         raise FileExistsError(f"{out} already holds a model; pass --overwrite or another --output")
     out.mkdir(parents=True, exist_ok=True)
 
-    # one curriculum shared by the envs of this process (each subprocess worker has its own)
+    # one curriculum shared by the envs of this process (each subprocess worker has its own; then
+    # evaluation and the saved curriculum use worker 0's)
     shared = _build_curriculum(spec) if args.curriculum and args.vec_env == "dummy" else None
     subproc = args.vec_env == "subproc"
 
@@ -328,10 +329,15 @@ def train(args: TrainArgs) -> Path:
         eval_env = eval_spec.make(curriculum=_frozen_copy(shared))
         episodes = _eval_episodes(eval_env, args.eval_seed, args.eval_episodes)
         hooks: dict[str, Any] = {}
-        if shared is not None:  # evaluate with a copy of the curriculum as it stands, learning nothing back
+        if args.curriculum:  # evaluate with a copy of the curriculum as it stands, learning nothing back
             env_ = eval_env
-            hooks["before_eval"] = lambda: env_.set_wrapper_attr("curriculum", _frozen_copy(shared))
-            hooks["on_best"] = lambda: _save_curriculum(shared, out / "best_curriculum.json")
+
+            def before_eval() -> None:
+                env_.set_wrapper_attr("curriculum", _frozen_copy(_training_curriculum(venv, shared)))
+
+            hooks["before_eval"] = before_eval
+            hooks["on_best"] = lambda: _save_curriculum(_training_curriculum(venv, shared),
+                                                        out / "best_curriculum.json")
         callbacks.append(EsperEvalCallback(eval_env, episodes, eval_freq=args.eval_freq, save_path=out,
                                            verbose=args.verbose, **hooks))
 
@@ -343,8 +349,8 @@ def train(args: TrainArgs) -> Path:
     model.save(out / "model")
     if hasattr(venv, "obs_rms"):  # VecNormalize (rewards only)
         venv.save(str(out / "vecnormalize.pkl"))
-    if shared is not None:
-        _save_curriculum(shared, out / "curriculum.json")
+    if args.curriculum:
+        _save_curriculum(_training_curriculum(venv, shared), out / "curriculum.json")
     venv.close()
     if eval_env is not None:
         eval_env.close()
@@ -358,6 +364,11 @@ def _build_curriculum(spec: EnvSpec) -> Any:
         return env.get_wrapper_attr("curriculum")
     finally:
         env.close()
+
+
+def _training_curriculum(venv: Any, shared: Any) -> Any:
+    """The curriculum the agent trains with: the shared one, or (SubprocVecEnv) worker 0's copy."""
+    return shared if shared is not None else venv.get_attr("curriculum", [0])[0]
 
 
 def _frozen_copy(curriculum: Any) -> Any:

@@ -140,10 +140,11 @@ def test_esper_train_and_esper_eval_end_to_end_with_subprocess_workers(tmp_path)
     train_cmd = _cli("esper-train") + [
         "--algo", "per-dqn", "--vec-env", "subproc", "--n-envs", "2", "--total-timesteps", "66",
         "--output", str(out), "--eval-freq", "44", "--eval-episodes", "1", "--no-progress-bar",
-        "--hyperparams", "learning_starts=22", "--hyperparams", "batch_size=8", *TINY_CLI]
+        "--hyperparams", "learning_starts=22", "--hyperparams", "batch_size=8", "--curriculum", *TINY_CLI]
     done = subprocess.run(train_cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "model.zip").exists() and "esper-eval --model" in done.stdout
+    assert (out / "curriculum.json").exists() and (out / "best_curriculum.json").exists()
     report = tmp_path / "eval.json"
     eval_cmd = _cli("esper-eval") + ["--model", str(out), "--policies", "random,no-growth",
                                      "--episodes", "2", "--json", str(report)]
