@@ -47,10 +47,10 @@ def test_bench_reward_integrity_runs_on_a_tiny_config(tmp_path, capsys):
         "--late-fraction", "0.43", "--blueprints", "norm,conv_light", "--workers", "1",
         "--env-json", env_json, "--out", str(tmp_path)])
     assert rec["policies"] == ["no-growth", "early-norm", "early-conv_light", "late-norm",
-                               "late-conv_light", "random"]
+                               "late-conv_light", "random", "heuristic"]
     assert set(rec["results"]) == {"contribution", "delta", "sparse"}
     assert rec["mode_mismatches"] == 0  # the reward mode never changes what happens
-    assert len(rec["episodes"]) == 3 * 6 * 3
+    assert len(rec["episodes"]) == 3 * 7 * 3
     contribution = rec["results"]["contribution"]
     assert contribution["per_policy"]["no-growth"]["return"] == 0.0
     for mode in rec["results"].values():
