@@ -56,8 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
 
-from agents.evaluate import mean_ci95, run_episode  # noqa: E402
-from agents.policies import NoGrowthPolicy, RandomPolicy, ScriptedPolicy  # noqa: E402
+from agents.evaluate import make_baseline, mean_ci95, run_episode  # noqa: E402
+from agents.policies import ScriptedPolicy  # noqa: E402
 from esper_env.config import REWARD_MODES  # noqa: E402
 from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
 
@@ -77,14 +77,8 @@ def zoo_names(blueprints: list[str], include_heuristic: bool = True) -> list[str
 
 def make_policy(name: str, env: Any, seed: int, late_epoch: int) -> Any:
     """Build zoo policy ``name`` for one episode (random policies are seeded by the episode)."""
-    if name == "no-growth":
-        return NoGrowthPolicy(env)
-    if name == "random":
-        return RandomPolicy(env, seed=seed)
-    if name == "heuristic":
-        from agents.heuristic import HeuristicPolicy  # type: ignore[import-not-found]
-
-        return HeuristicPolicy(env)
+    if name in ("no-growth", "random", "heuristic"):
+        return make_baseline(name, env, seed=seed)
     when, bp = name.split("-", 1)
     return ScriptedPolicy(env, bp, earliest_epoch=late_epoch if when == "late" else 0)
 

@@ -46,3 +46,19 @@ def rng_guard():
     assert after[0] == npy[0] and np.array_equal(after[1], npy[1]) and after[2:] == npy[2:], \
         "global numpy RNG state changed"
     assert torch.equal(torch.get_rng_state(), th), "global torch RNG state changed"
+
+
+def assert_wrapper_passes_both_checkers(make_env) -> None:
+    """Gymnasium's and SB3's check_env pass on ``make_env()`` (a wrapper) with no warning but the
+    note that a wrapped env was given (which is the point)."""
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gym_check_env(make_env(), skip_render_check=True)
+        sb3_check_env(make_env())
+    unexpected = [str(w.message) for w in caught if "env.unwrapped" not in str(w.message)]
+    assert not unexpected, unexpected

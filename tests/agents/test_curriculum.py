@@ -5,17 +5,14 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-import warnings
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import tiny_kwargs
+from conftest import assert_wrapper_passes_both_checkers, tiny_kwargs
 from gymnasium.error import InvalidAction
-from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import given
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import esper_env  # noqa: F401
 from agents.curriculum import BlueprintCurriculum
@@ -133,12 +130,7 @@ def _wrapped(**kw):
 
 
 def test_wrapper_passes_both_checkers():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        gym_check_env(_wrapped(), skip_render_check=True)
-        sb3_check_env(_wrapped())
-    unexpected = [str(w.message) for w in caught if "env.unwrapped" not in str(w.message)]
-    assert not unexpected, unexpected
+    assert_wrapper_passes_both_checkers(_wrapped)
 
 
 def test_wrapper_masks_follow_the_base_mask_through_an_episode():
