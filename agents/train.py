@@ -287,6 +287,13 @@ def train(args: TrainArgs) -> Path:
         raise ConfigError(f"total_timesteps={total} and n_envs={n_envs} must be > 0")
     if args.vec_env not in ("dummy", "subproc"):
         raise ConfigError(f"vec_env={args.vec_env!r} is invalid; allowed: dummy, subproc")
+    if args.eval_freq < 0 or (args.eval_freq > 0 and args.eval_episodes < 1):
+        raise ConfigError(f"eval_freq={args.eval_freq}, eval_episodes={args.eval_episodes} are invalid; "
+                          "allowed: eval_freq >= 0 (0: no evaluation) and eval_episodes >= 1")
+    if args.curriculum and not (np.isfinite(args.curriculum_c) and args.curriculum_c >= 0
+                                and np.isfinite(args.curriculum_penalty) and args.curriculum_penalty >= 0):
+        raise ConfigError(f"curriculum_c={args.curriculum_c}, curriculum_penalty="
+                          f"{args.curriculum_penalty} are invalid; allowed: finite and >= 0")
     masked_obs = args.algo in UNMASKED
     curriculum_kwargs = None
     if args.curriculum:

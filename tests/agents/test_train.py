@@ -67,9 +67,15 @@ def test_parse_args_reads_env_options_and_yaml_overrides():
     assert args.hyperparams == {"learning_rate": 1e-3}
 
 
-def test_bad_env_option_fails_before_training(tmp_path):
+def test_bad_options_fail_before_training(tmp_path):
     with pytest.raises(ConfigError, match="reward_mode"):
         train(_args(tmp_path, env_kwargs=tiny_kwargs(reward_mode="dense")))
+    with pytest.raises(ConfigError, match="eval_episodes=0"):
+        train(_args(tmp_path, eval_episodes=0))
+    with pytest.raises(ConfigError, match="curriculum_c=-1"):
+        train(_args(tmp_path, curriculum=True, curriculum_c=-1.0))
+    with pytest.raises(ConfigError, match="total_timesteps=-5"):
+        train(_args(tmp_path, total_timesteps=-5))
     assert not (tmp_path / "maskable-ppo").exists()
 
 
