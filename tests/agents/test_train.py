@@ -197,3 +197,21 @@ def test_curriculum_run_logs_arm_statistics_and_evaluates_with_its_curriculum(tm
     acc = EventAccumulator(str(run))
     acc.Reload()
     assert "curriculum/conv_heavy_pulls" in acc.Tags()["scalars"]
+
+
+def test_instance_set_runs_validate_on_the_train_split_and_esper_eval_reports_the_test_split(tmp_path):
+    out = train(TrainArgs(algo="maskable-ppo", total_timesteps=48, n_envs=1, output=str(tmp_path / "mix"),
+                          env_kwargs={"instance_set": "digits-mix"}, eval_freq=48, eval_episodes=1,
+                          hyperparams={"n_steps": 48, "batch_size": 48, "n_epochs": 1}, progress_bar=False,
+                          tensorboard=False))
+    spec = EnvSpec.load(out / "env_config.json")
+    assert spec.esper_config.instance_set == "digits-mix" and spec.esper_config.instance_split == "train"
+    report = tmp_path / "eval.json"
+    done = subprocess.run(_cli("esper-eval") + ["--model", str(out), "--episodes", "2", "--policies",
+                                                "no-growth", "--json", str(report)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    episodes = json.loads(report.read_text())["episodes"]
+    test_names = {i.name for i in spec.make().unwrapped.instance_set.split("test")}
+    assert {e["instance"] for e in episodes} <= test_names
+    assert all(e["instance"].startswith("test") for e in episodes)
