@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
 import sys
 import time
@@ -58,6 +57,7 @@ from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
 
 from agents.evaluate import make_baseline, mean_ci95, run_episode  # noqa: E402
 from agents.policies import ScriptedPolicy  # noqa: E402
+from agents.stats import bootstrap_spearman, spearman  # noqa: E402
 from esper_env.config import REWARD_MODES  # noqa: E402
 from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
 
@@ -112,36 +112,6 @@ def run_one(task: tuple[str, str, int, int | None, str, float]) -> dict[str, Any
 
 
 # ---- statistics ---------------------------------------------------------------------------------
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); nan if either side is constant."""
-    from scipy import stats
-
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
-
-
-def bootstrap_spearman(ret: np.ndarray, acc: np.ndarray, reps: int = 2000, seed: int = 0
-                       ) -> tuple[float, float]:
-    """95 % percentile interval of the policy-level Spearman, resampling seeds.
-
-    ``ret`` and ``acc`` are (policies, seeds) arrays; each replicate draws seeds with replacement
-    (the same draw for every policy, keeping the pairing) and ranks the policies' means.
-    """
-    rng = np.random.default_rng(seed)
-    n = ret.shape[1]
-    values = []
-    for _ in range(reps):
-        idx = rng.integers(0, n, n)
-        v = spearman(list(ret[:, idx].mean(1)), list(acc[:, idx].mean(1)))
-        if not math.isnan(v):
-            values.append(v)
-    if not values:
-        return math.nan, math.nan
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def summarise(rows: list[dict[str, Any]], policies: list[str], seeds: list[Any]
               ) -> dict[str, Any]:
     """Per-policy paired statistics and the rank correlations of one mode.

@@ -30,6 +30,14 @@ def tiny_kwargs(**overrides: object) -> dict:
     return kw
 
 
+TINY_CLI = ["--task", "synthetic", "--max-epochs", "12", "--env-kwarg", "germination_gate=false",
+            "--env-kwarg", "min_cull_age=2", "--env-kwarg", "blending_epochs=2", "--env-kwarg",
+            "embargo_epochs=1", "--env-kwarg",
+            "gates={min_training_epochs: 1, min_gradient_ratio: 0.0, min_probation_contribution: -100.0, "
+            "min_fossilize_contribution: -100.0}"]
+"""tiny_kwargs() as esper-train / esper-eval / esper-bench command-line options."""
+
+
 @pytest.fixture
 def tiny_config() -> EsperConfig:
     """A fast config (synthetic task) in which a whole lifecycle fits in a dozen epochs."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch as th
-from conftest import tiny_kwargs
+from conftest import TINY_CLI, tiny_kwargs
 
 from agents.envs import EnvSpec
 from agents.evaluate import MasksRequired, run_episode
@@ -21,13 +21,6 @@ SMALL = {"ppo": {"n_steps": 22, "batch_size": 22, "n_epochs": 1, "policy_kwargs"
          "dqn": {"learning_starts": 30, "batch_size": 16, "buffer_size": 1000,
                  "policy_kwargs": {"net_arch": [16]}}}
 SMALL["maskable-ppo"], SMALL["per-dqn"] = SMALL["ppo"], SMALL["dqn"]
-
-TINY_CLI = ["--task", "synthetic", "--max-epochs", "12", "--env-kwarg", "germination_gate=false",
-            "--env-kwarg", "min_cull_age=2", "--env-kwarg", "blending_epochs=2", "--env-kwarg",
-            "embargo_epochs=1", "--env-kwarg",
-            "gates={min_training_epochs: 1, min_gradient_ratio: 0.0, min_probation_contribution: -100.0, "
-            "min_fossilize_contribution: -100.0}"]
-
 
 def _args(tmp_path, algo="maskable-ppo", **kw) -> TrainArgs:
     base = dict(algo=algo, total_timesteps=88, n_envs=2, output=str(tmp_path / algo),

@@ -1,0 +1,296 @@
+"""esper-bench: the policy benchmark — every policy on the same seeded episodes, with honest statistics.
+
+Policies: the baselines (no-growth, random, heuristic), every fixed single-blueprint scripted policy
+and any saved ``esper-train`` runs (``--model``). Episodes: ``--seeds`` seeds from ``--first-seed``
+(held out: 1000+) on a task, or every instance of an instance split × ``--seeds`` seeds; identical
+for every policy. Each episode is played under every reward mode in ``--reward-modes`` (the reward
+never changes what happens, so the modes differ only in the return); the table uses the first mode.
+
+Per episode: return, final validation and test accuracy, parameters added, seeds fossilized and
+culled, illegal actions, wall time, the validation-accuracy curve and the lifecycle timeline (stage
+per slot per epoch and the action taken). Per policy: mean and 95 % bootstrap interval of each
+quantity, and paired differences (same episode) to no-growth and to the best fixed scripted policy.
+Under the table, per reward mode: the Spearman correlation between the policies' mean return and mean
+test accuracy (bootstrap interval over episodes) and the per-episode Spearman of the paired deltas
+against no-growth. Output: a Markdown table (``table.md``), one JSON line per run with every episode
+and provenance (``bench.jsonl``). Local worker processes with one torch thread each (``--workers``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.envs import EnvSpec
+from agents.evaluate import episode_plan, make_baseline
+from agents.stats import bootstrap_ci, bootstrap_spearman, spearman
+from esper_env.config import REWARD_MODES
+
+METRICS = ("episode_return", "final_test_acc", "final_val_acc", "params_added", "n_fossilized",
+           "n_culled", "illegal_actions", "wall_s")
+"""Per-episode quantities summarised per policy."""
+
+
+# ---- episodes (worker processes) ---------------------------------------------------------------
+
+def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, masked: bool) -> dict[str, Any]:
+    """One deterministic episode with its curves and lifecycle timeline (plain JSON types)."""
+    t0 = time.perf_counter()
+    obs, info = env.reset(seed=seed, options=options)
+    get_masks = env.get_wrapper_attr("action_masks")
+    rec: dict[str, Any] = {"seed": seed, "instance": info.get("instance"), "val_curve": [info["val_acc"]],
+                           "stages": [list(info["stages"])], "actions": [], "episode_return": 0.0,
+                           "illegal_actions": 0, "n_culled": 0}
+    done = False
+    while not done:
+        if masked:
+            action, _ = policy.predict(obs, action_masks=get_masks(), deterministic=True)
+        else:
+            action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(int(action))
+        done = terminated or truncated
+        rec["episode_return"] += float(reward)
+        rec["illegal_actions"] += int(info["illegal_action"])
+        rec["n_culled"] += sum(e["to"] == "CULLED" for e in info["events"])
+        rec["val_curve"].append(info["val_acc"])
+        rec["stages"].append(list(info["stages"]))
+        rec["actions"].append(info["action_name"])
+    rec.update(final_test_acc=info["final_test_acc"], final_val_acc=info["final_val_acc"],
+               params_added=info["params_added"], n_fossilized=info["n_fossilized"],
+               wall_s=time.perf_counter() - t0)
+    return rec
+
+
+def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """Worker: one policy under one reward mode over the planned episodes."""
+    import torch
+
+    torch.set_num_threads(task["threads"])
+    spec = EnvSpec.from_json(task["spec"])
+    curriculum = None
+    if task["model"] is not None:
+        from agents.train import load_curriculum, load_model
+
+        policy, _ = load_model(task["model"], which="best")
+        curriculum = load_curriculum(task["model"], "best")
+    env = spec.make(curriculum=curriculum)
+    if task["model"] is None:
+        policy = make_baseline(task["policy"], env, seed=task["plan"][0][0])
+    from agents.evaluate import _takes_masks
+
+    out = []
+    for seed, options in task["plan"]:
+        rec = play(env, policy, seed, options, _takes_masks(policy))
+        out.append({"policy": task["policy"], "reward_mode": task["mode"], **rec})
+    env.close()
+    return out
+
+
+# ---- statistics --------------------------------------------------------------------------------
+
+def _case(e: dict[str, Any]) -> tuple[int, str | None]:
+    return e["seed"], e["instance"]
+
+
+def summarize(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Per-policy bootstrap summaries and paired differences under ``mode``."""
+    rows = [e for e in episodes if e["reward_mode"] == mode]
+    policies = list(dict.fromkeys(e["policy"] for e in rows))
+    by = {(e["policy"], _case(e)): e for e in rows}
+    cases = [_case(e) for e in rows if e["policy"] == policies[0]]
+    table: dict[str, Any] = {}
+    for p in policies:
+        table[p] = {m: dict(zip(("mean", "lo", "hi"), bootstrap_ci([by[p, c][m] for c in cases]),
+                                strict=True)) for m in METRICS}
+    scripted = [p for p in policies if p.startswith("scripted-")]
+    best_fixed = max(scripted, key=lambda p: table[p]["final_test_acc"]["mean"]) if scripted else None
+    for ref_name, ref in (("no-growth", "no-growth"), ("best_fixed", best_fixed)):
+        if ref not in table:
+            continue
+        for p in policies:
+            if p == ref:
+                continue
+            for m in ("final_test_acc", "episode_return"):
+                d = [by[p, c][m] - by[ref, c][m] for c in cases]
+                table[p][f"{m}_minus_{ref_name}"] = dict(zip(("mean", "lo", "hi"), bootstrap_ci(d),
+                                                             strict=True))
+    return {"mode": mode, "policies": table, "best_fixed": best_fixed, "cases": len(cases)}
+
+
+def integrity(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """Spearman(mean return, mean test acc) over policies with its interval, and the per-episode one."""
+    rows = [e for e in episodes if e["reward_mode"] == mode]
+    policies = list(dict.fromkeys(e["policy"] for e in rows))
+    by = {(e["policy"], _case(e)): e for e in rows}
+    cases = [_case(e) for e in rows if e["policy"] == policies[0]]
+    ret = np.array([[by[p, c]["episode_return"] for c in cases] for p in policies])
+    acc = np.array([[by[p, c]["final_test_acc"] for c in cases] for p in policies])
+    rho = spearman(list(ret.mean(1)), list(acc.mean(1)))
+    lo, hi = bootstrap_spearman(ret, acc) if len(cases) > 1 else (float("nan"), float("nan"))
+    out = {"mode": mode, "spearman": rho, "spearman_ci95": [lo, hi], "episode_spearman": float("nan")}
+    if "no-growth" in policies:
+        base = policies.index("no-growth")
+        others = [i for i in range(len(policies)) if i != base]
+        out["episode_spearman"] = spearman(list((ret[others] - ret[base]).ravel()),
+                                           list((acc[others] - acc[base]).ravel()))
+    return out
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """The results table (Markdown): mean [95 % bootstrap interval] per quantity and policy."""
+    def cell(d: dict[str, float], digits: int = 2) -> str:
+        return f"{d['mean']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]"
+
+    best = summary["best_fixed"]
+    head = ["policy", "return", "test acc %", "val acc %", "+params", "fossilized", "culled", "illegal",
+            "test acc − no-growth (pp)", f"test acc − best fixed ({best}) (pp)", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p, m in summary["policies"].items():
+        row = [p, cell(m["episode_return"]), cell(m["final_test_acc"]), cell(m["final_val_acc"]),
+               cell(m["params_added"], 0), cell(m["n_fossilized"]), cell(m["n_culled"]),
+               cell(m["illegal_actions"]),
+               cell(m["final_test_acc_minus_no-growth"]) if "final_test_acc_minus_no-growth" in m else "—",
+               cell(m["final_test_acc_minus_best_fixed"]) if "final_test_acc_minus_best_fixed" in m else "—",
+               f"{m['wall_s']['mean']:.2f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def _provenance() -> dict[str, Any]:
+    import subprocess
+
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    machine = platform.processor() or platform.machine()
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        machine = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
+            "machine": machine, "cores": os.cpu_count(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``esper-bench`` argument parser."""
+    from agents.train import add_env_arguments
+
+    p = argparse.ArgumentParser(prog="esper-bench", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--policies", default="no-growth,random,heuristic,scripted",
+                   help="comma-separated baselines; 'scripted' = every fixed single-blueprint policy")
+    p.add_argument("--model", action="append", default=[], metavar="RUN", help="esper-train run folder")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per policy (default 20; with an instance set, 3 per instance)")
+    p.add_argument("--first-seed", type=int, default=1000, help="first seed (1000+: held out)")
+    p.add_argument("--split", choices=("train", "test"), default="test", help="instance split")
+    p.add_argument("--reward-modes", default=",".join(REWARD_MODES),
+                   help="reward modes to play every episode under (the table uses the first)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (1 torch thread each)")
+    p.add_argument("--out", default="results/bench", help="folder for table.md and bench.jsonl")
+    add_env_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``esper-bench``."""
+    from agents.train import env_kwargs_from
+
+    args = build_parser().parse_args(argv)
+    modes = [m.strip() for m in args.reward_modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in REWARD_MODES]
+    if unknown or not modes:
+        print(f"esper-bench: error: reward modes {unknown or modes} invalid; allowed: {REWARD_MODES}",
+              file=sys.stderr)
+        return 2
+    spec = EnvSpec.from_kwargs(**env_kwargs_from(args))
+    if spec.esper_config.instance_set is not None:
+        spec = spec.replace_config(instance_split=args.split)
+    probe = spec.make()
+    names = []
+    for name in (n.strip() for n in args.policies.split(",") if n.strip()):
+        names += [f"scripted-{b}" for b in probe.unwrapped.codec.blueprints] if name == "scripted" else [name]
+    n_instances = len(probe.unwrapped.instances)
+    if n_instances:
+        per = args.seeds or 3
+        plan = [(args.first_seed + k * per + j, {"instance": k})
+                for k in range(n_instances) for j in range(per)]
+    else:
+        plan = episode_plan(probe, args.first_seed, args.seeds or 20)
+    probe.close()
+    threads = 1  # one torch thread everywhere: results do not depend on how the episodes were spread
+    tasks = []
+    for mode in modes:
+        mode_spec = spec.replace_config(reward_mode=mode)
+        for name in names:
+            tasks.append({"policy": name, "model": None, "spec": mode_spec.to_json(), "mode": mode,
+                          "plan": plan, "threads": threads})
+        for run in args.model:
+            from agents.train import load_model
+
+            _, run_spec = load_model(run)
+            run_spec = run_spec.replace_config(reward_mode=mode)
+            if run_spec.esper_config.instance_set is not None:
+                run_spec = run_spec.replace_config(instance_split=args.split)
+            tasks.append({"policy": Path(run).name, "model": str(run), "spec": run_spec.to_json(),
+                          "mode": mode, "plan": plan, "threads": threads})
+    t0 = time.perf_counter()
+    if args.workers > 1:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(_run_task, tasks, chunksize=1))
+    else:
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            done = [_run_task(t) for t in tasks]
+        finally:
+            torch.set_num_threads(before)
+    episodes = [e for d in done for e in d]
+    summary = summarize(episodes, modes[0])
+    checks = [integrity(episodes, m) for m in modes]
+    table = markdown_table(summary)
+    lines = [table, ""]
+    for c in checks:
+        lo, hi = c["spearman_ci95"]
+        lines.append(f"- reward mode `{c['mode']}`: Spearman(mean return, mean test acc) = "
+                     f"{c['spearman']:.2f} "
+                     f"(95 % bootstrap interval {lo:.2f}–{hi:.2f}); per-episode Spearman of the paired "
+                     f"deltas against no-growth = {c['episode_spearman']:.2f}")
+    prov = _provenance()
+    where = (f"{spec.esper_config.instance_set} {args.split} split, {len(plan)} episodes"
+             if n_instances else f"{spec.esper_config.task}, seeds {plan[0][0]}–{plan[-1][0]}")
+    lines.append(f"\n{where}; table under reward mode `{modes[0]}`; {prov['machine']}, {prov['cores']} "
+                 f"cores, torch {prov['torch']}, commit {prov['commit']}; {time.perf_counter() - t0:.0f} s")
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(text + "\n")
+    with (out / "bench.jsonl").open("a") as f:
+        f.write(json.dumps({**prov, "argv": argv if argv is not None else sys.argv[1:],
+                            "summary": summary, "integrity": checks, "episodes": episodes}) + "\n")
+    print(f"\nwrote {out / 'table.md'} and {out / 'bench.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

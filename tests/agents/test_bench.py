@@ -1,0 +1,77 @@
+"""esper-bench: same episodes for every policy, bootstrap statistics, paired differences, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TINY_CLI
+
+from agents.bench import main
+from agents.stats import bootstrap_ci
+
+TINY = TINY_CLI
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
+    x = np.random.default_rng(0).normal(5.0, 1.0, 40)
+    m, lo, hi = bootstrap_ci(x)
+    assert lo < m < hi and m == pytest.approx(x.mean())
+    assert bootstrap_ci(x) == (m, lo, hi)
+    assert hi - lo == pytest.approx(2 * 1.96 * x.std(ddof=1) / np.sqrt(40), rel=0.25)
+    assert bootstrap_ci([3.0, 3.0]) == (3.0, 3.0, 3.0)
+    with pytest.raises(ValueError):
+        bootstrap_ci([])
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "bench"
+    assert main([*TINY, "--seeds", "3", "--policies", "no-growth,random,heuristic,scripted",
+                 "--out", str(out), *extra]) == 0
+    return out, json.loads((out / "bench.jsonl").read_text().splitlines()[-1])
+
+
+def test_esper_bench_plays_identical_episodes_and_reports_paired_statistics(tmp_path, capsys):
+    out, rec = _run(tmp_path)
+    episodes = rec["episodes"]
+    policies = {e["policy"] for e in episodes}
+    assert policies == {"no-growth", "random", "heuristic", "scripted-norm", "scripted-attention",
+                        "scripted-depthwise", "scripted-conv_light", "scripted-conv_heavy"}
+    for p in policies:
+        for mode in ("contribution", "delta", "sparse"):
+            assert sorted(e["seed"] for e in episodes if e["policy"] == p and e["reward_mode"] == mode) \
+                == [1000, 1001, 1002]
+    # the reward mode never changes what happens
+    key = lambda e: (e["policy"], e["seed"])  # noqa: E731
+    by_mode = {m: {key(e): e for e in episodes if e["reward_mode"] == m} for m in ("contribution", "sparse")}
+    for k, e in by_mode["contribution"].items():
+        assert e["final_test_acc"] == by_mode["sparse"][k]["final_test_acc"]
+        assert e["actions"] == by_mode["sparse"][k]["actions"]
+    summary = rec["summary"]
+    assert summary["best_fixed"].startswith("scripted-")
+    ng = {e["seed"]: e["final_test_acc"] for e in episodes
+          if e["policy"] == "no-growth" and e["reward_mode"] == "contribution"}
+    h = [e["final_test_acc"] - ng[e["seed"]] for e in episodes
+         if e["policy"] == "heuristic" and e["reward_mode"] == "contribution"]
+    d = summary["policies"]["heuristic"]["final_test_acc_minus_no-growth"]
+    assert d["mean"] == pytest.approx(np.mean(h)) and d["lo"] <= d["mean"] <= d["hi"]
+    e0 = episodes[0]
+    assert len(e0["val_curve"]) == len(e0["stages"]) == len(e0["actions"]) + 1 == 12
+    assert [c["mode"] for c in rec["integrity"]] == ["contribution", "delta", "sparse"]
+    text = (out / "table.md").read_text()
+    assert "| heuristic |" in text and "Spearman(mean return, mean test acc)" in text
+    for key in ("commit", "torch", "machine"):
+        assert key in rec
+
+
+def test_esper_bench_results_do_not_depend_on_the_number_of_workers(tmp_path):
+    _, one = _run(tmp_path / "a", "--reward-modes", "contribution")
+    _, two = _run(tmp_path / "b", "--reward-modes", "contribution", "--workers", "2")
+    strip = lambda rec: [{k: v for k, v in e.items() if k != "wall_s"} for e in rec["episodes"]]  # noqa: E731
+    assert strip(one) == strip(two)
+
+
+def test_esper_bench_rejects_unknown_reward_modes(capsys):
+    assert main([*TINY, "--reward-modes", "dense"]) == 2
+    assert "dense" in capsys.readouterr().err
