@@ -7,13 +7,15 @@ for every policy. Each episode is played under every reward mode in ``--reward-m
 never changes what happens, so the modes differ only in the return); the table uses the first mode.
 
 Per episode: return, final validation and test accuracy, parameters added, seeds fossilized and
-culled, illegal actions, wall time, the validation-accuracy curve and the lifecycle timeline (stage
-per slot per epoch and the action taken). Per policy: mean and 95 % bootstrap interval of each
+culled, illegal actions, wall time, the validation and test accuracy curves and the lifecycle
+timeline (stage per slot per epoch and the action taken). Per policy: mean and 95 % bootstrap interval of each
 quantity, and paired differences (same episode) to no-growth and to the best fixed scripted policy.
 Under the table, per reward mode: the Spearman correlation between the policies' mean return and mean
 test accuracy (bootstrap interval over episodes) and the per-episode Spearman of the paired deltas
 against no-growth. Output: a Markdown table (``table.md``), one JSON line per run with every episode
-and provenance (``bench.jsonl``). Local worker processes with one torch thread each (``--workers``).
+and provenance (``bench.jsonl``), and three pictures (:mod:`agents.plots`: test accuracy per epoch,
+lifecycle timelines, accuracy against parameters with the Pareto front). Local worker processes
+with one torch thread each (``--workers``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, maske
     obs, info = env.reset(seed=seed, options=options)
     get_masks = env.get_wrapper_attr("action_masks")
     rec: dict[str, Any] = {"seed": seed, "instance": info.get("instance"), "val_curve": [info["val_acc"]],
+                           "test_curve": [info["test_acc"]],
                            "stages": [list(info["stages"])], "actions": [], "episode_return": 0.0,
                            "illegal_actions": 0, "n_culled": 0}
     done = False
@@ -63,6 +66,7 @@ def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, maske
         rec["illegal_actions"] += int(info["illegal_action"])
         rec["n_culled"] += sum(e["to"] == "CULLED" for e in info["events"])
         rec["val_curve"].append(info["val_acc"])
+        rec["test_curve"].append(info["test_acc"])
         rec["stages"].append(list(info["stages"]))
         rec["actions"].append(info["action_name"])
     rec.update(final_test_acc=info["final_test_acc"], final_val_acc=info["final_val_acc"],
@@ -205,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-modes", default=",".join(REWARD_MODES),
                    help="reward modes to play every episode under (the table uses the first)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (1 torch thread each)")
-    p.add_argument("--out", default="results/bench", help="folder for table.md and bench.jsonl")
+    p.add_argument("--out", default="results/bench", help="folder for table.md, bench.jsonl and the PNGs")
+    p.add_argument("--no-plots", action="store_true", help="skip the matplotlib pictures")
     add_env_arguments(p)
     return p
 
@@ -221,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"esper-bench: error: reward modes {unknown or modes} invalid; allowed: {REWARD_MODES}",
               file=sys.stderr)
         return 2
-    spec = EnvSpec.from_kwargs(**env_kwargs_from(args))
+    # test accuracy every epoch, for the pictures (reporting only: nothing else changes)
+    spec = EnvSpec.from_kwargs(**env_kwargs_from(args), report_test_acc=True)
     if spec.esper_config.instance_set is not None:
         spec = spec.replace_config(instance_split=args.split)
     probe = spec.make()
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             from agents.train import load_model
 
             _, run_spec = load_model(run)
-            run_spec = run_spec.replace_config(reward_mode=mode)
+            run_spec = run_spec.replace_config(reward_mode=mode, report_test_acc=True)
             if run_spec.esper_config.instance_set is not None:
                 run_spec = run_spec.replace_config(instance_split=args.split)
             tasks.append({"policy": Path(run).name, "model": str(run), "spec": run_spec.to_json(),
@@ -288,7 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     with (out / "bench.jsonl").open("a") as f:
         f.write(json.dumps({**prov, "argv": argv if argv is not None else sys.argv[1:],
                             "summary": summary, "integrity": checks, "episodes": episodes}) + "\n")
-    print(f"\nwrote {out / 'table.md'} and {out / 'bench.jsonl'}")
+    if not args.no_plots:
+        from agents.plots import plot_accuracy_curves, plot_pareto, plot_timelines
+
+        shown = [e for e in episodes if e["reward_mode"] == modes[0]]
+        for plot, name in ((plot_accuracy_curves, "test_acc_per_epoch.png"),
+                           (plot_timelines, "timelines.png"), (plot_pareto, "pareto.png")):
+            plot(shown, out / name)
+    print(f"\nwrote {out / 'table.md'}, {out / 'bench.jsonl'}" + ("" if args.no_plots else " and 3 PNGs"))
     return 0
 
 

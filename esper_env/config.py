@@ -248,6 +248,10 @@ class EsperConfig:
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``...).
         torch_threads: if set, ``torch.set_num_threads`` is applied at construction (use 1 in
             subprocess vector-env workers); ``None`` leaves the process setting alone.
+        report_test_acc: also report the test-split accuracy every epoch in ``info["test_acc"]``
+            (for plots of test accuracy per epoch; one extra evaluation pass per step). Nothing
+            the agent sees or is paid depends on it. Default ``False``: test accuracy only at the
+            end (``final_test_acc``).
         fault_epochs: fault injection for tests and robustness studies: at these epochs the host
             weights are poisoned with NaN before training, so the governor must roll back.
         instance_set: draw each episode's instance from an instance set: a shipped set's name
@@ -292,6 +296,7 @@ class EsperConfig:
     param_budget: float | None = None
     device: str = "cpu"
     torch_threads: int | None = None
+    report_test_acc: bool = False
     fault_epochs: tuple[int, ...] = ()
     instance_set: str | tuple[Any, ...] | None = None
     instance_split: str = "train"
@@ -345,6 +350,7 @@ class EsperConfig:
         _check_choice("alpha_schedule", self.alpha_schedule, ALPHA_SCHEDULES)
         _check_int("blending_epochs", self.blending_epochs, 1)
         _check_bool("germination_gate", self.germination_gate)
+        _check_bool("report_test_acc", self.report_test_acc)
         _check_int("min_germinate_epoch", self.min_germinate_epoch, 0)
         _check_int("plateau_epochs_to_germinate", self.plateau_epochs_to_germinate, 0)
         _check_float("plateau_threshold", self.plateau_threshold, 0.0)

@@ -235,6 +235,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | min_cull_age | 10 | seed age before CULL is legal |
     | embargo_epochs | 3 | epochs EMBARGOED after a cull |
     | device | "cpu" | torch device |
+    | report_test_acc | False | also put the test accuracy in every step's ``info["test_acc"]`` (reporting only) |
     | render_mode | None | "ansi" (text) or "rgb_array" (accuracy bars + stage strips per slot) |
     | gates, reward, governor | defaults | nested configs (dataclass or dict) |
 
@@ -542,7 +543,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             gates=[g.to_info() if g is not None else None for g in gates],
             reward_terms=breakdown.terms, rollback=rollback, diverged=diverged)
         if terminated:
-            _, test_acc = trainer.evaluate("test")
+            test_acc = info["test_acc"] if "test_acc" in info else trainer.evaluate("test")[1]
             info.update(final_val_acc=report.val_acc, final_test_acc=test_acc,
                         n_fossilized=sum(s.stage == SeedStage.FOSSILIZED for s in self._slots))
             if self._twin:  # the no-growth world's test accuracy (None if the twin diverged)
@@ -685,6 +686,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         if self._twin:
             info.update(value_added=self._value_added, twin_val_acc=self._twin_val_acc,
                         value_added_by_slot=split_value_added(self._value_added, slots))
+        if self._cfg.report_test_acc:  # reporting only: nothing observed or paid depends on it
+            info["test_acc"] = self.trainer.evaluate("test")[1]
         return info
 
     # -- rendering / closing ----------------------------------------------------------------------

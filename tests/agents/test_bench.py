@@ -75,3 +75,25 @@ def test_esper_bench_results_do_not_depend_on_the_number_of_workers(tmp_path):
 def test_esper_bench_rejects_unknown_reward_modes(capsys):
     assert main([*TINY, "--reward-modes", "dense"]) == 2
     assert "dense" in capsys.readouterr().err
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    from agents.plots import pareto_front
+
+    pts = np.array([[0, 80.0], [10, 79.0], [10, 85.0], [20, 85.0], [30, 90.0], [5, 80.0], [40, 89.0]])
+    assert pareto_front(pts).tolist() == [0, 2, 4]
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(50, 2))
+    front = set(pareto_front(pts).tolist())
+    for i, p in enumerate(pts):
+        dominated = any((q[0] <= p[0] and q[1] >= p[1] and (q != p).any()) for q in pts)
+        assert (i in front) == (not dominated)
+
+
+def test_esper_bench_writes_three_pictures(tmp_path):
+    out, rec = _run(tmp_path, "--reward-modes", "contribution")
+    for name in ("test_acc_per_epoch.png", "timelines.png", "pareto.png"):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 300_000
+    e0 = rec["episodes"][0]
+    assert len(e0["test_curve"]) == len(e0["val_curve"]) and e0["test_curve"][-1] == e0["final_test_acc"]

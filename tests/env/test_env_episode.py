@@ -160,3 +160,20 @@ def test_sparse_reward_charges_rent_of_a_grown_model_only_at_the_end() -> None:
     assert info["params_added"] > 0
     assert info["reward_terms"]["rent"] < 0.0
     assert rewards[:-1] == [0.0] * (len(rewards) - 1)
+
+
+def test_report_test_acc_reports_every_epoch_and_changes_nothing_else():
+    plain = gym.make("Esper-v0", **tiny_kwargs())
+    reporting = gym.make("Esper-v0", **tiny_kwargs(report_test_acc=True))
+    o1, i1 = plain.reset(seed=4)
+    o2, i2 = reporting.reset(seed=4)
+    assert "test_acc" not in i1 and 0.0 <= i2.pop("test_acc") <= 100.0
+    actions = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    for a in actions:
+        s1, s2 = plain.step(a), reporting.step(a)
+        np.testing.assert_array_equal(s1[0], s2[0])
+        assert s1[1:4] == s2[1:4]
+        info2 = dict(s2[4])
+        test_acc = info2.pop("test_acc")
+        assert set(info2) == set(s1[4]) and info2["val_acc"] == s1[4]["val_acc"]
+    assert s2[2] and test_acc == s2[4]["final_test_acc"] == s1[4]["final_test_acc"]
