@@ -88,16 +88,36 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         policy, _ = load_model(task["model"], which="best")
         curriculum = load_curriculum(task["model"], "best")
     env = spec.make(curriculum=curriculum)
-    if task["model"] is None:
-        policy = make_baseline(task["policy"], env, seed=task["plan"][0][0])
     from agents.evaluate import _takes_masks
 
     out = []
     for seed, options in task["plan"]:
+        if task["model"] is None:  # a fresh baseline per episode (seeded by it): results do not
+            policy = make_baseline(task["policy"], env, seed=seed)  # depend on how episodes are split
         rec = play(env, policy, seed, options, _takes_masks(policy))
         out.append({"policy": task["policy"], "reward_mode": task["mode"], **rec})
     env.close()
     return out
+
+
+def _run_on_ray(tasks: list[dict[str, Any]], address: str | None, cpus: int) -> list[list[dict[str, Any]]]:
+    """Run the tasks as Ray tasks (one CPU each); results come back in task order."""
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError('esper-bench --ray needs Ray: pip install "esper-env[ray]"') from e
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(cpus, 1), include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(_run_task)
+        return ray.get([remote.remote(t) for t in tasks])
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # ---- statistics --------------------------------------------------------------------------------
@@ -208,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "test"), default="test", help="instance split")
     p.add_argument("--reward-modes", default=",".join(REWARD_MODES),
                    help="reward modes to play every episode under (the table uses the first)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (1 torch thread each)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes, or CPUs of a local Ray instance (1 torch thread each)")
+    p.add_argument("--chunk", type=int, default=5, help="episodes per task (the unit sent to a worker)")
+    p.add_argument("--ray", action="store_true", help="run the tasks on Ray (a local instance by default)")
+    p.add_argument("--ray-address", help="address of an existing Ray cluster (implies --ray), e.g. auto "
+                                         "or ray://head:10001; nodes need esper-env installed")
     p.add_argument("--out", default="results/bench", help="folder for table.md, bench.jsonl and the PNGs")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib pictures")
     add_env_arguments(p)
@@ -224,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in modes if m not in REWARD_MODES]
     if unknown or not modes:
         print(f"esper-bench: error: reward modes {unknown or modes} invalid; allowed: {REWARD_MODES}",
+              file=sys.stderr)
+        return 2
+    if args.chunk < 1 or args.workers < 1:
+        print(f"esper-bench: error: --chunk {args.chunk} and --workers {args.workers} must be >= 1",
               file=sys.stderr)
         return 2
     # test accuracy every epoch, for the pictures (reporting only: nothing else changes)
@@ -243,12 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = episode_plan(probe, args.first_seed, args.seeds or 20)
     probe.close()
     threads = 1  # one torch thread everywhere: results do not depend on how the episodes were spread
+    chunks = [plan[i:i + args.chunk] for i in range(0, len(plan), args.chunk)]
     tasks = []
     for mode in modes:
-        mode_spec = spec.replace_config(reward_mode=mode)
-        for name in names:
-            tasks.append({"policy": name, "model": None, "spec": mode_spec.to_json(), "mode": mode,
-                          "plan": plan, "threads": threads})
+        players = [(name, None, spec.replace_config(reward_mode=mode)) for name in names]
         for run in args.model:
             from agents.train import load_model
 
@@ -256,10 +283,13 @@ def main(argv: list[str] | None = None) -> int:
             run_spec = run_spec.replace_config(reward_mode=mode, report_test_acc=True)
             if run_spec.esper_config.instance_set is not None:
                 run_spec = run_spec.replace_config(instance_split=args.split)
-            tasks.append({"policy": Path(run).name, "model": str(run), "spec": run_spec.to_json(),
-                          "mode": mode, "plan": plan, "threads": threads})
+            players.append((Path(run).name, str(run), run_spec))
+        tasks += [{"policy": name, "model": model, "spec": s.to_json(), "mode": mode, "plan": chunk,
+                   "threads": threads} for name, model, s in players for chunk in chunks]
     t0 = time.perf_counter()
-    if args.workers > 1:
+    if args.ray or args.ray_address:
+        done = _run_on_ray(tasks, args.ray_address, args.workers)
+    elif args.workers > 1:
         with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
             done = list(pool.map(_run_task, tasks, chunksize=1))
     else:

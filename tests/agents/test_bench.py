@@ -65,16 +65,29 @@ def test_esper_bench_plays_identical_episodes_and_reports_paired_statistics(tmp_
         assert key in rec
 
 
-def test_esper_bench_results_do_not_depend_on_the_number_of_workers(tmp_path):
-    _, one = _run(tmp_path / "a", "--reward-modes", "contribution")
-    _, two = _run(tmp_path / "b", "--reward-modes", "contribution", "--workers", "2")
-    strip = lambda rec: [{k: v for k, v in e.items() if k != "wall_s"} for e in rec["episodes"]]  # noqa: E731
-    assert strip(one) == strip(two)
+def _strip(rec):
+    return [{k: v for k, v in e.items() if k != "wall_s"} for e in rec["episodes"]]
+
+
+def test_esper_bench_results_do_not_depend_on_workers_or_chunks(tmp_path):
+    _, one = _run(tmp_path / "a", "--reward-modes", "contribution", "--no-plots")
+    _, two = _run(tmp_path / "b", "--reward-modes", "contribution", "--workers", "2", "--chunk", "2",
+                  "--no-plots")
+    assert _strip(one) == _strip(two)
+
+
+def test_esper_bench_on_a_local_two_cpu_ray_instance_gives_identical_results(tmp_path):
+    _, local = _run(tmp_path / "a", "--reward-modes", "contribution", "--no-plots", "--chunk", "1")
+    _, on_ray = _run(tmp_path / "b", "--reward-modes", "contribution", "--no-plots", "--ray",
+                     "--workers", "2", "--chunk", "2")
+    assert _strip(local) == _strip(on_ray)
 
 
 def test_esper_bench_rejects_unknown_reward_modes(capsys):
     assert main([*TINY, "--reward-modes", "dense"]) == 2
     assert "dense" in capsys.readouterr().err
+    assert main([*TINY, "--chunk", "0"]) == 2
+    assert "--chunk 0" in capsys.readouterr().err
 
 
 def test_pareto_front_keeps_exactly_the_undominated_points():
