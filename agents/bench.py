@@ -1,6 +1,7 @@
 """esper-bench: the policy benchmark — every policy on the same seeded episodes, with honest statistics.
 
-Policies: the baselines (no-growth, random, heuristic), every fixed single-blueprint scripted policy
+Policies: the baselines (no-growth, random, heuristic, ucb-heuristic: the heuristic with a UCB1
+blueprint curriculum), every fixed single-blueprint scripted policy
 and any saved ``esper-train`` runs (``--model``). Episodes: ``--seeds`` seeds from ``--first-seed``
 (held out: 1000+) on a task, or every instance of an instance split × ``--seeds`` seeds; identical
 for every policy. Each episode is played under every reward mode in ``--reward-modes`` (the reward
@@ -91,9 +92,11 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     from agents.evaluate import _takes_masks
 
     out = []
+    if task["model"] is None and task["sequential"]:  # one policy that learns across the episodes
+        policy = make_baseline(task["policy"], env, seed=task["plan"][0][0])
     for seed, options in task["plan"]:
-        if task["model"] is None:  # a fresh baseline per episode (seeded by it): results do not
-            policy = make_baseline(task["policy"], env, seed=seed)  # depend on how episodes are split
+        if task["model"] is None and not task["sequential"]:  # a fresh baseline per episode, seeded
+            policy = make_baseline(task["policy"], env, seed=seed)  # by it: chunking changes nothing
         rec = play(env, policy, seed, options, _takes_masks(policy))
         out.append({"policy": task["policy"], "reward_mode": task["mode"], **rec})
     env.close()
@@ -219,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="esper-bench", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--policies", default="no-growth,random,heuristic,scripted",
+    p.add_argument("--policies", default="no-growth,random,heuristic,ucb-heuristic,scripted",
                    help="comma-separated baselines; 'scripted' = every fixed single-blueprint policy")
     p.add_argument("--model", action="append", default=[], metavar="RUN", help="esper-train run folder")
     p.add_argument("--seeds", type=int, default=None,
@@ -263,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     names = []
     for name in (n.strip() for n in args.policies.split(",") if n.strip()):
         names += [f"scripted-{b}" for b in probe.unwrapped.codec.blueprints] if name == "scripted" else [name]
+    try:
+        sequential = {n: bool(getattr(make_baseline(n, probe), "learns_across_episodes", False))
+                      for n in names}
+    except (ValueError, KeyError) as e:
+        print(f"esper-bench: error: {e}", file=sys.stderr)
+        return 2
     n_instances = len(probe.unwrapped.instances)
     if n_instances:
         per = args.seeds or 3
@@ -276,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = []
     for mode in modes:
         players = [(name, None, spec.replace_config(reward_mode=mode)) for name in names]
+        seq = dict(sequential)
         for run in args.model:
             from agents.train import load_model
 
@@ -284,8 +294,11 @@ def main(argv: list[str] | None = None) -> int:
             if run_spec.esper_config.instance_set is not None:
                 run_spec = run_spec.replace_config(instance_split=args.split)
             players.append((Path(run).name, str(run), run_spec))
+            seq[Path(run).name] = False
+        # policies that learn across episodes play all of them, in order, in one task
         tasks += [{"policy": name, "model": model, "spec": s.to_json(), "mode": mode, "plan": chunk,
-                   "threads": threads} for name, model, s in players for chunk in chunks]
+                   "threads": threads, "sequential": seq[name]}
+                  for name, model, s in players for chunk in ([plan] if seq[name] else chunks)]
     t0 = time.perf_counter()
     if args.ray or args.ray_address:
         done = _run_on_ray(tasks, args.ray_address, args.workers)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-BASELINES = ("no-growth", "random", "heuristic")
+BASELINES = ("no-growth", "random", "heuristic", "ucb-heuristic")
 """Baseline names esper-eval knows (``scripted-<blueprint>`` is accepted too)."""
 DEFAULT_FIRST_SEED = 1000
 """esper-eval's first seed: held out from training (esper-train validates on 500+)."""
@@ -208,6 +208,10 @@ def make_baseline(name: str, env: Any, seed: int = 0) -> Any:
         from agents.heuristic import HeuristicPolicy
 
         return HeuristicPolicy(env)
+    if name == "ucb-heuristic":
+        from agents.heuristic import CurriculumHeuristicPolicy
+
+        return CurriculumHeuristicPolicy(env, seed=seed)
     if name.startswith("scripted-"):
         return ScriptedPolicy(env, name.removeprefix("scripted-"))
     from esper_env.errors import unknown_name_message

@@ -94,6 +94,8 @@ class HeuristicPolicy:
     """
 
     name = "heuristic"
+    learns_across_episodes = True
+    """Blueprint penalties carry over from one episode to the next: play its episodes in order."""
 
     def __init__(self, env: Any, config: HeuristicConfig | None = None) -> None:
         base = env.unwrapped
@@ -120,7 +122,7 @@ class HeuristicPolicy:
         self._negative = [0] * n
         self._drop = 0
         self._embargo = [0] * n
-        self._previous: list[tuple[str, str | None]] = [("dormant", None)] * n
+        self._previous: list[tuple[str, str | None, float | None]] = [("dormant", None, None)] * n
 
     def _get(self, obs: np.ndarray, name: str) -> float:
         return float(obs[self._f[name]])
@@ -147,15 +149,20 @@ class HeuristicPolicy:
             self.penalties[b] *= cfg.penalty_decay
         for s in range(self.codec.n_slots):
             stage, bp, cf = self._slot(obs, s)
-            was_stage, was_bp = self._previous[s]
+            was_stage, was_bp, was_cf = self._previous[s]
             self._embargo[s] = max(self._embargo[s] - 1, 0)
-            if was_stage in LIVE and stage not in LIVE and stage != "fossilized":
+            if was_stage in LIVE and stage == "fossilized":
+                self._fossilized(s, was_bp, was_cf)
+            elif was_stage in LIVE and stage not in LIVE:
                 self._culled(s, was_bp)   # culled by us or by a gate
             self._negative[s] = self._negative[s] + 1 if cf is not None and cf < cfg.cull_below_pp else 0
-            self._previous[s] = (stage, bp)
+            self._previous[s] = (stage, bp, cf)
         dropped = 100.0 * (self._get(obs, "best_val_acc") - self._get(obs, "val_acc")) >= cfg.drop_pp
         self._drop = self._drop + 1 if dropped else 0
         return epoch, budget
+
+    def _fossilized(self, s: int, blueprint: str | None, counterfactual: float | None) -> None:
+        """Hook: slot ``s``'s seed was fossilized (its last counterfactual, pp)."""
 
     def _culled(self, s: int, blueprint: str | None) -> None:
         self._embargo[s] = self.config.embargo_epochs + 1
@@ -212,3 +219,64 @@ class HeuristicPolicy:
             if bp is not None:
                 return self.codec.encode(Action(ActionKind.GERMINATE, s, bp)), None
         return 0, None
+
+
+class CurriculumHeuristicPolicy(HeuristicPolicy):
+    """The heuristic decides *when*; a UCB1 :class:`~agents.curriculum.BlueprintCurriculum` decides *which*.
+
+    Every GERMINATE the heuristic makes plants the curriculum's choice among the legal blueprints;
+    the seed's outcome goes back into the curriculum: its last counterfactual (pp) when it is
+    fossilized, ``cull_reward`` when it is culled (by the policy or a gate). A seed still unresolved
+    when a new episode starts is not counted. The curriculum persists across episodes.
+
+    Args:
+        env: the env (or a wrapper of it).
+        config: the heuristic's thresholds (its blueprint rotation is not used).
+        curriculum: a curriculum to use; default UCB1 over the env's blueprints with complexity =
+            rank in parameter count scaled to [0, 1] and no penalty.
+        cull_reward: outcome recorded for a culled seed.
+        seed: tie-breaking seed of a curriculum built here.
+    """
+
+    name = "ucb-heuristic"
+
+    def __init__(self, env: Any, config: HeuristicConfig | None = None, curriculum: Any = None,
+                 cull_reward: float = 0.0, seed: int | None = 0) -> None:
+        from agents.curriculum import BlueprintCurriculum
+
+        self._planted: dict[int, str] = {}
+        super().__init__(env, config)
+        blueprints = tuple(self.codec.blueprints)
+        self.curriculum = curriculum or BlueprintCurriculum(
+            blueprints, complexity=list(np.linspace(0.0, 1.0, len(blueprints))), seed=seed)
+        self.cull_reward = float(cull_reward)
+
+    def reset(self) -> None:
+        """Forget the episode; pending selections are cancelled."""
+        for bp in getattr(self, "_planted", {}).values():
+            self.curriculum.cancel(bp)
+        self._planted = {}
+        super().reset()
+
+    def blueprint_for(self, legal: list[str]) -> str | None:
+        """The curriculum's choice among ``legal`` (recorded as pending by the caller)."""
+        return self.curriculum.select(legal) if legal else None
+
+    def predict(self, obs: np.ndarray, action_masks: np.ndarray | None = None,
+                deterministic: bool = True) -> tuple[int, None]:
+        """The heuristic's action, with the curriculum's blueprint on GERMINATE."""
+        action, state = super().predict(obs, action_masks, deterministic)
+        decoded = self.codec.decode(action)
+        if decoded.kind == ActionKind.GERMINATE:
+            self._planted[int(decoded.slot)] = str(decoded.blueprint)
+        return action, state
+
+    def _fossilized(self, s: int, blueprint: str | None, counterfactual: float | None) -> None:
+        if s in self._planted:
+            cf = counterfactual if counterfactual is not None else 0.0
+            self.curriculum.update(self._planted.pop(s), cf)
+
+    def _culled(self, s: int, blueprint: str | None) -> None:
+        super()._culled(s, blueprint)
+        if s in self._planted:
+            self.curriculum.update(self._planted.pop(s), self.cull_reward)

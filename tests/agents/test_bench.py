@@ -27,7 +27,7 @@ def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
 
 def _run(tmp_path, *extra):
     out = tmp_path / "bench"
-    assert main([*TINY, "--seeds", "3", "--policies", "no-growth,random,heuristic,scripted",
+    assert main([*TINY, "--seeds", "3", "--policies", "no-growth,random,heuristic,ucb-heuristic,scripted",
                  "--out", str(out), *extra]) == 0
     return out, json.loads((out / "bench.jsonl").read_text().splitlines()[-1])
 
@@ -36,8 +36,9 @@ def test_esper_bench_plays_identical_episodes_and_reports_paired_statistics(tmp_
     out, rec = _run(tmp_path)
     episodes = rec["episodes"]
     policies = {e["policy"] for e in episodes}
-    assert policies == {"no-growth", "random", "heuristic", "scripted-norm", "scripted-attention",
-                        "scripted-depthwise", "scripted-conv_light", "scripted-conv_heavy"}
+    assert policies == {"no-growth", "random", "heuristic", "ucb-heuristic", "scripted-norm",
+                        "scripted-attention", "scripted-depthwise", "scripted-conv_light",
+                        "scripted-conv_heavy"}
     for p in policies:
         for mode in ("contribution", "delta", "sparse"):
             assert sorted(e["seed"] for e in episodes if e["policy"] == p and e["reward_mode"] == mode) \

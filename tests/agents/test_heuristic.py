@@ -180,3 +180,31 @@ def test_on_digits_over_20_seeds_it_fossilizes_mostly_and_beats_random_in_return
     assert sum(x.n_fossilized > 0 for x in h) > 10
     assert np.mean([x.final_test_acc for x in h]) > np.mean([x.final_test_acc for x in r])
     assert np.mean([x.episode_return for x in h]) > np.mean([x.episode_return for x in r])
+
+
+def test_ucb_heuristic_plants_the_curriculums_choices_and_learns_from_outcomes():
+    from agents.heuristic import CurriculumHeuristicPolicy
+
+    env = gym.make("Esper-v0", **tiny_kwargs())
+    pol = CurriculumHeuristicPolicy(env, HeuristicConfig(plateau_epochs=0, latest_germinate_fraction=1.0))
+    for seed in range(4):
+        r = run_episode(env, pol, seed=seed)
+        assert r.illegal_actions == 0
+    cur = pol.curriculum
+    assert cur.total_pulls >= 1, "fossils and culls are recorded"
+    # the first round tries the arms in order: norm first, then attention, ...
+    tried = [a for a in cur.arms if cur.pulls[a] + cur.pending[a] > 0]
+    assert tried == list(cur.arms[:len(tried)])
+    assert sum(cur.pending.values()) <= 1
+
+
+def test_ucb_heuristic_records_a_fossil_with_its_counterfactual(env):
+    from agents.heuristic import CurriculumHeuristicPolicy
+
+    o = Obs(env)
+    pol = CurriculumHeuristicPolicy(env)
+    fossilize, _ = o.codec.slot_actions(0)
+    assert pol.predict(o.make(epoch=5, plateau=2), o.mask(ALL))[0] == o.germ("norm")
+    pol.predict(o.make(epoch=6, stage="probationary", blueprint="norm", cf=2.5), o.mask(fossilize=True))
+    pol.predict(o.make(epoch=7, stage="fossilized", blueprint="norm"), o.mask())
+    assert pol.curriculum.pulls["norm"] == 1 and pol.curriculum.mean("norm") == pytest.approx(2.5)
