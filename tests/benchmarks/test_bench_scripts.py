@@ -183,3 +183,14 @@ def test_bench_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, cap
         assert rec["summary"][name]["illegal_pct"] == 0.0 and rec["summary"][name]["n"] == 2
     assert "illegal %" in capsys.readouterr().out
     assert (tmp_path / "agents.jsonl").exists()
+
+
+def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
+    import bench_throughput
+
+    (r,) = bench_throughput.main(["--tasks", "synthetic", "--repeats", "1", "--max-epochs", "4",
+                                  "--vec-steps", "6", "--train-steps", "24", "--out", str(tmp_path)])
+    for key in ("single_steps_per_s", "subproc_steps_per_s", "esper_train_steps_per_s", "bare_epochs_per_s"):
+        assert r[key] > 0
+    assert r["overhead_single"] == pytest.approx(r["bare_epochs_per_s"] / r["single_steps_per_s"])
+    assert (tmp_path / "throughput.jsonl").exists()

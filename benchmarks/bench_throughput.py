@@ -1,0 +1,117 @@
+"""Throughput as users run it: 1 env, SubprocVecEnv workers, and whole esper-train runs.
+
+For each task, medians over ``--repeats``:
+
+1. ``single``: steps/s of one env stepping WAIT (``env.step`` only, resets excluded), 1 torch thread.
+2. ``subproc``: total steps/s of a ``SubprocVecEnv`` with ``--workers`` workers × 1 torch thread
+   stepping WAIT (auto-resets included, as in training), over ``--vec-steps`` steps per worker.
+3. ``esper-train``: steps/s of a whole MaskablePPO run (``esper-train`` defaults but
+   ``--train-steps`` steps, no evaluation, no TensorBoard, no progress bar; set-up excluded):
+   environment steps plus PPO's updates.
+4. ``bare``: epochs/s of the same host trained by a bare loop (``Trainer.train_epoch`` +
+   ``validate``), 1 thread. Overheads are the bare epochs/s divided by the steps/s per worker.
+
+    python benchmarks/bench_throughput.py --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_output_args, provenance, save  # noqa: E402
+from bench_env_step import _bare_epochs, _episode_steps  # noqa: E402
+
+from agents.envs import EnvSpec  # noqa: E402
+from agents.train import TrainArgs, train  # noqa: E402
+from esper_env.env import EsperEnv  # noqa: E402
+
+
+def _subproc_steps_per_s(task: str, max_epochs: int, workers: int, steps: int, seed: int) -> float:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    spec = EnvSpec.from_kwargs(task=task, max_epochs=max_epochs)
+    venv = make_vec_env(lambda: spec.make(torch_threads=1), n_envs=workers, seed=seed,
+                        vec_env_cls=SubprocVecEnv)
+    venv.reset()
+    actions = [0] * workers
+    t = time.perf_counter()
+    for _ in range(steps):
+        venv.step(actions)
+    elapsed = time.perf_counter() - t
+    venv.close()
+    return workers * steps / elapsed
+
+
+def _train_steps_per_s(task: str, max_epochs: int, steps: int, seed: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainArgs(algo="maskable-ppo", total_timesteps=steps, seed=seed, output=tmp,
+                         env_kwargs={"task": task, "max_epochs": max_epochs}, eval_freq=0,
+                         tensorboard=False, progress_bar=False)
+        t = time.perf_counter()
+        train(args)
+        return steps / (time.perf_counter() - t)
+
+
+def bench_task(task: str, repeats: int, max_epochs: int, workers: int, vec_steps: int,
+               train_steps: int) -> dict:
+    env = EsperEnv(task=task, max_epochs=max_epochs)
+    _episode_steps(env, 1000)  # warm-up
+    single, bare, sub, trained = [], [], [], []
+    for r in range(repeats):
+        total, steps, _ = _episode_steps(env, r)
+        single.append(steps / total)
+        bare.append(1.0 / _bare_epochs(env, r, max_epochs - 1))
+        sub.append(_subproc_steps_per_s(task, max_epochs, workers, vec_steps, r))
+        if train_steps:
+            trained.append(_train_steps_per_s(task, max_epochs, train_steps, r))
+    med = statistics.median
+    out = {"task": task, "repeats": repeats, "max_epochs": max_epochs, "workers": workers,
+           "single_steps_per_s": med(single), "bare_epochs_per_s": med(bare),
+           "overhead_single": med(bare) / med(single),
+           "subproc_steps_per_s": med(sub), "overhead_subproc_per_worker": med(bare) / (med(sub) / workers)}
+    if trained:
+        out.update(esper_train_steps_per_s=med(trained), train_steps=train_steps)
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="synthetic,digits")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-epochs", type=int, default=25)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--vec-steps", type=int, default=96, help="steps per SubprocVecEnv worker")
+    p.add_argument("--train-steps", type=int, default=1536, help="MaskablePPO steps (0: skip)")
+    add_output_args(p)
+    args = p.parse_args(argv)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = [bench_task(t.strip(), args.repeats, args.max_epochs, args.workers, args.vec_steps,
+                           args.train_steps) for t in args.tasks.split(",") if t.strip()]
+    finally:
+        torch.set_num_threads(before)
+    prov = provenance()
+    print(f"# {prov['cpu']}, {prov['cores']} cores, torch {prov['torch']}, commit {prov['commit']}")
+    print(f"{'task':<10} {'1 env':>8} {'bare':>8} {'ovh':>6} {f'subproc {args.workers}x1':>13} "
+          f"{'ovh/worker':>10} {'esper-train':>11}")
+    for r in rows:
+        train_txt = f"{r['esper_train_steps_per_s']:.1f}" if "esper_train_steps_per_s" in r else "-"
+        print(f"{r['task']:<10} {r['single_steps_per_s']:>8.1f} {r['bare_epochs_per_s']:>8.1f} "
+              f"{r['overhead_single']:>6.3f} {r['subproc_steps_per_s']:>13.1f} "
+              f"{r['overhead_subproc_per_worker']:>10.3f} {train_txt:>11}")
+        save("throughput", {"bench": "throughput", **r}, args.out, tracked=args.record)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
