@@ -1,7 +1,8 @@
 """Agents for Esper-v0: baselines, the heuristic, SB3 training and evaluation, PER and UCB1.
 
 * Baselines with an SB3-like ``predict(obs, action_masks=None)``: :class:`NoGrowthPolicy`,
-  :class:`RandomPolicy`, :class:`ScriptedPolicy`, :class:`HeuristicPolicy`.
+  :class:`RandomPolicy`, :class:`ScriptedPolicy`, :class:`HeuristicPolicy`,
+  :class:`CurriculumHeuristicPolicy` (the heuristic with a UCB1 blueprint curriculum).
 * ``esper-train`` (:mod:`agents.train`): PPO, MaskablePPO, DQN and PER-DQN with rl-zoo3-style
   hyperparameters, TensorBoard metrics and held-out evaluation; ``esper-eval``
   (:mod:`agents.evaluate`): seeded comparisons with 95 % confidence intervals.
@@ -13,8 +14,8 @@ Only the baselines are imported here (no SB3 or torch needed for them).
 """
 
 from agents.evaluate import EpisodeResult, run_episode
-from agents.heuristic import HeuristicConfig, HeuristicPolicy
+from agents.heuristic import CurriculumHeuristicPolicy, HeuristicConfig, HeuristicPolicy
 from agents.policies import NoGrowthPolicy, RandomPolicy, ScriptedPolicy
 
-__all__ = ["EpisodeResult", "HeuristicConfig", "HeuristicPolicy", "NoGrowthPolicy", "RandomPolicy",
-           "ScriptedPolicy", "run_episode"]
+__all__ = ["CurriculumHeuristicPolicy", "EpisodeResult", "HeuristicConfig", "HeuristicPolicy",
+           "NoGrowthPolicy", "RandomPolicy", "ScriptedPolicy", "run_episode"]
