@@ -21,6 +21,7 @@ BAD_TOP: dict[str, list[object]] = {
     "alpha_schedule": ["sigmoidal", "step"],
     "blending_epochs": [0, -2, 2.5],
     "germination_gate": [1, "yes", None, 0],
+    "report_test_acc": [1, "yes", None],
     "min_germinate_epoch": [-1, 1.0],
     "plateau_epochs_to_germinate": [-1, "3"],
     "plateau_threshold": [-0.1, math.nan, math.inf, "0.5", True],
@@ -193,6 +194,7 @@ def test_from_dict_unknown_key_rejected() -> None:
 NON_DEFAULT = dict(
     task="synthetic", n_slots=2, max_epochs=40, reward_mode="delta", blend="gate",
     alpha_schedule="cosine", blending_epochs=3, germination_gate=False, min_germinate_epoch=2,
+    report_test_acc=True,
     plateau_epochs_to_germinate=4, plateau_threshold=0.25, stabilization_threshold=0.01,
     stabilization_epochs=5, min_cull_age=4, embargo_epochs=2, probation_timeout=6,
     injection_points=(0, 2), host_channels=(4, 8, 16), batch_size=32, host_bn_momentum=0.1, host_lr=0.05,
