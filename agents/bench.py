@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from agents.envs import EnvSpec
-from agents.evaluate import episode_plan, make_baseline
+from agents.evaluate import episode_plan, make_baseline, takes_masks
 from agents.stats import bootstrap_ci, bootstrap_spearman, spearman
 from esper_env.config import REWARD_MODES
 
@@ -89,15 +89,13 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         policy, _ = load_model(task["model"], which="best")
         curriculum = load_curriculum(task["model"], "best")
     env = spec.make(curriculum=curriculum)
-    from agents.evaluate import _takes_masks
-
     out = []
     if task["model"] is None and task["sequential"]:  # one policy that learns across the episodes
         policy = make_baseline(task["policy"], env, seed=task["plan"][0][0])
     for seed, options in task["plan"]:
         if task["model"] is None and not task["sequential"]:  # a fresh baseline per episode, seeded
             policy = make_baseline(task["policy"], env, seed=seed)  # by it: chunking changes nothing
-        rec = play(env, policy, seed, options, _takes_masks(policy))
+        rec = play(env, policy, seed, options, takes_masks(policy))
         out.append({"policy": task["policy"], "reward_mode": task["mode"], **rec})
     env.close()
     return out

@@ -60,7 +60,8 @@ class MasksRequired(ValueError):
     """A model trained with action masks was asked to act without them."""
 
 
-def _takes_masks(policy: Any) -> bool:
+def takes_masks(policy: Any) -> bool:
+    """True if ``policy.predict`` accepts ``action_masks`` (baselines, MaskablePPO)."""
     try:
         return "action_masks" in inspect.signature(policy.predict).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
@@ -89,7 +90,7 @@ def run_episode(env: Any, policy: Any, seed: int, name: str | None = None,
         MasksRequired: ``use_masks=False`` (or an env without ``action_masks``) for a model trained
             with masks.
     """
-    masked = _takes_masks(policy) and use_masks
+    masked = takes_masks(policy) and use_masks
     get_masks = None
     if masked:
         try:
