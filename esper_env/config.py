@@ -28,6 +28,28 @@ BLENDS = ("add", "multiply", "gate")
 ALPHA_SCHEDULES = ("linear", "cosine", "sigmoid")
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars (``np.int64``, ``np.float32``, ``np.bool_``) as Python ones.
+
+    Duck-typed (no numpy import: this module is pure): a 0-d object from the ``numpy`` package with
+    ``.item()``. Lists and tuples are converted element-wise; anything else is returned unchanged.
+    """
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _plain_fields(config: Any) -> None:
+    """Replace NumPy scalars in a frozen dataclass's fields by Python ones (before validation)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        plain = _plain(value)
+        if plain is not value:
+            object.__setattr__(config, f.name, plain)
+
+
 def _check(cond: bool, name: str, value: object, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{name}={value!r} is invalid; allowed: {allowed}")
@@ -91,6 +113,7 @@ class GateConfig:
     min_fossilize_contribution: float = 1.0
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         _check_int("gates.min_training_epochs", self.min_training_epochs, 1)
         _check_int("gates.max_isolation_violations", self.max_isolation_violations, 0)
         _check_float("gates.min_gradient_ratio", self.min_gradient_ratio, 0.0)
@@ -143,6 +166,7 @@ class RewardConfig:
     diverged_penalty: float = 10.0
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if f.name == "probation_wait_grace":
@@ -184,6 +208,7 @@ class GovernorConfig:
     max_rollbacks: int = 1
 
     def __post_init__(self) -> None:
+        _plain_fields(self)
         _check_bool("governor.enabled", self.enabled)
         _check_int("governor.snapshot_every", self.snapshot_every, 1)
         _check_int("governor.history_window", self.history_window, 2)
@@ -305,6 +330,7 @@ class EsperConfig:
     governor: GovernorConfig = field(default_factory=GovernorConfig)
 
     def __post_init__(self) -> None:
+        _plain_fields(self)  # NumPy scalars (np.int64(3), np.float32(0.01)) are accepted as numbers
         # Accept dicts (and JSON lists) for nested/tuple fields, so make() kwargs and JSON both work.
         for name, cls in _NESTED.items():
             value = getattr(self, name)

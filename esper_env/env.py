@@ -321,6 +321,11 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     def _pinned_instance(self, options: dict[str, Any] | None) -> Instance | None:
         """The instance ``reset(options=...)`` pins, validated before anything changes."""
+        if options is None:
+            return None
+        if not isinstance(options, dict):
+            raise ConfigError(f"reset options={options!r} is invalid; allowed: None or a dict such as "
+                              "{'instance': 0}")
         if not options:
             return None
         unknown = sorted(set(options) - {"instance"})
@@ -354,7 +359,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     @property
     def slots(self) -> tuple[SlotState, ...]:
-        """The slots' lifecycle records (read-only)."""
+        """The slots' lifecycle records (read-only); raises ResetNeeded before ``reset``."""
+        if self._trainer is None:
+            raise ResetNeeded("call reset() before reading slots")
         return self._slots
 
     @property

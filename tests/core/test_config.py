@@ -266,3 +266,26 @@ def test_defaults_calibrated_for_digits_differ_from_the_anchor_as_documented() -
     g = c.governor
     assert (g.snapshot_every, g.history_window, g.min_history, g.sensitivity, g.multiplier,
             g.consecutive_spikes, g.lobotomy_tolerance) == (5, 20, 10, 6.0, 3.0, 3, 0.065)
+
+
+def test_numpy_scalars_are_accepted_as_plain_numbers() -> None:
+    """Values computed with NumPy (np.int64, np.float32, np.bool_) configure like Python ones."""
+    np = pytest.importorskip("numpy")
+    cfg = EsperConfig(n_slots=np.int64(2), max_epochs=np.int32(12), host_lr=np.float64(0.02),
+                      germination_gate=np.bool_(False), host_channels=[np.int64(2), np.int64(4), 8],
+                      gates={"min_training_epochs": np.int64(2)}, reward=RewardConfig(gamma=np.float32(0.5)),
+                      governor={"enabled": np.bool_(True)})
+    assert cfg == EsperConfig(n_slots=2, max_epochs=12, host_lr=0.02, germination_gate=False,
+                              host_channels=(2, 4, 8), gates={"min_training_epochs": 2},
+                              reward={"gamma": 0.5}, governor={"enabled": True})
+    for value in (cfg.n_slots, cfg.max_epochs, cfg.host_channels[0], cfg.gates.min_training_epochs):
+        assert type(value) is int
+    assert type(cfg.host_lr) is float and type(cfg.germination_gate) is bool
+    assert EsperConfig.from_json(cfg.to_json()) == cfg  # plain JSON, no NumPy types left
+    # a NumPy scalar of the wrong kind or range is still rejected, naming the value
+    with pytest.raises(ConfigError, match="n_slots=0"):
+        EsperConfig(n_slots=np.int64(0))
+    with pytest.raises(ConfigError, match="max_epochs=2.5"):
+        EsperConfig(max_epochs=np.float64(2.5))
+    with pytest.raises(ConfigError, match="germination_gate"):
+        EsperConfig(germination_gate=np.int64(1))

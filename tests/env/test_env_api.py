@@ -261,6 +261,8 @@ def test_step_before_reset_raises_reset_needed() -> None:
         env.action_masks()
     with pytest.raises(ResetNeeded):
         _ = env.trainer
+    with pytest.raises(ResetNeeded, match="reset"):
+        _ = env.slots
 
 
 def test_step_after_close_raises_reset_needed() -> None:

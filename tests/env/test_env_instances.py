@@ -80,6 +80,8 @@ def test_pinning_by_index_or_record_matches_the_drawn_episode() -> None:
      r"instance 'x': injection_points=\(0, 1\) is invalid"),
     ({"instance": "narrow"}, "instance='narrow' is invalid"),
     ({"blueprint": "norm"}, r"reset options \['blueprint'\] are not supported"),
+    (5, r"reset options=5 is invalid; allowed: None or a dict"),
+    (["instance"], r"reset options=\['instance'\] is invalid"),
 ])
 def test_bad_reset_options_fail_before_anything_changes(options: dict, match: str) -> None:
     env = _env()
