@@ -74,8 +74,8 @@ class HeuristicConfig:
             blueprint below it (then the least penalised first).
         blueprint_order: rotation order (blueprint names): by default the CNN blueprints by
             decreasing test-accuracy gain of a fixed script planting them on digits seeds 0–19
-            (+6.1, +4.9, +3.3, +3.0 and -3.3 pp over no growth); None = decreasing parameter count
-            (the env's action order reversed). Blueprints left out are never planted.
+            (+6.1, +4.9, +3.3, +3.0 and -3.3 pp over no growth); None = the env's action order reversed
+            (decreasing parameter count at slot widths >= 2). Blueprints left out are never planted.
 
     Raises:
         ConfigError: a value out of its range (the message names the field, value and range).

@@ -34,7 +34,8 @@ class BlueprintCurriculumWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Args:
         env: an Esper-v0 env (``gym.make`` result or ``EsperEnv``).
         curriculum: a curriculum to use (several envs may share one); None builds one over the env's
-            blueprints with complexity = rank in ascending parameter count scaled to [0, 1].
+            blueprints with complexity = rank in action order (ascending parameter count at slot
+            widths >= 2) scaled to [0, 1].
         c: UCB1 constant of a curriculum built here.
         complexity_penalty: complexity penalty of a curriculum built here.
         cull_reward: outcome recorded for a culled seed.

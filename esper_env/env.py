@@ -105,8 +105,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     | 1 + s*(B+2) + B | FOSSILIZE slot s | slot PROBATIONARY and G5 passes (so a legal FOSSILIZE always succeeds) |
     | 1 + s*(B+2) + B + 1 | CULL slot s | seed GERMINATED..PROBATIONARY and seed age >= min_cull_age |
 
-    CNN blueprints (B = 5), in ascending parameter count (the action order): ``norm``,
-    ``attention``, ``depthwise``, ``conv_light``, ``conv_heavy``. A masked-out action is a no-op
+    CNN blueprints (B = 5), in action order: ``norm``, ``attention``, ``depthwise``,
+    ``conv_light``, ``conv_heavy`` (ascending parameter count at slot widths >= 2; at width 1
+    ``depthwise`` has one parameter more than ``conv_light``; costs always use the actual count). A masked-out action is a no-op
     that costs ``reward.illegal_action_penalty`` and sets ``info["illegal_action"]``; an action
     outside the space raises ``gymnasium.error.InvalidAction``.
 

@@ -1,8 +1,11 @@
 """Blueprint names per host topology, in action order (pure; the modules live in ``esper_env.nn``).
 
-The order is ascending parameter count at every injection point of the shipped hosts (a test
-checks it against the real modules), and it is the order of the GERMINATE_* actions and of the
-blueprint one-hot in the observation.
+The order is ascending parameter count at every slot width C >= 2 (every injection point of the
+shipped hosts; a test checks widths 2-16, 24, 32 and 64 against the real modules). At C = 1 (a custom
+``host_channels`` with a 1-channel block) ``depthwise`` (12 parameters) costs one more than
+``conv_light`` (11); nothing relies on the order being by cost: budgets, masks, rent and the
+observation use each blueprint's actual count at the slot (``blueprint_param_count``). The order is
+that of the GERMINATE_* actions and of the blueprint one-hot in the observation.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """Seed modules (blueprints) and the catalog that builds them (spec section 7).
 
 Every blueprint is shape-preserving: ``(N, C, H, W) -> (N, C, H, W)``. The catalog order per
-topology is :data:`esper_env.core.catalog.BLUEPRINT_NAMES` (ascending parameter count, the action
-order); :func:`blueprint_param_count` reports the *actual* count at a slot's width.
+topology is :data:`esper_env.core.catalog.BLUEPRINT_NAMES` (the action order: ascending parameter
+count at widths C >= 2; at C = 1 ``depthwise`` has 12 parameters and ``conv_light`` 11);
+:func:`blueprint_param_count` reports the *actual* count at a slot's width, which is what budgets,
+masks and rent use.
 """
 
 from __future__ import annotations

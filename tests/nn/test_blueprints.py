@@ -115,6 +115,40 @@ def test_blueprint_catalog_strictly_ascending_param_count(task: str) -> None:
             f"{task} injection point {ip.index} (C={ip.channels}): counts {counts} not ascending"
 
 
+def test_blueprint_catalog_order_by_width() -> None:
+    """Ascending at every width >= 2; at width 1 exactly depthwise and conv_light swap (documented)."""
+    names = BLUEPRINT_NAMES["cnn"]
+    for c in (*range(2, 17), 24, 32, 64):
+        counts = [blueprint_param_count("cnn", n, c) for n in names]
+        assert all(a < b for a, b in pairwise(counts)), f"C={c}: counts {counts} not ascending"
+    at_one = dict(zip(names, (blueprint_param_count("cnn", n, 1) for n in names), strict=True))
+    assert sorted(names, key=at_one.get) == ["norm", "attention", "conv_light", "depthwise", "conv_heavy"]
+    assert (at_one["depthwise"], at_one["conv_light"]) == (12, 11)
+
+
+def test_one_channel_slot_charges_actual_counts() -> None:
+    """With a 1-channel slot the budget mask and params_added use the real counts, not the order."""
+    import gymnasium as gym
+
+    import esper_env  # noqa: F401
+    from esper_env.core.actions import Action, ActionKind
+
+    kwargs = dict(task="synthetic", host_channels=(1, 2, 4), injection_points=(0,), max_epochs=6,
+                  germination_gate=False, torch_threads=1)
+    host = gym.make("Esper-v0", **kwargs).unwrapped
+    host.reset(seed=0)
+    n_host = host.trainer.host_params
+    env = gym.make("Esper-v0", **kwargs, param_budget=11.5 / n_host)  # room for 11, not 12
+    u = env.unwrapped
+    env.reset(seed=0)
+    mask = u.action_masks()
+    germ = {b: u.codec.encode(Action(ActionKind.GERMINATE, 0, b)) for b in u.blueprints}
+    legal = {b for b, i in germ.items() if mask[i]}
+    assert legal == {"norm", "attention", "conv_light"}  # depthwise (12) is over, conv_light (11) fits
+    *_, info = env.step(germ["conv_light"])
+    assert not info["illegal_action"] and info["params_added"] == 11
+
+
 def test_blueprint_param_count_leaves_global_rng(rng_guard) -> None:
     for name in CNN_NAMES:
         blueprint_param_count("cnn", name, 8)
