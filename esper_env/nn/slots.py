@@ -3,9 +3,10 @@
 Modes (set by the env from the seed's stage):
 
 * ``off``: no seed or a seed outside the forward pass; returns ``h`` unchanged.
-* ``incubate`` (TRAINING): straight-through, ``h + (b - stopgrad(b))`` with ``b`` the blend at
-  alpha 1 computed on the detached input: the output *equals* ``h`` exactly while the seed receives
-  the gradient it would get if blended in.
+* ``incubate`` (TRAINING): straight-through: the output's value is ``h`` and its gradient goes
+  unchanged both to ``h`` and to ``b``, the blend at alpha 1 computed on the detached input (the
+  gradients of ``h + (b - stopgrad(b))``): the output *equals* ``h`` exactly, even where the
+  seed's output is infinite or NaN, while the seed receives the gradient it would get if blended in.
 * ``blend`` (BLENDING, PROBATIONARY, FOSSILIZED): the blend operator at the current alpha.
 
 Blend operators, each the identity at alpha 0 (``h~`` is ``h.detach()`` while isolated, else ``h``):
@@ -51,6 +52,18 @@ MODES = ("off", "incubate", "blend")
 
 ISOLATION_TOL = 1e-6
 """A backward pass violates isolation when ``max|g - expected| > tol * (1 + max|expected|)``."""
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``out = h`` in value; ``dL/dout`` goes unchanged to both ``h`` and ``b`` (the incubator)."""
+
+    @staticmethod
+    def forward(ctx: object, h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return h.clone()
+
+    @staticmethod
+    def backward(ctx: object, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
+        return g, g
 
 
 def _count_violation(count: torch.Tensor, g: torch.Tensor, expected: torch.Tensor | None) -> None:
@@ -185,8 +198,7 @@ class SeedSlot(nn.Module):
         hs = self._seed_input(x)
         s = self.seed(hs)
         if incubate:
-            b = self._blend(hs, hs, s, 1.0)
-            out = x + (b - b.detach())
+            out = _StraightThrough.apply(x, self._blend(hs, hs, s, 1.0))
         else:
             out = self._blend(x, hs, s, self.alpha)
         if check and out.requires_grad:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -94,3 +96,37 @@ def test_isolation_seed_only_training_keeps_host_fixed() -> None:
         assert torch.equal(p, q)
     assert any_differs(seed_before, seed_state(trainer, 2))
     assert model.slots[2].isolation_violations == 0
+
+
+class _Exploding(torch.nn.Module):
+    """A seed whose output is +inf, -inf and NaN in places (a diverged seed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = h * self.w
+        bad = torch.zeros_like(h)
+        flat = bad.view(-1)
+        flat[0::3], flat[1::3], flat[2::3] = math.inf, -math.inf, math.nan
+        return out + bad
+
+
+@pytest.mark.parametrize("blend", ["add", "multiply", "gate"])
+def test_incubator_output_equals_host_even_for_a_non_finite_seed(blend: str) -> None:
+    """TRAINING stage: the slot's output is h exactly (never NaN), whatever the seed outputs."""
+    from esper_env.nn.slots import SeedGate, SeedSlot
+
+    torch.manual_seed(0)
+    slot = SeedSlot(4, 3, blend)
+    slot.set_seed(_Exploding(), SeedGate(4) if blend == "gate" else None)
+    slot.configure("incubate", 0.0, True)
+    slot.train()
+    h = torch.randn(2, 4, 3, 3, requires_grad=True)
+    out = slot(h)
+    assert torch.equal(out, h) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert torch.equal(h.grad, torch.ones_like(h))  # the host's gradient is the identity's
+    slot.configure("blend", 0.5, True)  # blended in, a non-finite seed does reach the output
+    assert not torch.isfinite(slot(h)).all()
