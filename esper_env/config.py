@@ -271,8 +271,10 @@ class EsperConfig:
             GERMINATE whose seed would take the live seed modules over it is masked out (a
             deployment budget). ``None`` (default) means no budget.
         device: torch device string (``cpu``, ``cuda``, ``cuda:1``...).
-        torch_threads: if set, ``torch.set_num_threads`` is applied at construction (use 1 in
-            subprocess vector-env workers); ``None`` leaves the process setting alone.
+        torch_threads: if set, ``reset`` and ``step`` run with this many torch threads and restore
+            the process's own count afterwards (torch's setting is process-wide; scoping it keeps
+            an env's results independent of other envs and of the caller); use 1 in subprocess
+            vector-env workers. ``None`` uses whatever the process has.
         report_test_acc: also report the test-split accuracy every epoch in ``info["test_acc"]``
             (for plots of test accuracy per epoch; one extra evaluation pass per step). Nothing
             the agent sees or is paid depends on it. Default ``False``: test accuracy only at the

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -51,6 +52,28 @@ from esper_env.core.tracker import TrackerState, update_tracker
 from esper_env.errors import ConfigError
 from esper_env.nn.data import TASK_SPECS, load_task
 from esper_env.nn.trainer import Trainer
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _own_threads(method: _F) -> _F:
+    """Run ``method`` with the env's ``torch_threads`` (if set), restoring the process value after.
+
+    The thread count is process-wide in torch; scoping it to the env's own calls means that another
+    env built (or the caller running) with another count does not change this env's results.
+    """
+    @functools.wraps(method)
+    def scoped(self: EsperEnv, *args: Any, **kwargs: Any) -> Any:
+        wanted = self.config.torch_threads
+        before = torch.get_num_threads()
+        if wanted is None or wanted == before:
+            return method(self, *args, **kwargs)
+        torch.set_num_threads(wanted)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return scoped  # type: ignore[return-value]
 
 
 def _check_device_available(device: str) -> None:
@@ -290,8 +313,6 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         for inst in self.instances[1:]:
             self._episode_config(inst)
         _check_device_available(cfg.device)
-        if cfg.torch_threads is not None:
-            torch.set_num_threads(cfg.torch_threads)
         self.blueprints = BLUEPRINT_NAMES[self.task_spec.topology]
         self.codec = ActionCodec(cfg.n_slots, self.blueprints)
         self.action_space = spaces.Discrete(self.codec.n)
@@ -382,6 +403,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         return self._mask.copy()
 
     # -- reset --------------------------------------------------------------------------------------
+    @_own_threads
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a new training run; trains and validates the first epoch.
@@ -442,6 +464,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         return self._obs.copy(), info
 
     # -- step -----------------------------------------------------------------------------------
+    @_own_threads
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply ``action``, train one epoch, validate, advance the lifecycle."""
         if self._trainer is None:

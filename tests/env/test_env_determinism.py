@@ -126,3 +126,62 @@ def test_rollout_same_seed_identical_on_digits_three_slots_repeated(seed: int) -
     runs = [_rollout(kwargs, seed=seed, action_seed=seed) for _ in range(3)]
     for other in runs[1:]:
         _assert_same_rollout(runs[0], other)
+
+
+def test_torch_threads_is_scoped_to_the_env_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An env's thread count holds inside its own reset/step only; another env's never leaks in."""
+    import torch
+
+    from esper_env.nn.trainer import Trainer
+
+    seen: list[int] = []
+    original = Trainer.train_epoch
+
+    def spy(self, *args, **kwargs):  # the thread count the env's training actually ran with
+        seen.append(torch.get_num_threads())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
+    process = torch.get_num_threads()
+    other = 2 if process != 2 else 3
+    try:
+        one = gym.make("Esper-v0", **tiny_kwargs(torch_threads=1))
+        assert torch.get_num_threads() == process  # construction changes nothing
+        many = gym.make("Esper-v0", **tiny_kwargs(torch_threads=other))
+        one.reset(seed=0)
+        many.reset(seed=0)
+        one.step(0)
+        many.step(0)
+        assert torch.get_num_threads() == process  # restored after every call
+        assert seen == [1, other, 1, other]
+        plain = gym.make("Esper-v0", **tiny_kwargs())
+        torch.set_num_threads(1)
+        plain.reset(seed=0)  # torch_threads=None: the process's own count
+        assert seen[-1] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(process)
+
+
+def test_torch_threads_of_another_env_leave_results_unchanged() -> None:
+    """The issue's repro: a 1-thread digits episode interleaved with a 2-thread env is unchanged."""
+    import torch
+
+    process = torch.get_num_threads()
+    try:
+        alone = _rollout({"torch_threads": 1}, seed=7, action_seed=7)
+        env = gym.make("Esper-v0", torch_threads=1)
+        other = gym.make("Esper-v0", torch_threads=2)
+        rng = np.random.default_rng(7)
+        obs, info = env.reset(seed=7)
+        other.reset(seed=8)
+        record: list[tuple] = [(obs, info)]
+        while True:
+            action = int(rng.choice(np.flatnonzero(env.unwrapped.action_masks())))
+            obs, reward, terminated, truncated, info = env.step(action)
+            other.step(0)
+            record.append((action, obs, reward, terminated, truncated, info))
+            if terminated or truncated:
+                break
+        _assert_same_rollout(alone, record)
+    finally:
+        torch.set_num_threads(process)
