@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -231,6 +232,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
        ``terminated=True``, never ``truncated``).
     2. Termination: the governor panicked again after ``governor.max_rollbacks`` rollbacks
        (``info["diverged"] = True``, ``diverged`` penalty).
+    3. Termination: the first epoch, trained in ``reset``, already diverged (reset's
+       ``info["diverged"]`` is True; no good state exists to roll back to): only WAIT is legal and
+       the first ``step`` trains nothing and ends the episode like 2, with the usual final keys.
 
     A first governor panic (NaN loss, loss back at chance, or a loss spike) rolls back to the last
     snapshot (host + fossilised seeds), culls live seeds, costs the ``rollback`` penalty, sets
@@ -326,6 +330,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._curve: list[tuple[float, tuple[SeedStage, ...]]] = []  # (val acc, stages) per epoch
         self._done = False
         self._warned_done = False
+        self._reset_diverged = False
 
     def _episode_config(self, instance: Instance | None) -> EsperConfig:
         """The config of an episode on ``instance`` (the env's own without one), checked."""
@@ -446,8 +451,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._done = False
         self._warned_done = False
         report, panic = self._train_and_validate()
-        # A first epoch that already diverges has no good state to go back to: it can only end.
-        self._done = panic
+        # A first epoch that already diverges has no good state to go back to: the first step is
+        # then a defined terminal step (diverged penalty, final keys), with WAIT the only legal action.
+        self._reset_diverged = panic
         self._value_added, self._twin_val_acc = 0.0, report.val_acc  # no twin before a blend
         self._slots = tuple(record_epoch(s, SlotMetrics(), report.val_acc) for s in self._slots)
         self._update_tracker(report)
@@ -456,6 +462,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._report = report
         self._curve = [(report.val_acc, tuple(s.stage for s in self._slots))]
         self._mask = self._compute_mask()
+        if panic:
+            self._mask[1:] = False
         self._obs = self._encode()
         info = self._base_info()
         info.update(events=[], gates=[None] * cfg.n_slots, illegal_action=False, rollback=False,
@@ -475,7 +483,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                 gym.logger.warn("step() called after the episode terminated; call reset(). "
                                 "Returning the terminal observation.")
                 self._warned_done = True
-            return self._obs.copy(), 0.0, True, False, dict(self._info)
+            return self._obs.copy(), 0.0, True, False, copy.deepcopy(self._info)
         cfg, trainer = self._cfg, self._trainer
         act = self.codec.decode(index)
         legal = bool(self._mask[index])
@@ -517,12 +525,17 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
         # 2. one epoch of training and validation, watched by the governor
         self._epoch += 1
-        if self._epoch in cfg.fault_epochs:
-            trainer.poison_host()
-        report, panic = self._train_and_validate()
+        reset_diverged, self._reset_diverged = self._reset_diverged, False
+        if reset_diverged:  # the model diverged in reset's epoch: nothing to train, nothing to restore
+            report, panic = self._report, True
+        else:
+            if self._epoch in cfg.fault_epochs:
+                trainer.poison_host()
+            report, panic = self._train_and_validate()
         rollback = diverged = False
         if panic:
-            if self._rollbacks >= cfg.governor.max_rollbacks or not cfg.governor.enabled:
+            if (reset_diverged or self._rollbacks >= cfg.governor.max_rollbacks
+                    or not cfg.governor.enabled):
                 diverged = True
             else:
                 rollback = True

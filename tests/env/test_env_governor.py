@@ -153,3 +153,39 @@ def test_governor_fault_in_the_fossilize_epoch_leaves_finite_model() -> None:
     assert math.isfinite(info["val_loss"])
     _, _, terminated, _, info = env.step(0)
     assert info["diverged"] is False and not terminated
+
+
+@pytest.mark.parametrize("mode", ["contribution", "delta", "sparse"])
+def test_divergence_in_reset_epoch_ends_at_the_first_step_with_penalty_and_final_keys(mode: str) -> None:
+    """host_lr=1e9 diverges inside reset: a defined terminal first step, not an "after the end" one."""
+    import warnings
+
+    from agents.evaluate import run_episode
+
+    env = gym.make("Esper-v0", **tiny_kwargs(host_lr=1e9, reward_mode=mode, torch_threads=1))
+    obs, info = env.reset(seed=0)
+    assert info["diverged"] is True
+    _check_obs(env, obs)
+    mask = env.unwrapped.action_masks()
+    assert mask.tolist() == [True] + [False] * (env.action_space.n - 1)  # only WAIT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "step() called after the episode terminated"
+        obs, reward, terminated, truncated, step_info = env.step(0)
+    assert terminated and not truncated and step_info["diverged"] is True
+    penalty = env.unwrapped.config.reward.diverged_penalty
+    assert step_info["reward_terms"]["diverged"] == -penalty
+    assert reward == pytest.approx(sum(step_info["reward_terms"].values()), abs=1e-9)
+    assert {"final_val_acc", "final_test_acc", "n_fossilized"} <= set(step_info)
+    _check_obs(env, obs)
+    # reset's and step's infos share no object (Gymnasium's checker warns otherwise)
+    for key, value in info.items():
+        if isinstance(value, (list, dict)):
+            assert value is not step_info.get(key)
+    # a later step is the usual after-the-end no-op, returning an independent copy
+    with pytest.warns(UserWarning, match="after the episode terminated"):
+        *_, again = env.step(0)
+    assert repr(again) == repr(step_info)  # equal (val_loss is NaN, so compared as text)
+    assert again["events"] is not step_info["events"]
+    assert again["reward_terms"] is not step_info["reward_terms"]
+    result = run_episode(env, ScriptedPolicy(env, "norm", 0), 0)  # used to raise KeyError
+    assert result.length == 1 and math.isfinite(result.final_val_acc)
