@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +34,7 @@ import numpy as np
 
 from agents.envs import EnvSpec
 from agents.evaluate import episode_plan, make_baseline, takes_masks
+from agents.provenance import provenance
 from agents.stats import bootstrap_ci, bootstrap_spearman, spearman
 from esper_env.config import REWARD_MODES
 
@@ -193,27 +192,6 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 # ---- command line ------------------------------------------------------------------------------
 
-def _provenance() -> dict[str, Any]:
-    import subprocess
-
-    import torch
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    machine = platform.processor() or platform.machine()
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        machine = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-            "machine": machine, "cores": os.cpu_count(),
-            "torch": torch.__version__, "python": platform.python_version()}
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``esper-bench`` argument parser."""
     from agents.train import add_env_arguments
@@ -322,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{c['spearman']:.2f} "
                      f"(95 % bootstrap interval {lo:.2f}–{hi:.2f}); per-episode Spearman of the paired "
                      f"deltas against no-growth = {c['episode_spearman']:.2f}")
-    prov = _provenance()
+    prov = provenance()
     where = (f"{spec.esper_config.instance_set} {args.split} split, {len(plan)} episodes"
              if n_instances else f"{spec.esper_config.task}, seeds {plan[0][0]}–{plan[-1][0]}")
     lines.append(f"\n{where}; table under reward mode `{modes[0]}`; {prov['machine']}, {prov['cores']} "

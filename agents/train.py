@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from agents.envs import EnvSpec
+from agents.provenance import provenance
 from esper_env.errors import ConfigError
 
 ALGOS = ("ppo", "maskable-ppo", "dqn", "per-dqn")
@@ -88,6 +90,8 @@ class TrainArgs:
     """Show SB3's progress bar."""
     device: str = "auto"
     """Torch device of the agent (the env's is the env option 'device')."""
+    torch_threads: int | None = None
+    """torch threads of the whole process (agent and envs); None: torch's default."""
     verbose: int = 0
     """SB3 verbosity."""
 
@@ -159,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-policy-mask", dest="policy_mask", action="store_false",
                    help="ppo/dqn/per-dqn: plain policy heads (mask feature and penalty only)")
     g.add_argument("--device", default=d.device, help="torch device of the agent")
+    g.add_argument("--torch-threads", type=int, default=d.torch_threads,
+                   help="torch threads of the process, agent and envs (e.g. 1 for runs side by side)")
     g = p.add_argument_group("evaluation and logging")
     g.add_argument("--eval-freq", type=int, default=d.eval_freq, help="evaluate every N steps (0: never)")
     g.add_argument("--eval-episodes", type=int, default=d.eval_episodes, help="episodes per evaluation")
@@ -287,6 +293,9 @@ def train(args: TrainArgs) -> Path:
         raise ConfigError(f"total_timesteps={total} and n_envs={n_envs} must be > 0")
     if args.vec_env not in ("dummy", "subproc"):
         raise ConfigError(f"vec_env={args.vec_env!r} is invalid; allowed: dummy, subproc")
+    threads = args.torch_threads
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ConfigError(f"torch_threads={args.torch_threads!r} is invalid; allowed: an integer >= 1")
     if args.eval_freq < 0 or (args.eval_freq > 0 and args.eval_episodes < 1):
         raise ConfigError(f"eval_freq={args.eval_freq}, eval_episodes={args.eval_episodes} are invalid; "
                           "allowed: eval_freq >= 0 (0: no evaluation) and eval_episodes >= 1")
@@ -351,9 +360,23 @@ def train(args: TrainArgs) -> Path:
     (out / "args.json").write_text(json.dumps(asdict(args), indent=1, sort_keys=True) + "\n")
     spec.save(out / "env_config.json")
     (out / "hyperparams.yml").write_text(yaml.safe_dump({"Esper-v0": resolved}, sort_keys=True))
-    model.learn(total_timesteps=total, callback=callbacks, progress_bar=args.progress_bar,
-                tb_log_name=args.algo)
+    import torch
+
+    threads_before = torch.get_num_threads()
+    if args.torch_threads is not None:  # the process's count while training, given back after
+        torch.set_num_threads(args.torch_threads)
+    t0 = time.perf_counter()
+    try:
+        model.learn(total_timesteps=total, callback=callbacks, progress_bar=args.progress_bar,
+                    tb_log_name=args.algo)
+        wall = time.perf_counter() - t0
+        stats = {"timesteps": int(model.num_timesteps), "wall_s": round(wall, 1),
+                 "steps_per_s": round(model.num_timesteps / wall, 2) if wall > 0 else None,
+                 **provenance()}
+    finally:
+        torch.set_num_threads(threads_before)
     model.save(out / "model")
+    (out / "train_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     if hasattr(venv, "obs_rms"):  # VecNormalize (rewards only)
         venv.save(str(out / "vecnormalize.pkl"))
     if args.curriculum:

@@ -76,8 +76,11 @@ def test_bad_options_fail_before_training(tmp_path):
 def test_each_algorithm_trains_saves_and_reloads(tmp_path, algo):
     out = train(_args(tmp_path, algo))
     for name in ("model.zip", "best_model.zip", "env_config.json", "hyperparams.yml", "args.json",
-                 "evaluations.json"):
+                 "evaluations.json", "train_stats.json"):
         assert (out / name).exists(), name
+    stats = json.loads((out / "train_stats.json").read_text())
+    assert stats["timesteps"] >= 88 and stats["wall_s"] > 0 and stats["steps_per_s"] > 0
+    assert {"commit", "machine", "torch", "torch_threads"} <= set(stats)
     history = json.loads((out / "evaluations.json").read_text())
     assert [h["timesteps"] for h in history] == [44, 88]
     assert all(h["illegal_fraction"] == 0.0 for h in history), "masked policies play legal actions"
@@ -208,3 +211,16 @@ def test_instance_set_runs_validate_on_the_train_split_and_esper_eval_reports_th
     test_names = {i.name for i in spec.make().unwrapped.instance_set.split("test")}
     assert {e["instance"] for e in episodes} <= test_names
     assert all(e["instance"].startswith("test") for e in episodes)
+
+
+def test_torch_threads_option_sets_the_training_process_count_and_gives_it_back(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    other = 1 if before != 1 else 2
+    out = train(_args(tmp_path, torch_threads=other))
+    assert json.loads((out / "train_stats.json").read_text())["torch_threads"] == other
+    assert torch.get_num_threads() == before
+    assert parse_args(["--torch-threads", "1"]).torch_threads == 1
+    with pytest.raises(ConfigError, match="torch_threads=0"):
+        train(_args(tmp_path / "bad", torch_threads=0))
