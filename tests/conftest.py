@@ -70,3 +70,14 @@ def assert_wrapper_passes_both_checkers(make_env) -> None:
         sb3_check_env(make_env())
     unexpected = [str(w.message) for w in caught if "env.unwrapped" not in str(w.message)]
     assert not unexpected, unexpected
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-model tests (extra threads only add sync overhead)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,7 +7,6 @@ import dataclasses
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from conftest import tiny_kwargs
 
 import esper_env  # noqa: F401
@@ -21,13 +20,7 @@ ALL = ("norm", "attention", "depthwise", "conv_light", "conv_heavy")
 ORDER = ("conv_heavy", "conv_light", "norm", "depthwise", "attention")   # the default rotation
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: extra intra-op threads only add sync overhead (large on a busy CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

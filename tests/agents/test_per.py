@@ -21,13 +21,7 @@ OBS = spaces.Box(-100, 100, (2,), np.float32)
 ACT = spaces.Discrete(3)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny env trains a network per step: one thread avoids oversubscription on a busy machine."""
-    threads = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_tree(tree: SumTree) -> None:
