@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import gymnasium as gym
@@ -53,6 +54,7 @@ from esper_env.core.tracker import TrackerState, update_tracker
 from esper_env.errors import ConfigError
 from esper_env.nn.data import TASK_SPECS, load_task
 from esper_env.nn.trainer import Trainer
+from esper_env.snapshot import SNAPSHOT_FORMAT, EnvSnapshot, SnapshotError
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -101,6 +103,14 @@ STAGE_COLOURS: dict[SeedStage, tuple[int, int, int]] = {
     SeedStage.RESETTING: (240, 120, 40),
 }
 """Colour of each stage in ``rgb_array`` renders."""
+
+_EPISODE_FIELDS = (
+    "_np_random", "_np_random_seed", "_instance", "_cfg", "_seed_base", "_trainer", "_costs",
+    "_facts", "_slots", "_good_slots", "_tracker", "_governor", "_epoch", "_seeds_made",
+    "_rollbacks", "_done", "_warned_done", "_reset_diverged", "_value_added", "_twin_val_acc",
+    "_report", "_curve", "_mask", "_obs", "_info", "_fault",
+)
+"""Attributes that make up an episode (set by ``reset``/``step``); a snapshot holds all of them."""
 
 
 class EsperEnv(gym.Env[np.ndarray, np.int64]):
@@ -450,6 +460,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._rollbacks = 0
         self._done = False
         self._warned_done = False
+        self._fault = None
         report, panic = self._train_and_validate()
         # A first epoch that already diverges has no good state to go back to: the first step is
         # then a defined terminal step (diverged penalty, final keys), with WAIT the only legal action.
@@ -457,6 +468,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._value_added, self._twin_val_acc = 0.0, report.val_acc  # no twin before a blend
         self._slots = tuple(record_epoch(s, SlotMetrics(), report.val_acc) for s in self._slots)
         self._update_tracker(report)
+        self._good_slots = self._slots
         if cfg.governor.enabled:
             self._snapshot()
         self._report = report
@@ -467,7 +479,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._obs = self._encode()
         info = self._base_info()
         info.update(events=[], gates=[None] * cfg.n_slots, illegal_action=False, rollback=False,
-                    diverged=panic, reward_terms=dict.fromkeys(self._reward_keys, 0.0))
+                    diverged=panic, fault=self._fault,
+                    reward_terms=dict.fromkeys(self._reward_keys, 0.0))
         self._info = info
         return self._obs.copy(), info
 
@@ -485,6 +498,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
                 self._warned_done = True
             return self._obs.copy(), 0.0, True, False, copy.deepcopy(self._info)
         cfg, trainer = self._cfg, self._trainer
+        self._fault = None
         act = self.codec.decode(index)
         legal = bool(self._mask[index])
         before = self._slots
@@ -540,25 +554,24 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             else:
                 rollback = True
                 self._rollbacks += 1
-                for k, slot in enumerate(self._slots):
-                    if slot.stage in LIVE_STAGES:
-                        slot, ev = cull(slot, "rollback")
-                        events += ev
-                        self._set_slot(k, slot)
-                trainer.rollback()
-                report = self._validate_only()
+                events += self._rollback()
+                try:
+                    report = self._validate_only()
+                except Exception as exc:  # noqa: BLE001 - the restored state cannot run either
+                    report, diverged = self._fault_report(exc), True
         self._measure_value_added(report)
-        # 3. lifecycle: record the epoch, then the automatic transitions
-        measured = tuple(record_epoch(s, m, report.val_acc)
-                         for s, m in zip(self._slots, report.slots, strict=True))
+        # 3. lifecycle: record the epoch, then the automatic transitions. Not after a rollback:
+        # the restored slots are as the governor accepted them, and nothing trained this epoch.
+        measured = self._slots if rollback else tuple(
+            record_epoch(s, m, report.val_acc) for s, m in zip(self._slots, report.slots, strict=True))
         after = []
-        for k, slot in enumerate(measured):
+        for k, slot in enumerate(() if rollback else measured):
             new, gate, ev = auto_transition(slot, cfg)
             if gate is not None and gates[k] is None:
                 gates[k] = gate
             events += ev
             after.append(new)
-        self._slots = tuple(after)
+        self._slots = tuple(after) if not rollback else measured
         for k in range(cfg.n_slots):
             self._sync_trainer(k)
         if not diverged:
@@ -587,11 +600,12 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             gates=[g.to_info() if g is not None else None for g in gates],
             reward_terms=breakdown.terms, rollback=rollback, diverged=diverged)
         if terminated:
-            test_acc = info["test_acc"] if "test_acc" in info else trainer.evaluate("test")[1]
+            test_acc = info["test_acc"] if "test_acc" in info else self._accuracy("test")
             info.update(final_val_acc=report.val_acc, final_test_acc=test_acc,
                         n_fossilized=sum(s.stage == SeedStage.FOSSILIZED for s in self._slots))
             if self._twin:  # the no-growth world's test accuracy (None if the twin diverged)
                 info["final_twin_test_acc"] = self._twin_accuracy("test", test_acc)
+        info["fault"] = self._fault  # what raised in this step's computation (None: nothing)
         self._info = info
         return self._obs.copy(), breakdown.total, terminated, False, info
 
@@ -605,11 +619,19 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         return int(action)
 
     def _train_and_validate(self) -> tuple[EpochReport, bool]:
-        """Train one epoch, validate with counterfactuals, ask the governor."""
+        """Train one epoch, validate with counterfactuals, ask the governor.
+
+        An exception raised by the model's own computation (a seed whose forward raises, a
+        numerical error) is a fault like a NaN loss: a warning, then a panic (rollback or terminal
+        step), never an exception for the agent.
+        """
         trainer = self._trainer
         assert trainer is not None
-        train_loss, train_acc, ratios, violations = trainer.train_epoch()
-        report = self._validate_only(train_loss, train_acc, ratios, violations)
+        try:
+            train_loss, train_acc, ratios, violations = trainer.train_epoch()
+            report = self._validate_only(train_loss, train_acc, ratios, violations)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            report = self._fault_report(exc)
         panic = False
         if self._cfg.governor.enabled or not np.isfinite(report.val_loss):
             self._governor, verdict = check_loss(self._governor, report.val_loss,
@@ -632,6 +654,23 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         violations = violations or [0] * n
         slots = tuple(SlotMetrics(ratios[k], violations[k], contributions.get(k)) for k in range(n))
         return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)  # type: ignore[arg-type]
+
+    def _fault_report(self, exc: Exception) -> EpochReport:
+        """The report of an epoch whose computation raised ``exc``: NaN losses, accuracy 0."""
+        self._fault = f"{type(exc).__name__}: {exc}"
+        gym.logger.warn(f"epoch {self._epoch} raised {self._fault}; treated as a divergence "
+                        "(governor rollback, or a terminal step)")
+        nan = float("nan")
+        slots = tuple(SlotMetrics() for _ in range(self._cfg.n_slots))
+        return EpochReport(nan, 0.0, nan, 0.0, slots)
+
+    def _accuracy(self, split: str) -> float:
+        """Accuracy of the model on ``split``; 0 if the model cannot even compute it."""
+        try:
+            return self.trainer.evaluate(split)[1]
+        except Exception as exc:  # noqa: BLE001 - a broken model scores 0, the agent sees no error
+            self._fault_report(exc)
+            return 0.0
 
     def _twin_accuracy(self, split: str, model_acc: float) -> float | None:
         """The no-growth world's accuracy on ``split``: the twin's, the model's own while no
@@ -678,10 +717,36 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             trainer.configure(k, "off", 0.0, isolate=True)
 
     def _snapshot(self) -> None:
-        """Snapshot the host and the fossilised seeds (never a live seed)."""
+        """Keep the governor's last good state: the whole model and the slots' records."""
         assert self._trainer is not None
-        self._trainer.snapshot([k for k, s in enumerate(self._slots)
-                                if s.stage == SeedStage.FOSSILIZED])
+        self._trainer.snapshot()
+        self._good_slots = self._slots
+
+    def _rollback(self) -> list[LifecycleEvent]:
+        """Go back to the last good state; returns the lifecycle events of the slots it changed.
+
+        The model (host, every seed it held, optimisers, twin) is restored as it was. A slot whose
+        good state held a seed gets that seed's record back (stage, alpha, age); a live seed
+        germinated since is culled (cause ``rollback``). Time does not go back: the epoch count,
+        the data order, the episode RNG and the slots' cooldowns keep running. The governor's
+        consecutive-spike counter starts again from zero.
+        """
+        trainer = self._trainer
+        assert trainer is not None
+        trainer.rollback()
+        events: list[LifecycleEvent] = []
+        for k, (now, good) in enumerate(zip(self._slots, self._good_slots, strict=True)):
+            if good.stage in MODULE_STAGES:
+                if (now.seed_id, now.stage) != (good.seed_id, good.stage):
+                    events.append(LifecycleEvent(k, good.seed_id, good.blueprint, now.stage,
+                                                 good.stage, "rollback"))
+                self._set_slot(k, good)
+            elif now.stage in LIVE_STAGES:
+                slot, ev = cull(now, "rollback")
+                events += ev
+                self._set_slot(k, slot)
+        self._governor = replace(self._governor, spikes=0)
+        return events
 
     def _update_tracker(self, report: EpochReport) -> None:
         cfg = self._cfg
@@ -731,7 +796,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             info.update(value_added=self._value_added, twin_val_acc=self._twin_val_acc,
                         value_added_by_slot=split_value_added(self._value_added, slots))
         if self._cfg.report_test_acc:  # reporting only: nothing observed or paid depends on it
-            info["test_acc"] = self.trainer.evaluate("test")[1]
+            info["test_acc"] = self._accuracy("test")
         return info
 
     # -- rendering / closing ----------------------------------------------------------------------
@@ -777,9 +842,107 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._trainer = None
         self._curve = []
 
+    # -- snapshot, restore, fork, copy, pickle -------------------------------------------------------
+    def snapshot(self) -> EnvSnapshot:
+        """Freeze the episode as it is now (see :mod:`esper_env.snapshot` for what it holds).
+
+        ``restore(snap)`` followed by the same actions gives the identical continuation; the
+        snapshot is independent of this env (later steps do not change it) and pickles.
+        """
+        if self._trainer is None:
+            raise ResetNeeded("call reset() before snapshot()")
+        state = {name: getattr(self, name) for name in _EPISODE_FIELDS}
+        return EnvSnapshot(SNAPSHOT_FORMAT, _env_version(), self.config, self._epoch,
+                           copy.deepcopy(state))
+
+    def restore(self, snap: EnvSnapshot) -> None:
+        """Put this env at the point ``snap`` was taken (a copy: ``snap`` can be restored again).
+
+        The env must have been built with the same config. A malformed snapshot, one of another
+        format or config, raises :class:`~esper_env.snapshot.SnapshotError` and changes nothing.
+        """
+        self._check_snapshot(snap)
+        self._adopt(copy.deepcopy(dict(snap.state)))
+
+    def fork(self) -> EsperEnv:
+        """An independent env at the same point of the same episode (same config, render mode).
+
+        Stepping either does not affect the other; the same actions give the same results. The
+        dataset's tensors are shared (never changed in place), everything else is copied.
+        """
+        return copy.deepcopy(self)
+
+    def _check_snapshot(self, snap: object) -> None:
+        if not isinstance(snap, EnvSnapshot):
+            raise SnapshotError(f"restore() needs an EnvSnapshot from env.snapshot(); "
+                                f"got {type(snap).__name__}")
+        if snap.format != SNAPSHOT_FORMAT:
+            raise SnapshotError(f"snapshot format {snap.format!r} is not supported; allowed: "
+                                f"{SNAPSHOT_FORMAT} (made by esper_env {snap.env_version})")
+        if snap.config != self.config:
+            raise SnapshotError("the snapshot was taken in an env with another config; build the env "
+                                "with snap.config to restore it: " + _config_diff(snap.config, self.config))
+        state = snap.state
+        if not isinstance(state, dict) or set(state) != set(_EPISODE_FIELDS):
+            got = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise SnapshotError(f"malformed snapshot: state fields {got}; expected "
+                                f"{sorted(_EPISODE_FIELDS)}")
+        checks = (("_trainer", Trainer), ("_np_random", np.random.Generator), ("_epoch", int),
+                  ("_slots", tuple), ("_good_slots", tuple), ("_mask", np.ndarray),
+                  ("_obs", np.ndarray), ("_info", dict))
+        for name, kind in checks:
+            if not isinstance(state[name], kind):
+                raise SnapshotError(f"malformed snapshot: {name} is a {type(state[name]).__name__}, "
+                                    f"expected {kind.__name__}")
+        n = state["_cfg"].n_slots if isinstance(state["_cfg"], EsperConfig) else -1
+        if n != self.config.n_slots or len(state["_slots"]) != n or \
+                not all(isinstance(x, SlotState) for x in state["_slots"]):
+            raise SnapshotError(f"malformed snapshot: expected {self.config.n_slots} slot records")
+        if state["_mask"].shape != (self.codec.n,) or state["_obs"].shape != self._low.shape:
+            raise SnapshotError("malformed snapshot: mask or observation of the wrong shape for "
+                                "this env")
+        if snap.epoch != state["_epoch"]:
+            raise SnapshotError(f"malformed snapshot: epoch {snap.epoch} != state epoch "
+                                f"{state['_epoch']}")
+
+    def _adopt(self, state: dict[str, Any]) -> None:
+        for name in _EPISODE_FIELDS:
+            setattr(self, name, state[name])
+
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle the configuration only; a restored env needs ``reset``."""
-        return {"config": self.config, "render_mode": self.render_mode}
+        """Pickle the config, and mid-episode a snapshot (the dataset as its recipe)."""
+        state: dict[str, Any] = {"config": self.config, "render_mode": self.render_mode,
+                                 "spec": getattr(self, "spec", None)}
+        if self._trainer is not None:
+            state["snapshot"] = self.snapshot()
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # noqa: D105
         self.__init__(state["config"], render_mode=state["render_mode"])  # type: ignore[misc]
+        if state.get("spec") is not None:
+            self.spec = state["spec"]
+        snap = state.get("snapshot")
+        if snap is not None:
+            self._check_snapshot(snap)
+            self._adopt(dict(snap.state))  # already this env's own copy
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EsperEnv:  # noqa: D105
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        state = self.__getstate__()
+        state["spec"] = copy.deepcopy(state["spec"], memo)
+        new.__setstate__(state)
+        return new
+
+
+def _env_version() -> str:
+    from esper_env import __version__
+
+    return __version__
+
+
+def _config_diff(a: EsperConfig, b: EsperConfig) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    diff = [f"{k}: snapshot {da.get(k)!r}, env {db.get(k)!r}" for k in sorted(set(da) | set(db))
+            if da.get(k) != db.get(k)]
+    return "; ".join(diff) or "(configs differ)"

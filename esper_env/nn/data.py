@@ -16,7 +16,7 @@ uniformly (symmetric label noise).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -47,7 +47,13 @@ TASK_SPECS: dict[str, TaskSpec] = {
 
 @dataclass
 class TaskData:
-    """Train, validation and test tensors of one task on one device."""
+    """Train, validation and test tensors of one task on one device.
+
+    Nothing changes these tensors in place (batches are gathered copies), so a deep copy shares
+    them: forks and snapshots of an episode do not duplicate the dataset. Loaded by
+    :func:`load_task`, it remembers how (``recipe``) and pickles as that recipe, so a pickled
+    episode does not carry the dataset either and reloads it (the same tensors) when unpickled.
+    """
 
     spec: TaskSpec
     train_x: torch.Tensor
@@ -56,6 +62,20 @@ class TaskData:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    recipe: dict[str, object] | None = field(default=None, compare=False, repr=False)
+
+    def __deepcopy__(self, memo: dict[int, object]) -> TaskData:
+        return self  # immutable: shared (see the class docstring)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:  # noqa: D105
+        if self.recipe is None:
+            return (TaskData, (self.spec, self.train_x, self.train_y, self.val_x, self.val_y,
+                               self.test_x, self.test_y))
+        return (_reload, (self.recipe,))
+
+
+def _reload(recipe: dict[str, object]) -> TaskData:
+    return load_task(**recipe)  # type: ignore[arg-type]
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], seed: int
@@ -150,4 +170,7 @@ def load_task(name: str, *, episode_seed: int, device: torch.device | str,
         tensors[0], tensors[1] = tensors[0][index], torch.from_numpy(y)
     # Copy: the digits tensors are cached for the process and must not be changed in place.
     moved = [t.to(device, copy=True) for t in tensors]
-    return TaskData(spec, *moved)
+    recipe = {"name": name, "episode_seed": episode_seed, "device": str(device),
+              "synthetic_samples": synthetic_samples, "train_fraction": train_fraction,
+              "label_noise": label_noise}
+    return TaskData(spec, *moved, recipe=recipe)

@@ -1,8 +1,8 @@
 """Trainer: owns the model, its optimisers, the episode's data-order generator and snapshots.
 
 It trains one epoch, validates (with per-slot counterfactuals), germinates and culls seeds, and
-rolls back to the last good snapshot. Everything it returns is a Python float or int (the
-``.item()`` calls happen here), so the core never sees a tensor.
+rolls back to the last good snapshot (the whole model and its optimisers). Everything it returns
+is a Python float or int (the ``.item()`` calls happen here), so the core never sees a tensor.
 
 With ``twin=True`` it also keeps the *seedless twin*: the host as it would be had no seed ever
 been blended in, trained on the same mini-batches with its own copy of the host optimiser. The
@@ -122,7 +122,7 @@ class Trainer:
         """Build ``blueprint`` into ``slot``; returns (seed parameters, shape probe passed).
 
         The seed starts in mode ``off``; its SGD optimiser is created here. If the shape probe
-        fails the slot is left empty.
+        fails (a wrong output shape, or the forward raises) the slot is left empty.
         """
         s = self.model.slots[slot]
         topology = self.data.spec.topology
@@ -135,7 +135,10 @@ class Trainer:
         probe = torch.zeros(1, s.channels, s.size, s.size, device=self.device)
         with torch.no_grad():
             seed.eval()
-            shape_ok = tuple(seed(probe).shape) == tuple(probe.shape)
+            try:
+                shape_ok = tuple(seed(probe).shape) == tuple(probe.shape)
+            except Exception:  # noqa: BLE001 - a module that cannot even run fails G0 like a bad shape
+                shape_ok = False
             seed.train()
         if not shape_ok:
             return 0, False
@@ -327,40 +330,43 @@ class Trainer:
         return loss, acc
 
     # -- governor support -----------------------------------------------------------------------
-    def snapshot(self, fossil_slots: Sequence[int]) -> None:
-        """Keep the host and the fossilised seeds on the CPU as the last known good state."""
-        with torch.no_grad():
-            host = {k: v.detach().to("cpu", copy=True) for k, v in
-                    self.model.host.state_dict().items()}
-            fossils = {}
-            for k in fossil_slots:
-                s = self.model.slots[k]
-                mods = nn.ModuleList([m for m in (s.seed, s.gate) if m is not None])
-                fossils[k] = {n: v.detach().to("cpu", copy=True)
-                              for n, v in mods.state_dict().items()}
-        self._snapshot = {"host": host, "fossils": fossils}
+    def _model_state(self) -> dict[str, object]:
+        """The parts of the trainer a rollback restores (everything but the data and its order)."""
+        return {"model": self.model, "host_opt": self.host_opt, "seed_opts": self.seed_opts,
+                "twin": self.twin, "twin_opt": self.twin_opt, "twin_enabled": self.twin_enabled}
+
+    def snapshot(self) -> None:
+        """Keep the whole model as the last known good state: the host, every seed (live or
+        fossilised) with its gate, slot modes and alphas, every optimiser's state and the twin.
+
+        One deep copy on the env's device (the models are small), taken together so that each
+        optimiser in the copy refers to the copied parameters. The data-order generator is not
+        part of it: after a rollback training goes on with fresh mini-batches.
+        """  # noqa: D205
+        self._snapshot = copy.deepcopy(self._model_state())
 
     @property
     def snapshot_slots(self) -> tuple[int, ...]:
-        """Slots whose fossilised seed is in the snapshot."""
+        """Slots that hold a seed (live or fossilised) in the snapshot."""
         if self._snapshot is None:
             return ()
-        return tuple(self._snapshot["fossils"])  # type: ignore[arg-type]
+        model = self._snapshot["model"]
+        assert isinstance(model, MorphogeneticModel)
+        return tuple(k for k, s in enumerate(model.slots) if s.seed is not None)
 
     def rollback(self) -> None:
-        """Restore the host and fossilised seeds from the snapshot; reset optimiser momentum.
-
-        Live seeds must be culled by the caller first (snapshots never contain them).
-        """
+        """Put the snapshot back (a fresh copy of it, so it can be restored again)."""
         if self._snapshot is None:
             raise RuntimeError("rollback() without a snapshot")
-        self.model.host.load_state_dict(self._snapshot["host"])  # type: ignore[arg-type]
-        for k, state in self._snapshot["fossils"].items():  # type: ignore[union-attr]
-            s = self.model.slots[k]
-            nn.ModuleList([m for m in (s.seed, s.gate) if m is not None]).load_state_dict(state)
-            self.seed_opts[k] = torch.optim.SGD(s.seed_parameters(), lr=self.cfg.seed_lr,
-                                                momentum=self.cfg.seed_momentum)
-        self.host_opt = self._host_optimizer()
+        state = copy.deepcopy(self._snapshot)
+        self.model = state["model"]  # type: ignore[assignment]
+        self.host_opt = state["host_opt"]  # type: ignore[assignment]
+        self.seed_opts = state["seed_opts"]  # type: ignore[assignment]
+        self.twin, self.twin_opt = state["twin"], state["twin_opt"]  # type: ignore[assignment]
+        self.twin_enabled = bool(state["twin_enabled"])
+        self._module_list = None
+        self._host_param_list = self.model.host_parameters()
+        self._twin_modules = tuple(self.twin.modules()) if self.twin is not None else ()
 
     def poison_host(self) -> None:
         """Fault injection: overwrite every host weight with NaN."""

@@ -241,18 +241,6 @@ def test_pickle_round_trip_of_fresh_env_keeps_config(unwrap: bool) -> None:
     assert np.array_equal(obs_a, obs_b)
 
 
-def test_pickle_round_trip_mid_episode_keeps_config_and_needs_reset() -> None:
-    env = gym.make("Esper-v0", **tiny_kwargs()).unwrapped
-    env.reset(seed=0)
-    env.step(0)
-    restored = pickle.loads(pickle.dumps(env))
-    assert restored.config == env.config
-    with pytest.raises(ResetNeeded):
-        restored.step(0)
-    obs, info = restored.reset(seed=0)
-    assert info["epoch"] == 1 and restored.observation_space.contains(obs)
-
-
 def test_step_before_reset_raises_reset_needed() -> None:
     env = gym.make("Esper-v0", **tiny_kwargs()).unwrapped
     with pytest.raises(ResetNeeded):

@@ -189,3 +189,144 @@ def test_divergence_in_reset_epoch_ends_at_the_first_step_with_penalty_and_final
     assert again["reward_terms"] is not step_info["reward_terms"]
     result = run_episode(env, ScriptedPolicy(env, "norm", 0), 0)  # used to raise KeyError
     assert result.length == 1 and math.isfinite(result.final_val_acc)
+
+
+# -- rollback restores the last accepted state, seeds included (issue: record, replay, fork) -------
+def _to_epoch(env: gym.Env, names: list[str], epoch: int) -> dict:
+    """Play ``names`` (then WAIT) until ``info['epoch'] == epoch``."""
+    known = env.unwrapped.action_names
+    queue = [known.index(n) for n in names]
+    info: dict = {"epoch": 1}
+    while info["epoch"] < epoch:
+        action = queue.pop(0) if queue else 0
+        _, _, _, _, info = env.step(action)
+    return info
+
+
+def test_rollback_restores_the_blended_seed_the_host_had_adapted_to() -> None:
+    """A snapshot taken while a seed is blended holds that seed: a rollback restores the model as
+    the governor accepted it (same validation loss and accuracy), not a host without its seed."""
+    script = ["GERMINATE_conv_light@0"]
+    kwargs = tiny_kwargs(blending_epochs=4, max_epochs=14)
+    reference = gym.make("Esper-v0", **kwargs)
+    reference.reset(seed=2)
+    at_snapshot = _to_epoch(reference, script, 5)  # snapshot_every=5: taken at the end of epoch 5
+    assert at_snapshot["stages"] in (["BLENDING"], ["PROBATIONARY"])
+    expected = reference.unwrapped.trainer.evaluate("val")
+
+    env = gym.make("Esper-v0", **tiny_kwargs(blending_epochs=4, max_epochs=14, fault_epochs=(7,)))
+    env.reset(seed=2)
+    info = _to_epoch(env, script, 7)
+    assert info["rollback"] is True and info["diverged"] is False
+    assert info["stages"] == at_snapshot["stages"]
+    assert info["seed_ids"] == at_snapshot["seed_ids"]
+    assert info["alphas"] == at_snapshot["alphas"]
+    assert (info["val_loss"], info["val_acc"]) == expected
+    assert [e["cause"] for e in info["events"]] in ([], ["rollback"])
+    slot = env.unwrapped.trainer.model.slots[0]
+    assert slot.seed is not None and slot.alpha == at_snapshot["alphas"][0]
+    _, _, terminated, _, info = env.step(0)  # and the episode goes on with the restored seed
+    assert not info["rollback"] and not terminated and info["stages"][0] != "DORMANT"
+
+
+def test_rollback_culls_a_seed_germinated_after_the_snapshot_and_restores_an_older_one() -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(n_slots=2, max_epochs=14, blending_epochs=4,
+                                             fault_epochs=(8,)))
+    env.reset(seed=0)
+    info = _to_epoch(env, ["GERMINATE_conv_light@0"], 5)
+    good = info["seed_ids"]
+    assert good[0] is not None and good[1] is None
+    info = _to_epoch(env, ["GERMINATE_norm@1"], 7)  # seed1 in slot 1, after the snapshot
+    assert info["seed_ids"][1] is not None
+    info = _to_epoch(env, [], 8)
+    assert info["rollback"] is True
+    assert info["seed_ids"] == [good[0], None]
+    culls = [(e["slot"], e["to"], e["cause"]) for e in info["events"]]
+    assert (1, "CULLED", "rollback") in culls
+    assert env.unwrapped.trainer.model.slots[1].seed is None
+    assert env.unwrapped.trainer.model.slots[0].seed is not None
+
+
+def test_governor_consecutive_spike_counter_restarts_after_a_rollback() -> None:
+    from dataclasses import replace
+
+    env = gym.make("Esper-v0", **tiny_kwargs(fault_epochs=(4,)))
+    env.reset(seed=0)
+    env.step(0)
+    env.step(0)
+    inner = env.unwrapped
+    inner._governor = replace(inner._governor, spikes=2)  # two spikes in a row just before
+    _, _, _, _, info = env.step(0)
+    assert info["rollback"] is True
+    assert inner._governor.spikes == 0
+
+
+# -- faults never reach the agent as exceptions ----------------------------------------------------
+def _break_seed(env: gym.Env, slot: int, when: str = "always") -> None:
+    """Make slot ``slot``'s seed raise in its forward (``when``: always, or only in eval mode)."""
+    seed = env.unwrapped.trainer.model.slots[slot].seed
+    original = seed.forward
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if when == "always" or not seed.training:
+            raise RuntimeError("seed forward exploded")
+        return original(x)
+
+    seed.forward = forward
+
+
+def test_a_seed_whose_forward_raises_is_rolled_back_not_raised() -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(n_slots=2))
+    env.reset(seed=0)
+    env.step(env.unwrapped.action_names.index("GERMINATE_conv_light@1"))
+    _break_seed(env, 1)
+    with pytest.warns(UserWarning, match="seed forward exploded"):
+        obs, reward, terminated, _, info = env.step(0)
+    assert info["rollback"] is True and not terminated
+    assert "RuntimeError: seed forward exploded" in info["fault"]
+    assert info["seed_ids"][1] is None and env.unwrapped.trainer.model.slots[1].seed is None
+    assert math.isfinite(reward) and math.isfinite(info["val_loss"])
+    _check_obs(env, obs)
+    _, _, _, _, info = env.step(0)
+    assert info["fault"] is None and not info["rollback"]
+
+
+@pytest.mark.parametrize("when", ["always", "eval"])
+def test_a_seed_whose_forward_raises_without_governor_is_a_defined_terminal_step(when: str) -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(governor={"enabled": False}, report_test_acc=True))
+    env.reset(seed=0)
+    env.step(env.unwrapped.action_names.index("GERMINATE_conv_light@0"))
+    env.step(0)
+    _break_seed(env, 0, when)
+    with pytest.warns(UserWarning, match="seed forward exploded"):
+        obs, reward, terminated, truncated, info = env.step(0)
+    assert terminated and not truncated and info["diverged"] is True
+    assert info["reward_terms"]["diverged"] == -env.unwrapped.config.reward.diverged_penalty
+    assert {"final_val_acc", "final_test_acc", "n_fossilized"} <= set(info)
+    assert math.isfinite(reward) and math.isfinite(info["final_test_acc"])
+    _check_obs(env, obs)
+    # train/eval mode is restored even though validation raised
+    assert all(m.training for m in env.unwrapped.trainer.model.modules())
+
+
+def test_train_mode_is_restored_after_every_counterfactual() -> None:
+    env = gym.make("Esper-v0", **tiny_kwargs(n_slots=2))
+    env.reset(seed=0)
+    names = ["GERMINATE_conv_light@0", "GERMINATE_norm@1"] + ["WAIT"] * 6
+    counterfactuals = 0
+    for name in names:
+        _, _, _, _, info = env.step(env.unwrapped.action_names.index(name))
+        counterfactuals += sum(c is not None for c in info["counterfactuals"])
+        assert all(m.training for m in env.unwrapped.trainer.model.modules())
+    assert counterfactuals > 0
+
+
+@pytest.mark.parametrize("lr", [30.0, 1e4, 1e9])
+@pytest.mark.parametrize("governor", [True, False])
+def test_exploding_learning_rates_never_raise(lr: float, governor: bool) -> None:
+    from agents.evaluate import run_episode
+
+    env = gym.make("Esper-v0", **tiny_kwargs(host_lr=lr, seed_lr=lr, governor={"enabled": governor}))
+    result = run_episode(env, ScriptedPolicy(env, "conv_heavy", 0), 0)
+    assert result.length >= 1 and math.isfinite(result.episode_return)
+    assert math.isfinite(result.final_test_acc)

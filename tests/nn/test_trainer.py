@@ -222,32 +222,42 @@ def test_trainer_germinate_failed_shape_probe_leaves_slot_empty(
     assert trainer.seed_opts[0] is None
 
 
-def test_trainer_rollback_restores_host_exactly() -> None:
+def _opt_state(opt: torch.optim.Optimizer) -> dict:
+    return {k: {n: v.clone() for n, v in st.items()} for k, st in opt.state_dict()["state"].items()}
+
+
+def test_trainer_rollback_restores_host_and_optimiser_exactly() -> None:
     trainer = make_trainer()
     trainer.train_epoch()
-    good = host_state(trainer)
-    trainer.snapshot([])
+    good, good_opt = host_state(trainer), _opt_state(trainer.host_opt)
+    assert good_opt  # momentum buffers exist after an epoch
+    trainer.snapshot()
     trainer.train_epoch()
     trainer.poison_host()
     assert not trainer.parameters_finite()
     trainer.rollback()
     assert trainer.parameters_finite()
     assert_states_equal(host_state(trainer), good)
-    assert trainer.host_opt.state_dict()["state"] == {}  # momentum reset
+    restored = _opt_state(trainer.host_opt)
+    assert restored.keys() == good_opt.keys()
+    assert all(torch.equal(restored[k][n], good_opt[k][n]) for k in good_opt for n in good_opt[k])
+    # the restored optimiser drives the restored parameters, and only the host's
+    assert [id(p) for g in trainer.host_opt.param_groups for p in g["params"]] == \
+        [id(p) for p in trainer.model.host_parameters()]
     loss, *_ = trainer.train_epoch()  # and it trains again
     assert math.isfinite(loss)
 
 
-def test_trainer_snapshot_is_a_cpu_copy() -> None:
+def test_trainer_snapshot_is_a_copy() -> None:
     trainer = make_trainer()
-    trainer.snapshot([])
-    snap = trainer._snapshot["host"]
+    trainer.snapshot()
+    snap = trainer._snapshot["model"].host.state_dict()
     saved = {k: v.clone() for k, v in snap.items()}
     trainer.train_epoch()
     for k, v in snap.items():
-        assert v.device.type == "cpu"
         assert not v.requires_grad
         assert torch.equal(v, saved[k]), k  # training did not write through into the snapshot
+    assert trainer._snapshot["model"] is not trainer.model
 
 
 def test_trainer_rollback_without_snapshot_raises() -> None:
@@ -255,40 +265,43 @@ def test_trainer_rollback_without_snapshot_raises() -> None:
         make_trainer().rollback()
 
 
-def test_trainer_snapshot_holds_no_live_seed() -> None:
+def test_trainer_snapshot_holds_a_live_seed_with_its_optimiser_and_alpha() -> None:
+    """The good state includes the blended seed the host had adapted to (issue: rollback)."""
     trainer = make_trainer()
     trainer.germinate(2, "conv_heavy", module_seed=9)
     trainer.configure(2, "blend", 0.6, isolate=True)
     trainer.train_epoch()
-    good = host_state(trainer)
-    trainer.snapshot([])
-    assert trainer._snapshot["fossils"] == {}
-    assert trainer.snapshot_slots == ()
-    seed_ids = {id(p) for p in trainer.model.slots[2].seed_parameters()}
-    seed_ptrs = {p.data_ptr() for p in trainer.model.slots[2].seed_parameters()}
-    assert not any(v.data_ptr() in seed_ptrs for v in trainer._snapshot["host"].values())
-    assert all(id(v) not in seed_ids for v in trainer._snapshot["host"].values())
-    n_host_entries = len(trainer.model.host.state_dict())
-    assert len(trainer._snapshot["host"]) == n_host_entries
+    good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    good_seed_opt = _opt_state(trainer.seed_opts[2])
+    good_val = trainer.validate([2])
+    trainer.snapshot()
+    assert trainer.snapshot_slots == (2,)
 
     trainer.train_epoch()
-    seed_before = [p.detach().clone() for p in trainer.model.slots[2].seed_parameters()]
-    seed_opt = trainer.seed_opts[2]
+    trainer.configure(2, "blend", 1.0, isolate=True)
+    trainer.cull(2)
     trainer.poison_host()
     trainer.rollback()
-    assert_states_equal(host_state(trainer), good)
-    seed_after = trainer.model.slots[2].seed_parameters()
-    assert all(torch.equal(a, b) for a, b in zip(seed_before, seed_after, strict=True))
-    assert trainer.seed_opts[2] is seed_opt
+    assert_states_equal(trainer.model.state_dict(), good)
+    slot = trainer.model.slots[2]
+    assert (slot.mode, slot.alpha, slot.isolate) == ("blend", 0.6, True)
+    restored = _opt_state(trainer.seed_opts[2])
+    assert all(torch.equal(restored[k][n], good_seed_opt[k][n])
+               for k in good_seed_opt for n in good_seed_opt[k])
+    assert {id(p) for g in trainer.seed_opts[2].param_groups for p in g["params"]} == \
+        {id(p) for p in slot.seed_parameters()}
+    assert trainer.validate([2]) == good_val
+    trainer.rollback()  # a snapshot can be restored again: the first rollback copied it
+    assert_states_equal(trainer.model.state_dict(), good)
 
 
 def test_trainer_snapshot_rollback_restores_fossil_seed() -> None:
     trainer = make_trainer(blend="gate")
     trainer.germinate(1, "conv_light", module_seed=9)
-    trainer.configure(1, "blend", 1.0, isolate=True)
+    trainer.configure(1, "blend", 1.0, isolate=False)
     trainer.train_epoch()
     fossil = [p.detach().clone() for p in trainer.model.slots[1].seed_parameters()]
-    trainer.snapshot([1])
+    trainer.snapshot()
     assert trainer.snapshot_slots == (1,)
     trainer.train_epoch()
     with torch.no_grad():
@@ -301,6 +314,24 @@ def test_trainer_snapshot_rollback_restores_fossil_seed() -> None:
     opt = trainer.seed_opts[1]
     assert {id(p) for g in opt.param_groups for p in g["params"]} == \
         {id(p) for p in trainer.model.slots[1].seed_parameters()}
+
+
+def test_trainer_germinate_a_module_whose_forward_raises_fails_the_shape_probe(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from esper_env.nn import trainer as trainer_module
+
+    class Broken(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("broken seed")
+
+    monkeypatch.setattr(trainer_module, "build_blueprint", lambda *a: Broken())
+    trainer = make_trainer()
+    assert trainer.germinate(0, "conv_light", module_seed=1) == (0, False)
+    assert trainer.model.slots[0].seed is None and trainer.seed_opts[0] is None
 
 
 def test_trainer_same_seeds_same_weights_and_epochs() -> None:
@@ -330,7 +361,7 @@ def test_trainer_leaves_global_rng_untouched(rng_guard) -> None:
     trainer.configure(0, "incubate", 0.0, isolate=True)
     trainer.train_epoch()
     trainer.validate([0])
-    trainer.snapshot([])
+    trainer.snapshot()
     trainer.rollback()
 
 
