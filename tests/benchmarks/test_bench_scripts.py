@@ -194,3 +194,19 @@ def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
         assert r[key] > 0
     assert r["overhead_single"] == pytest.approx(r["bare_epochs_per_s"] / r["single_steps_per_s"])
     assert (tmp_path / "throughput.jsonl").exists()
+
+
+def test_bench_soak_runs_and_reports_rss_samples(tmp_path, capsys):
+    import bench_soak
+
+    rec = bench_soak.main(["--task", "synthetic", "--episodes", "4", "--every", "2",
+                           "--max-epochs", "4", "--out", str(tmp_path)])
+    assert [s["episode"] for s in rec["samples"]] == [2, 4]
+    assert all(s["rss_mb"] > 10 for s in rec["samples"])
+    assert rec["max_growth"] >= rec["final_growth"]
+    assert rec["flat"] == (rec["max_growth"] <= 0.05)
+    line = json.loads((tmp_path / "soak.jsonl").read_text().splitlines()[-1])
+    assert line["episodes"] == 4 and "commit" in line
+    assert "largest growth" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_soak.main(["--episodes", "3", "--every", "2"])
