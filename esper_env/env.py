@@ -246,10 +246,13 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
        ``info["diverged"]`` is True; no good state exists to roll back to): only WAIT is legal and
        the first ``step`` trains nothing and ends the episode like 2, with the usual final keys.
 
-    A first governor panic (NaN loss, loss back at chance, or a loss spike) rolls back to the last
-    snapshot (host + fossilised seeds), culls live seeds, costs the ``rollback`` penalty, sets
-    ``info["rollback"]`` and the episode continues (the twin is not rolled back: it is the
-    no-growth world, where nothing panicked). The last ``info`` holds ``final_val_acc``,
+    A first governor panic (NaN loss, loss back at chance, a loss spike, or an exception raised by
+    the model's computation, named in ``info["fault"]``) rolls back to the last good state (taken
+    at reset, every ``governor.snapshot_every`` epochs and right after a fossilization): the whole
+    model with its optimisers, and the records of the slots whose seeds it held; a live seed
+    germinated since is culled (cause ``rollback``). It costs the ``rollback`` penalty, sets
+    ``info["rollback"]`` and the episode continues; the epoch count, data order and cooldowns go
+    on (the twin is not rolled back: it is the no-growth world, where nothing panicked). The last ``info`` holds ``final_val_acc``,
     ``final_test_acc`` (held-out test split, reported only), ``n_fossilized`` and, in
     ``contribution`` mode, ``final_twin_test_acc`` (the no-growth world's test accuracy; None
     if the twin itself diverged, after which V is frozen).
@@ -286,7 +289,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     Determinism: on CPU (same torch build and thread count), ``reset(seed=s)`` and the same actions
     give identical observations, rewards and infos; the env never touches the global ``random``, ``numpy`` or ``torch`` RNGs.
-    GPU runs are reproducible in distribution only.
+    GPU runs are reproducible in distribution only. ``snapshot()`` / ``restore(snap)`` / ``fork()``
+    freeze, restore and branch an episode (the same actions then give the identical
+    continuation); ``copy.deepcopy`` and ``pickle`` of a mid-episode env use the same mechanism.
 
     ## Version History
 
@@ -306,6 +311,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         ``info["instance"]``), ``train_fraction``, ``label_noise`` and ``param_budget`` (budget
         masks); the observation gains seven global instance features and a width and depth per
         slot (29 global + 24 per slot).
+      - record, replay and fork: ``snapshot``/``restore``/``fork``, mid-episode deepcopy and
+        pickle; the governor's good state is the whole model (live seeds included, it used to be
+        the host and fossils only); a model whose computation raises is a fault, ``info["fault"]``.
       - initial design.
     """
 

@@ -330,20 +330,17 @@ class Trainer:
         return loss, acc
 
     # -- governor support -----------------------------------------------------------------------
-    def _model_state(self) -> dict[str, object]:
-        """The parts of the trainer a rollback restores (everything but the data and its order)."""
-        return {"model": self.model, "host_opt": self.host_opt, "seed_opts": self.seed_opts,
-                "twin": self.twin, "twin_opt": self.twin_opt, "twin_enabled": self.twin_enabled}
-
     def snapshot(self) -> None:
         """Keep the whole model as the last known good state: the host, every seed (live or
-        fossilised) with its gate, slot modes and alphas, every optimiser's state and the twin.
+        fossilised) with its gate, slot modes and alphas, and the optimisers' states.
 
         One deep copy on the env's device (the models are small), taken together so that each
-        optimiser in the copy refers to the copied parameters. The data-order generator is not
-        part of it: after a rollback training goes on with fresh mini-batches.
+        optimiser in the copy refers to the copied parameters. Not part of it: the data-order
+        generator (after a rollback training goes on with fresh mini-batches) and the seedless
+        twin (the no-growth world, where nothing panicked, is never rolled back).
         """  # noqa: D205
-        self._snapshot = copy.deepcopy(self._model_state())
+        self._snapshot = copy.deepcopy({"model": self.model, "host_opt": self.host_opt,
+                                        "seed_opts": self.seed_opts})
 
     @property
     def snapshot_slots(self) -> tuple[int, ...]:
@@ -362,11 +359,8 @@ class Trainer:
         self.model = state["model"]  # type: ignore[assignment]
         self.host_opt = state["host_opt"]  # type: ignore[assignment]
         self.seed_opts = state["seed_opts"]  # type: ignore[assignment]
-        self.twin, self.twin_opt = state["twin"], state["twin_opt"]  # type: ignore[assignment]
-        self.twin_enabled = bool(state["twin_enabled"])
         self._module_list = None
         self._host_param_list = self.model.host_parameters()
-        self._twin_modules = tuple(self.twin.modules()) if self.twin is not None else ()
 
     def poison_host(self) -> None:
         """Fault injection: overwrite every host weight with NaN."""
