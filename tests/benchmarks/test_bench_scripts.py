@@ -210,3 +210,15 @@ def test_bench_soak_runs_and_reports_rss_samples(tmp_path, capsys):
     assert "largest growth" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_soak.main(["--episodes", "3", "--every", "2"])
+
+
+def test_bench_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
+    import bench_rollback
+
+    rec = bench_rollback.main(["--task", "synthetic", "--seeds", "2", "--fault-epoch", "4",
+                               "--out", str(tmp_path)])
+    assert rec["summary"]["n"] == 2 and rec["summary"]["rollbacks"] == 2
+    for row in rec["rows"]:
+        assert row["rollback_epoch"] == 4 and not row["diverged"]
+    assert "right after the rollback" in capsys.readouterr().out
+    assert (tmp_path / "rollback.jsonl").exists()
