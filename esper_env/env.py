@@ -14,6 +14,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.error import InvalidAction, ResetNeeded
 
+from esper_env import __version__
 from esper_env.config import EsperConfig, from_kwargs
 from esper_env.core.actions import (
     ActionCodec,
@@ -252,7 +253,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     model with its optimisers, and the records of the slots whose seeds it held; a live seed
     germinated since is culled (cause ``rollback``). It costs the ``rollback`` penalty, sets
     ``info["rollback"]`` and the episode continues; the epoch count, data order and cooldowns go
-    on (the twin is not rolled back: it is the no-growth world, where nothing panicked). The last ``info`` holds ``final_val_acc``,
+    on (the twin is not rolled back: it is the no-growth world, where nothing panicked). The last
+    ``info`` holds ``final_val_acc``,
     ``final_test_acc`` (held-out test split, reported only), ``n_fossilized`` and, in
     ``contribution`` mode, ``final_twin_test_acc`` (the no-growth world's test accuracy; None
     if the twin itself diverged, after which V is frozen).
@@ -570,16 +572,18 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._measure_value_added(report)
         # 3. lifecycle: record the epoch, then the automatic transitions. Not after a rollback:
         # the restored slots are as the governor accepted them, and nothing trained this epoch.
-        measured = self._slots if rollback else tuple(
-            record_epoch(s, m, report.val_acc) for s, m in zip(self._slots, report.slots, strict=True))
-        after = []
-        for k, slot in enumerate(() if rollback else measured):
-            new, gate, ev = auto_transition(slot, cfg)
-            if gate is not None and gates[k] is None:
-                gates[k] = gate
-            events += ev
-            after.append(new)
-        self._slots = tuple(after) if not rollback else measured
+        measured = self._slots
+        if not rollback:
+            measured = tuple(record_epoch(s, m, report.val_acc)
+                             for s, m in zip(self._slots, report.slots, strict=True))
+            after = []
+            for k, slot in enumerate(measured):
+                new, gate, ev = auto_transition(slot, cfg)
+                if gate is not None and gates[k] is None:
+                    gates[k] = gate
+                events += ev
+                after.append(new)
+            self._slots = tuple(after)
         for k in range(cfg.n_slots):
             self._sync_trainer(k)
         if not diverged:
@@ -733,7 +737,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
     def _rollback(self) -> list[LifecycleEvent]:
         """Go back to the last good state; returns the lifecycle events of the slots it changed.
 
-        The model (host, every seed it held, optimisers, twin) is restored as it was. A slot whose
+        The model (host, every seed it held, optimisers) is restored as it was; the twin is not. A slot whose
         good state held a seed gets that seed's record back (stage, alpha, age); a live seed
         germinated since is culled (cause ``rollback``). Time does not go back: the epoch count,
         the data order, the episode RNG and the slots' cooldowns keep running. The governor's
@@ -860,7 +864,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         if self._trainer is None:
             raise ResetNeeded("call reset() before snapshot()")
         state = {name: getattr(self, name) for name in _EPISODE_FIELDS}
-        return EnvSnapshot(SNAPSHOT_FORMAT, _env_version(), self.config, self._epoch,
+        return EnvSnapshot(SNAPSHOT_FORMAT, __version__, self.config, self._epoch,
                            copy.deepcopy(state))
 
     def restore(self, snap: EnvSnapshot) -> None:
@@ -941,12 +945,6 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         state["spec"] = copy.deepcopy(state["spec"], memo)
         new.__setstate__(state)
         return new
-
-
-def _env_version() -> str:
-    from esper_env import __version__
-
-    return __version__
 
 
 def _config_diff(a: EsperConfig, b: EsperConfig) -> str:

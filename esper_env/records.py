@@ -29,6 +29,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from esper_env import __version__
+
 RECORD_FORMAT = 1
 """Version of the record layout (``format`` in every line)."""
 
@@ -82,7 +84,7 @@ class RecordEpisodes(gym.Wrapper):
         instance = getattr(inner, "_instance", None)
         self._episode = {
             "format": RECORD_FORMAT, "env_id": getattr(inner.spec, "id", "Esper-v0"),
-            "env_version": _env_version(), "torch": torch.__version__,
+            "env_version": __version__, "torch": torch.__version__,
             "torch_threads": cfg.torch_threads or torch.get_num_threads(),
             "device": cfg.device, "config": _jsonable(cfg.to_dict()), "seed": seed,
             "rng_state": rng_state, "options": _jsonable(options),
@@ -256,12 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(chosen) - failed}/{len(chosen)} episodes replayed identically" if not failed else
           f"{failed}/{len(chosen)} episodes differ")
     return 1 if failed else 0
-
-
-def _env_version() -> str:
-    from esper_env import __version__
-
-    return __version__
 
 
 if __name__ == "__main__":  # pragma: no cover
