@@ -17,12 +17,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from esper_env.errors import ConfigError, unknown_name_message
 
-TASKS = ("digits", "synthetic")
+TASKS = ("digits", "synthetic", "cifar10", "tinytext")
+TEXT_TASKS = ("tinytext",)
+"""Tasks whose host is a transformer (the others are CNN tasks)."""
+TRANSFORMER_DEFAULTS = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}
+"""The default transformer host of ``tinytext`` (each field can be set in the config)."""
 REWARD_MODES = ("contribution", "delta", "sparse")
 BLENDS = ("add", "multiply", "gate")
 ALPHA_SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -252,6 +257,9 @@ class EsperConfig:
         injection_points: indices of the host injection points that get the slots; ``None`` means
             the last ``n_slots`` points.
         host_channels: channel widths of the CNN host blocks; ``None`` means the task's default.
+        block_size, n_layer, n_head, n_embd: the transformer host of ``tinytext`` (window length,
+            blocks, attention heads, width); ``None`` means the task's default
+            (:data:`TRANSFORMER_DEFAULTS`).
         batch_size: training mini-batch size (anchor 128).
         host_bn_momentum: momentum of the host's BatchNorm running statistics. Tiny hosts move
             fast; a higher momentum keeps eval-mode statistics close to the current weights
@@ -263,6 +271,20 @@ class EsperConfig:
             and on digits the higher rate turns conv_heavy's gain from +2 to +5 pp).
         synthetic_samples: samples per class of the ``synthetic`` task (>= 5, so that every split
             holds every class).
+        data_root: folder holding (or to receive) CIFAR-10's ``cifar-10-batches-py``; required
+            by ``task="cifar10"`` and only allowed there.
+        download: download CIFAR-10 into ``data_root`` when its files are missing (the only time
+            Esper-v0 uses the network). Default ``False``: a missing folder is an error.
+        train_subset: train on a fixed subset of this many training samples (CNN tasks: images,
+            stratified; tinytext: the first windows), the same in every episode; ``None`` (default)
+            uses the whole training split. The CPU option for CIFAR-10 (see the README for its
+            step time); validation and test stay whole.
+        grad_clip: clip the gradient norm of the host, and separately of each seed, to this value
+            every mini-batch (after G2's gradient ratio is measured); ``None`` means the task's
+            default: 1.0 on ``tinytext`` (nanoGPT's), none on the CNN tasks; ``math.inf`` turns it
+            off.
+        seed_checkpointing: activation checkpointing inside the transformer ``mlp`` seed
+            (recomputes its hidden layer in backward; less memory, same numbers).
         train_fraction: fraction of the training split used (a stratified subset drawn from the
             episode seed; validation and test stay whole). Default 1.
         label_noise: fraction of the used training labels replaced by a different class, drawn
@@ -310,6 +332,10 @@ class EsperConfig:
     probation_timeout: int | None = None
     injection_points: tuple[int, ...] | None = None
     host_channels: tuple[int, ...] | None = None
+    block_size: int | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
     batch_size: int = 128
     host_bn_momentum: float = 0.5
     host_lr: float = 0.01
@@ -318,6 +344,11 @@ class EsperConfig:
     seed_lr: float = 0.05
     seed_momentum: float = 0.9
     synthetic_samples: int = 40
+    data_root: str | None = None
+    download: bool = False
+    train_subset: int | None = None
+    seed_checkpointing: bool = False
+    grad_clip: float | None = None
     train_fraction: float = 1.0
     label_noise: float = 0.0
     param_budget: float | None = None
@@ -344,6 +375,8 @@ class EsperConfig:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
+        if isinstance(self.data_root, os.PathLike):
+            object.__setattr__(self, "data_root", os.fspath(self.data_root))
         if isinstance(self.instance_set, (list, tuple)):
             from esper_env.core.instances import Instance
 
@@ -399,6 +432,7 @@ class EsperConfig:
             ok = (isinstance(ch, tuple) and len(ch) >= 2
                   and all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in ch))
             _check(ok, "host_channels", ch, "None or a tuple of >= 2 positive integers")
+        self._validate_host()
         _check_int("batch_size", self.batch_size, 1)
         _check_float("host_bn_momentum", self.host_bn_momentum, 0.0, 1.0, low_open=True)
         _check_float("host_lr", self.host_lr, 0.0, low_open=True)
@@ -407,6 +441,19 @@ class EsperConfig:
         _check_float("seed_lr", self.seed_lr, 0.0, low_open=True)
         _check_float("seed_momentum", self.seed_momentum, 0.0, 1.0)
         _check_int("synthetic_samples", self.synthetic_samples, 5)
+        if self.data_root is not None:
+            _check(isinstance(self.data_root, str) and self.data_root != "", "data_root",
+                   self.data_root, "None or a folder path (str or os.PathLike)")
+            _check(self.task == "cifar10", "data_root", self.data_root,
+                   "None unless task='cifar10' (only CIFAR-10 is read from a folder)")
+        _check_bool("download", self.download)
+        if self.train_subset is not None:
+            _check_int("train_subset", self.train_subset, 1)
+        _check_bool("seed_checkpointing", self.seed_checkpointing)
+        if self.grad_clip is not None:
+            g = self.grad_clip
+            _check(isinstance(g, (int, float)) and not isinstance(g, bool) and g > 0, "grad_clip",
+                   g, "None, a number > 0, or math.inf (no clipping)")
         _check_float("train_fraction", self.train_fraction, 0.0, 1.0, low_open=True)
         _check_float("label_noise", self.label_noise, 0.0, 0.9)
         if self.param_budget is not None:
@@ -422,6 +469,27 @@ class EsperConfig:
                                            for e in fe)
         _check(ok, "fault_epochs", fe, "a tuple of epoch numbers >= 2 (epoch 1 trains in reset)")
         _check_choice("instance_split", self.instance_split, ("train", "test"))
+
+    def _validate_host(self) -> None:
+        text = self.task in TEXT_TASKS
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if value is not None:
+                _check(text, name, value, f"None unless the task has a transformer host "
+                                          f"({', '.join(repr(t) for t in TEXT_TASKS)})")
+                _check_int(name, value, 1)
+        if text:
+            _check(self.host_channels is None, "host_channels", self.host_channels,
+                   f"None for task={self.task!r} (a transformer: set n_layer and n_embd)")
+            if self.n_head is not None or self.n_embd is not None:
+                head = self.n_head or TRANSFORMER_DEFAULTS["n_head"]
+                embd = self.n_embd or TRANSFORMER_DEFAULTS["n_embd"]
+                _check(embd % head == 0, "n_embd", embd,
+                       f"a multiple of n_head={head} (each head gets n_embd / n_head features)")
+            for name, default in (("train_fraction", 1.0), ("label_noise", 0.0)):
+                _check(getattr(self, name) == default, name, getattr(self, name),
+                       f"{default} for task={self.task!r} (the targets are the text itself; "
+                       "train_subset keeps a fixed part of it)")
 
     # -- derived values ---------------------------------------------------------------------------
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -23,7 +24,6 @@ from esper_env.core.actions import (
     germination_gate_open,
     legal_action_mask,
 )
-from esper_env.core.catalog import BLUEPRINT_NAMES
 from esper_env.core.gates import GateResult
 from esper_env.core.governor import GovernorState, check_loss
 from esper_env.core.instances import Instance, InstanceSet, load_instance_set
@@ -53,7 +53,8 @@ from esper_env.core.seeds import (
 from esper_env.core.state import EpochReport, SlotMetrics, SlotState, added_parameters
 from esper_env.core.tracker import TrackerState, update_tracker
 from esper_env.errors import ConfigError
-from esper_env.nn.data import TASK_SPECS, load_task
+from esper_env.nn.blueprints import available_blueprints
+from esper_env.nn.data import load_task, task_spec
 from esper_env.nn.trainer import Trainer
 from esper_env.snapshot import SNAPSHOT_FORMAT, EnvSnapshot, SnapshotError
 
@@ -78,6 +79,13 @@ def _own_threads(method: _F) -> _F:
         finally:
             torch.set_num_threads(before)
     return scoped  # type: ignore[return-value]
+
+
+def _perplexity(loss: float) -> float:
+    """``exp(loss)`` of a language model's mean next-token loss (inf when it overflows, NaN for
+    a NaN loss).
+    """  # noqa: D205
+    return math.exp(loss) if not loss >= 700.0 else math.inf
 
 
 def _check_device_available(device: str) -> None:
@@ -265,11 +273,14 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     | argument | default | meaning |
     |----------|---------|---------|
-    | task | "digits" | "digits" or "synthetic" |
+    | task | "digits" | "digits", "synthetic", "cifar10" (needs ``data_root``) or "tinytext" (a transformer) |
+    | data_root, download | None, False | CIFAR-10's folder; download into it only when asked |
+    | train_subset | None | train on a fixed subset of this many samples (the CPU option for CIFAR-10) |
+    | block_size, n_layer, n_head, n_embd | None | tinytext's transformer host (None: 32, 2, 2, 32) |
     | instance_set | None | a shipped set's name (``"digits-mix"``), a JSON file or a list of instance records: each ``reset`` draws an instance (see *Instance sets*) |
     | instance_split | "train" | "train" or "test" |
     | train_fraction, label_noise, param_budget | 1, 0, None | training-data subset, label noise, parameter budget (fraction of the host) |
-    | n_slots | 1 | seed slots (at most the host's injection points: 3) |
+    | n_slots | 1 | seed slots (at most the host's injection points: 3 in the CNN hosts, n_layer in the transformer) |
     | max_epochs | 25 | epoch budget |
     | reward_mode | "contribution" | "contribution", "delta", "sparse" |
     | blend | "add" | "add", "multiply", "gate" |
@@ -327,7 +338,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         # An unsupported render_mode is accepted (gym.make already warns about it); render() then
         # warns and draws nothing. SB3's make_vec_env passes "rgb_array", which is supported.
         self.render_mode = render_mode
-        self.task_spec = TASK_SPECS[cfg.task]
+        self.task_spec = task_spec(cfg.task)
         self.instance_set: InstanceSet | None = None
         self.instances: tuple[Instance, ...] = ()
         if cfg.instance_set is not None:
@@ -337,7 +348,10 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         for inst in self.instances[1:]:
             self._episode_config(inst)
         _check_device_available(cfg.device)
-        self.blueprints = BLUEPRINT_NAMES[self.task_spec.topology]
+        if cfg.task == "cifar10":  # a missing or malformed folder fails here, not at reset
+            load_task("cifar10", episode_seed=0, device="cpu", data_root=cfg.data_root,
+                      download=cfg.download, train_subset=1)
+        self.blueprints = available_blueprints(self.task_spec.topology)
         self.codec = ActionCodec(cfg.n_slots, self.blueprints)
         self.action_space = spaces.Discrete(self.codec.n)
         self.features = observation_features(cfg.n_slots, self.blueprints)
@@ -357,7 +371,10 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         settings = self.instance_set.settings if self.instance_set is not None else None
         cfg = self.config if instance is None else instance.apply(self.config, settings)
         where = "" if instance is None else f"instance {instance.name!r}: "
-        n_points = len(cfg.host_channels or self.task_spec.host_channels)
+        if self.task_spec.topology == "transformer":
+            n_points = cfg.n_layer or self.task_spec.n_layer
+        else:
+            n_points = len(cfg.host_channels or self.task_spec.host_channels)
         if cfg.n_slots > n_points:
             raise ConfigError(f"{where}n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
                               f"(the {cfg.task} host has {n_points} injection points)")
@@ -450,7 +467,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             int(x) for x in np.random.SeedSequence(episode_seed).generate_state(3))
         data = load_task(cfg.task, episode_seed=episode_seed, device=cfg.device,
                          synthetic_samples=cfg.synthetic_samples,
-                         train_fraction=cfg.train_fraction, label_noise=cfg.label_noise)
+                         train_fraction=cfg.train_fraction, label_noise=cfg.label_noise,
+                         data_root=cfg.data_root, download=cfg.download,
+                         train_subset=cfg.train_subset, block_size=cfg.block_size)
         self._trainer = Trainer(cfg, data, model_seed, data_seed, twin=self._twin)
         self._costs = tuple(tuple(self._trainer.seed_param_count(k, b) for b in self.blueprints)
                             for k in range(cfg.n_slots))
@@ -724,7 +743,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         elif slot.stage == SeedStage.FOSSILIZED:
             trainer.configure(k, "blend", slot.alpha.alpha, isolate=False)
         elif slot.stage in (SeedStage.BLENDING, SeedStage.PROBATIONARY):
-            trainer.configure(k, "blend", slot.alpha.alpha, isolate=True)
+            # CNN: isolated until fossilised; transformer: the host co-adapts from BLENDING on.
+            trainer.configure(k, "blend", slot.alpha.alpha,
+                              isolate=self.task_spec.topology == "cnn")
         else:  # GERMINATED never survives a step
             trainer.configure(k, "off", 0.0, isolate=True)
 
@@ -793,6 +814,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
             "epoch": self._epoch,
             "train_loss": r.train_loss, "train_acc": r.train_acc,
             "val_loss": r.val_loss, "val_acc": r.val_acc,
+            **({"val_perplexity": _perplexity(r.val_loss)}
+               if self.task_spec.topology == "transformer" else {}),
             "stages": [s.stage.name for s in slots],
             "blueprints": [s.blueprint for s in slots],
             "seed_ids": [s.seed_id for s in slots],

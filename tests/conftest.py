@@ -81,3 +81,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _torch_layer_tests_use_one_thread(request):
+    """Every module under tests/nn runs with one torch thread (its models are tiny).
+
+    Here rather than in a tests/nn/conftest.py: two conftest modules would share the module name
+    ``conftest``, and ``pytest tests/env/x.py tests/nn/y.py`` could then no longer import
+    ``tiny_kwargs`` from this one.
+    """
+    if request.path.parent.name == "nn" and request.path.parent.parent.name == "tests":
+        request.getfixturevalue("one_torch_thread")
+    yield

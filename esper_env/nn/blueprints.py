@@ -1,8 +1,11 @@
 """Seed modules (blueprints) and the catalog that builds them (spec section 7).
 
-Every blueprint is shape-preserving: ``(N, C, H, W) -> (N, C, H, W)``. The catalog order per
-topology is :data:`esper_env.core.catalog.BLUEPRINT_NAMES` (the action order: ascending parameter
-count at widths C >= 2; at C = 1 ``depthwise`` has 12 parameters and ``conv_light`` 11);
+Every blueprint is shape-preserving: ``(N, C, H, W) -> (N, C, H, W)`` for the CNN topology (here)
+and ``(N, T, C) -> (N, T, C)``, causal, for the transformer topology
+(:mod:`esper_env.nn.transformer`). The catalog order per topology is
+:data:`esper_env.core.catalog.BLUEPRINT_NAMES` (the action order: ascending parameter count at
+widths C >= 2; at C = 1 ``depthwise`` has 12 parameters and ``conv_light`` 11), less
+``flex_attention`` where the installed torch has no FlexAttention (:func:`available_blueprints`);
 :func:`blueprint_param_count` reports the *actual* count at a slot's width, which is what budgets,
 masks and rent use.
 """
@@ -129,12 +132,24 @@ class ConvHeavySeed(nn.Module):
 
 @dataclass(frozen=True)
 class BlueprintSpec:
-    """A catalog entry: name, topology, factory ``f(channels) -> nn.Module`` and description."""
+    """A catalog entry: name, topology, factory ``f(channels, **options) -> nn.Module``,
+    description, and the keyword ``options`` the factory takes (e.g. ``checkpoint`` for the
+    transformer ``mlp``).
+    """  # noqa: D205
 
     name: str
     topology: str
-    factory: Callable[[int], nn.Module]
+    factory: Callable[..., nn.Module]
     description: str
+    options: tuple[str, ...] = ()
+
+
+def _transformer_catalog() -> dict[str, BlueprintSpec]:
+    from esper_env.nn.transformer import TRANSFORMER_BLUEPRINTS
+
+    return {name: BlueprintSpec(name, "transformer", cls, description,
+                                ("checkpoint",) if name == "mlp" else ())
+            for name, (cls, description) in TRANSFORMER_BLUEPRINTS.items()}
 
 
 BLUEPRINTS: dict[str, dict[str, BlueprintSpec]] = {
@@ -149,10 +164,22 @@ BLUEPRINTS: dict[str, dict[str, BlueprintSpec]] = {
         "conv_heavy": BlueprintSpec("conv_heavy", "cnn", ConvHeavySeed,
                                     "two residual 3x3 conv blocks"),
     },
+    "transformer": _transformer_catalog(),
 }
-"""topology -> name -> spec. Insertion order equals ``BLUEPRINT_NAMES`` (the action order)."""
+"""topology -> name -> spec, in action order: ``BLUEPRINT_NAMES`` less what this torch lacks."""
 
-assert {t: tuple(b) for t, b in BLUEPRINTS.items()} == BLUEPRINT_NAMES
+assert all(tuple(b) == tuple(n for n in BLUEPRINT_NAMES[t] if n in b) for t, b in BLUEPRINTS.items())
+
+
+def available_blueprints(topology: str) -> tuple[str, ...]:
+    """The blueprints of ``topology`` that this installation can build, in action order.
+
+    The transformer's ``flex_attention`` is left out where the installed torch has no
+    FlexAttention (then the transformer action space has one GERMINATE action fewer).
+    """
+    if topology not in BLUEPRINTS:
+        raise ConfigError(f"topology={topology!r} is invalid; allowed: {sorted(BLUEPRINTS)}")
+    return tuple(BLUEPRINTS[topology])
 
 
 def get_blueprint(topology: str, name: str) -> BlueprintSpec:
@@ -165,9 +192,14 @@ def get_blueprint(topology: str, name: str) -> BlueprintSpec:
         raise UnknownBlueprint(name, BLUEPRINTS[topology]) from None
 
 
-def build_blueprint(topology: str, name: str, channels: int) -> nn.Module:
-    """Instantiate blueprint ``name`` for a slot of ``channels`` channels."""
-    return get_blueprint(topology, name).factory(channels)
+def build_blueprint(topology: str, name: str, channels: int, **options: object) -> nn.Module:
+    """Instantiate blueprint ``name`` for a slot of ``channels`` channels.
+
+    ``options`` the blueprint does not take are ignored (``checkpoint=True`` is a config-wide
+    setting that only the transformer ``mlp`` uses).
+    """
+    spec = get_blueprint(topology, name)
+    return spec.factory(channels, **{k: v for k, v in options.items() if k in spec.options})
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -10,11 +10,21 @@ from torch import nn
 
 @dataclass(frozen=True, slots=True)
 class InjectionPoint:
-    """Where a seed slot may sit: after host block ``index``, with ``channels`` x ``size`` x ``size``."""
+    """Where a seed slot may sit: after host block ``index``.
+
+    ``shape`` is one sample's activation there: ``(C, H, W)`` in a CNN, ``(T, C)`` in a
+    transformer (``T`` = the host's ``block_size``; shorter sequences pass too). ``channels`` is
+    the feature width ``C`` that seeds are built for.
+    """
 
     index: int
     channels: int
-    size: int
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        """Spatial size (CNN: height = width; transformer: the longest sequence)."""
+        return self.shape[1] if len(self.shape) == 3 else self.shape[0]
 
 
 class ConvBlock(nn.Module):
@@ -63,11 +73,15 @@ class CNNHost(nn.Module):
             pool = i < pool_layers and size >= 2
             blocks.append(ConvBlock(prev, c, pool, bn_momentum))
             size = size // 2 if pool else size
-            points.append(InjectionPoint(i, c, size))
+            points.append(InjectionPoint(i, c, (c, size, size)))
             prev = c
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(prev, n_classes)
         self.injection_points: tuple[InjectionPoint, ...] = tuple(points)
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """What the first block sees: the images themselves (a CNN host has no stem)."""
+        return x
 
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         """Global average pool and the linear head."""

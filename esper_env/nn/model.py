@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from esper_env.nn.hosts import CNNHost
 from esper_env.nn.slots import SeedSlot
 
 
@@ -15,14 +14,16 @@ class MorphogeneticModel(nn.Module):
     """Host network with ``len(points)`` seed slots.
 
     Args:
-        host: a host exposing ``blocks``, ``forward_head`` and ``injection_points``.
+        host: a host exposing ``forward_stem``, ``blocks``, ``forward_head`` and
+            ``injection_points`` (:class:`~esper_env.nn.hosts.CNNHost` or
+            :class:`~esper_env.nn.transformer.TransformerHost`).
         points: injection-point indices, one per slot (slot ``i`` sits after block ``points[i]``).
         blend: blend operator of every slot.
 
     The host optimiser must only ever see :meth:`host_parameters` (never seed parameters).
     """
 
-    def __init__(self, host: CNNHost, points: Sequence[int], blend: str) -> None:
+    def __init__(self, host: nn.Module, points: Sequence[int], blend: str) -> None:
         super().__init__()
         self.host = host
         ips = host.injection_points
@@ -31,7 +32,7 @@ class MorphogeneticModel(nn.Module):
                 isinstance(p, int) and 0 <= p < len(ips) for p in self.points):
             raise ValueError(f"points={self.points} is invalid; allowed: distinct indices in "
                              f"0..{len(ips) - 1}")
-        self.slots = nn.ModuleList(SeedSlot(ips[p].channels, ips[p].size, blend) for p in points)
+        self.slots = nn.ModuleList(SeedSlot(ips[p].channels, ips[p].shape, blend) for p in points)
         self._slot_after = {p: i for i, p in enumerate(self.points)}
 
     def host_parameters(self) -> list[nn.Parameter]:
@@ -39,6 +40,7 @@ class MorphogeneticModel(nn.Module):
         return list(self.host.parameters())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        x = self.host.forward_stem(x)
         for i, block in enumerate(self.host.blocks):
             x = block(x)
             s = self._slot_after.get(i)
@@ -66,7 +68,7 @@ class MorphogeneticModel(nn.Module):
         """
         pre: dict[int, torch.Tensor] = {}
         wanted = set(ablate)
-        h = x
+        h = self.host.forward_stem(x)
         for i, block in enumerate(self.host.blocks):
             h = block(h)
             s = self._slot_after.get(i)

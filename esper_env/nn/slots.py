@@ -83,13 +83,22 @@ def _count_violation(count: torch.Tensor, g: torch.Tensor, expected: torch.Tenso
 
 
 class SeedGate(nn.Module):
-    """Per-sample gate for the ``gate`` blend: ``sigmoid(Linear(avgpool(x)))``, shape (N, 1, 1, 1)."""
+    """Learned gate of the ``gate`` blend.
 
-    def __init__(self, channels: int) -> None:
+    Images ``(N, C, H, W)``: one gate per sample, ``sigmoid(Linear(avgpool(x)))``, shape
+    ``(N, 1, 1, 1)``. Sequences ``(N, T, C)`` (``sequence=True``): one gate per token,
+    ``sigmoid(Linear(x))``, shape ``(N, T, 1)``; pooling over the sequence would let a token see
+    the ones after it and break a causal language model.
+    """
+
+    def __init__(self, channels: int, sequence: bool = False) -> None:
         super().__init__()
+        self.sequence = sequence
         self.fc = nn.Linear(channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.sequence:
+            return torch.sigmoid(self.fc(x))
         return torch.sigmoid(self.fc(x.mean(dim=(2, 3))))[:, :, None, None]
 
 
@@ -103,19 +112,23 @@ class SeedSlot(nn.Module):
     module docstring). No check runs in eval mode, without grad, or with ``isolate`` off.
 
     Args:
-        channels: channels of the host activation at this point.
-        size: spatial size (height = width) at this point.
+        channels: channels (feature width) of the host activation at this point.
+        shape: one sample's activation shape: ``(C, H, W)`` in a CNN, ``(T, C)`` in a
+            transformer; an int ``size`` means ``(channels, size, size)``.
         blend: ``add``, ``multiply`` or ``gate``.
 
     Shape:
-        Input and output: ``(N, channels, size, size)``.
+        Input and output: ``(N, *shape)`` (a transformer slot also takes ``T`` up to the shape's).
     """
 
-    def __init__(self, channels: int, size: int, blend: str = "add") -> None:
+    def __init__(self, channels: int, shape: int | tuple[int, ...], blend: str = "add") -> None:
         super().__init__()
         if blend not in ("add", "multiply", "gate"):
             raise ValueError(f"blend={blend!r} is invalid; allowed: 'add', 'multiply', 'gate'")
-        self.channels, self.size, self.blend = channels, size, blend
+        self.shape = (channels, shape, shape) if isinstance(shape, int) else tuple(shape)
+        self.sequence = len(self.shape) == 2
+        self.size = self.shape[0] if self.sequence else self.shape[1]
+        self.channels, self.blend = channels, blend
         self.seed: nn.Module | None = None
         self.gate: nn.Module | None = None
         self.mode = "off"
@@ -253,5 +266,5 @@ class SeedSlot(nn.Module):
         x.register_hook(at_input)
 
     def extra_repr(self) -> str:  # noqa: D102
-        return (f"channels={self.channels}, size={self.size}, blend={self.blend!r}, "
+        return (f"channels={self.channels}, shape={self.shape}, blend={self.blend!r}, "
                 f"mode={self.mode!r}, alpha={self.alpha:.3f}, isolate={self.isolate}")

@@ -26,7 +26,7 @@ from torch import nn
 from esper_env.config import EsperConfig
 from esper_env.errors import ConfigError
 from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
-from esper_env.nn.data import TaskData
+from esper_env.nn.data import TaskData, TaskSpec
 from esper_env.nn.hosts import CNNHost
 from esper_env.nn.model import MorphogeneticModel
 from esper_env.nn.slots import SeedGate
@@ -42,6 +42,27 @@ def build_seeded(seed: int, factory: callable) -> nn.Module:  # type: ignore[val
         # generator, which fork_rng(devices=[]) does not restore. Modules are built on the CPU.
         torch.default_generator.manual_seed(seed)
         return factory()
+
+
+def build_host(cfg: EsperConfig, spec: TaskSpec) -> nn.Module:
+    """The task's host network with the config's overrides (CNN widths, transformer sizes)."""
+    if spec.topology == "transformer":
+        from esper_env.nn.transformer import TransformerHost
+
+        return TransformerHost(spec.n_classes, cfg.block_size or spec.block_size,
+                               cfg.n_layer or spec.n_layer, cfg.n_head or spec.n_head,
+                               cfg.n_embd or spec.n_embd)
+    return CNNHost(spec.in_channels, spec.image_size, cfg.host_channels or spec.host_channels,
+                   spec.pool_layers, spec.n_classes, cfg.host_bn_momentum)
+
+
+def _flat(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits ``(N, K)`` and targets ``(N,)``; a language model's ``(N, T, V)`` and ``(N, T)``
+    become one row per token.
+    """  # noqa: D205
+    if logits.dim() == 3:
+        return logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+    return logits, y
 
 
 def _grad_sq(params: Sequence[nn.Parameter]) -> torch.Tensor:
@@ -74,10 +95,7 @@ class Trainer:
         self.data = data
         spec = data.spec
         self.device = data.train_x.device
-        channels = cfg.host_channels or spec.host_channels
-        host = build_seeded(model_seed, lambda: CNNHost(spec.in_channels, spec.image_size,
-                                                        channels, spec.pool_layers, spec.n_classes,
-                                                        cfg.host_bn_momentum))
+        host = build_seeded(model_seed, lambda: build_host(cfg, spec))
         points = cfg.injection_points
         n_points = len(host.injection_points)
         if points is None:
@@ -94,9 +112,11 @@ class Trainer:
         self.host_opt = self._host_optimizer()
         self.seed_opts: list[torch.optim.Optimizer | None] = [None] * len(points)
         self.generator = torch.Generator().manual_seed(data_seed)
+        clip = cfg.grad_clip if cfg.grad_clip is not None else spec.grad_clip
+        self.grad_clip = None if clip is None or math.isinf(clip) else float(clip)
         self._snapshot: dict[str, object] | None = None
         self.twin_enabled = bool(twin)
-        self.twin: CNNHost | None = None
+        self.twin: nn.Module | None = None
         self.twin_opt: torch.optim.Optimizer | None = None
         self._twin_modules: tuple[nn.Module, ...] = ()
 
@@ -126,13 +146,15 @@ class Trainer:
         """
         s = self.model.slots[slot]
         topology = self.data.spec.topology
-        seed = build_seeded(module_seed, lambda: build_blueprint(topology, blueprint, s.channels))
-        gate = build_seeded(module_seed + 1, lambda: SeedGate(s.channels)) if s.blend == "gate" \
-            else None
+        options = {"checkpoint": True} if self.cfg.seed_checkpointing else {}
+        seed = build_seeded(module_seed, lambda: build_blueprint(topology, blueprint, s.channels,
+                                                                 **options))
+        gate = build_seeded(module_seed + 1, lambda: SeedGate(s.channels, s.sequence)) \
+            if s.blend == "gate" else None
         seed.to(self.device)
         if gate is not None:
             gate.to(self.device)
-        probe = torch.zeros(1, s.channels, s.size, s.size, device=self.device)
+        probe = torch.zeros(1, *s.shape, device=self.device)
         with torch.no_grad():
             seed.eval()
             try:
@@ -219,6 +241,9 @@ class Trainer:
         n = data.train_x.shape[0]
         perm = torch.randperm(n, generator=self.generator).to(self.device)
         xs, ys = data.train_x[perm], data.train_y[perm]
+        aug = data.augmentation(n, self.generator)
+        clip = self.grad_clip
+        twin_params = [] if twin is None else list(twin.parameters())
         opts = [self.host_opt] + [o for o in self.seed_opts if o is not None]
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -229,9 +254,10 @@ class Trainer:
         seed_sq = {k: torch.zeros((), device=self.device) for k in active}
         self._set_training(True)
         for start in range(0, n, bs):
-            x, y = xs[start:start + bs], ys[start:start + bs]
-            out = model(x)
-            loss = F.cross_entropy(out, y)
+            x = data.prepare(xs[start:start + bs], None if aug is None else aug[start:start + bs])
+            y = ys[start:start + bs]
+            out, y_flat = _flat(model(x), y)
+            loss = F.cross_entropy(out, y_flat)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -239,16 +265,22 @@ class Trainer:
                 host_sq += _grad_sq(self._host_param_list)
                 for k in active:
                     seed_sq[k] += _grad_sq(seed_params[k])
+            if clip is not None:  # after measuring: G2 sees the raw gradients
+                nn.utils.clip_grad_norm_(self._host_param_list, clip, foreach=True)
+                for k in active:
+                    nn.utils.clip_grad_norm_(seed_params[k], clip, foreach=True)
             for opt in opts:
                 opt.step()
             with torch.no_grad():
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (out.argmax(dim=1) == y).sum()
+                loss_sum += loss.detach() * y_flat.shape[0]
+                correct += (out.argmax(dim=1) == y_flat).sum()
             if twin is not None:
                 assert twin_opt is not None
-                twin_loss = F.cross_entropy(twin(x), y)
+                twin_loss = F.cross_entropy(*_flat(twin(x), y))
                 twin_opt.zero_grad(set_to_none=True)
                 twin_loss.backward()
+                if clip is not None:
+                    nn.utils.clip_grad_norm_(twin_params, clip, foreach=True)
                 twin_opt.step()
         ratios = [0.0] * len(slots)
         if active:
@@ -260,7 +292,8 @@ class Trainer:
                     r = (seed / math.sqrt(n_seed)) / (host / math.sqrt(n_host))
                     ratios[k] = r if math.isfinite(r) else 0.0
         violations = [s.isolation_violations - b for s, b in zip(slots, before, strict=True)]
-        return float(loss_sum) / n, 100.0 * float(correct) / n, ratios, violations
+        items = n * data.n_items
+        return float(loss_sum) / items, 100.0 * float(correct) / items, ratios, violations
 
     def _split(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         d = self.data
@@ -305,14 +338,18 @@ class Trainer:
             _set_flags(modules, False)
             with torch.inference_mode():
                 for start in range(0, n, EVAL_CHUNK):
-                    x, y = x_all[start:start + EVAL_CHUNK], y_all[start:start + EVAL_CHUNK]
+                    x = self.data.prepare(x_all[start:start + EVAL_CHUNK])
+                    y = y_all[start:start + EVAL_CHUNK]
                     real, others = forward(x)
-                    loss_sum += F.cross_entropy(real, y, reduction="sum")
-                    correct += (real.argmax(dim=1) == y).sum()
+                    real, y_flat = _flat(real, y)
+                    loss_sum += F.cross_entropy(real, y_flat, reduction="sum")
+                    correct += (real.argmax(dim=1) == y_flat).sum()
                     for k, logits in others.items():
-                        extra[k] = extra.get(k, 0) + (logits.argmax(dim=1) == y).sum()
+                        hits = (_flat(logits, y)[0].argmax(dim=1) == y_flat).sum()
+                        extra[k] = extra.get(k, 0) + hits
         finally:
             _set_flags(modules, restore)
+        n *= self.data.n_items
         return (float(loss_sum) / n, 100.0 * float(correct) / n,
                 {k: 100.0 * float(c) / n for k, c in extra.items()})
 

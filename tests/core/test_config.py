@@ -48,6 +48,16 @@ BAD_TOP: dict[str, list[object]] = {
     "param_budget": [-1.0, math.nan, "0.5"],
     "instance_set": ["digits-mixx", 5, "missing.json"],
     "instance_split": ["dev", "validation"],
+    # transformer sizes are bad on the (default) CNN task whatever their value
+    "block_size": [8, 0],
+    "n_layer": [2],
+    "n_head": [2],
+    "n_embd": [16],
+    "data_root": ["", 5, "/tmp"],  # "/tmp": a folder, but only CIFAR-10 reads one
+    "download": [1, "yes", None],
+    "train_subset": [0, 2.5, True],
+    "seed_checkpointing": [1, "no"],
+    "grad_clip": [0.0, -1.0, math.nan, "1", True],
 }
 BAD_TOP_CASES = [(k, v) for k, vs in BAD_TOP.items() for v in vs]
 
@@ -100,6 +110,26 @@ def test_nested_config_invalid_value_names_field_and_value(field: str, value: ob
     cls = {"gates": GateConfig, "reward": RewardConfig, "governor": GovernorConfig}[group]
     with pytest.raises(ConfigError, match=re.escape(f"{field}={value!r}")):
         cls(**{name: value})
+
+
+BAD_TINYTEXT = {"block_size": [0, 2.0], "n_layer": [0], "n_head": [0, -2], "n_embd": [0, 31],
+                "host_channels": [(4, 8)], "label_noise": [0.1], "train_fraction": [0.5]}
+
+
+@pytest.mark.parametrize(("field", "value"), [(k, v) for k, vs in BAD_TINYTEXT.items() for v in vs])
+def test_tinytext_config_invalid_value_names_field_and_value(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        EsperConfig(task="tinytext", **{field: value})
+    assert f"{field}={value!r}" in str(info.value)
+
+
+def test_tinytext_and_cifar_configs_accept_their_fields(tmp_path) -> None:
+    cfg = EsperConfig(task="tinytext", block_size=16, n_layer=3, n_head=4, n_embd=48,
+                      train_subset=100, seed_checkpointing=True)
+    assert EsperConfig.from_json(cfg.to_json()) == cfg
+    cifar = EsperConfig(task="cifar10", data_root=tmp_path, download=True)
+    assert cifar.data_root == str(tmp_path)  # a PathLike is kept as its string (JSON-ready)
+    assert EsperConfig.from_json(cifar.to_json()) == cifar
 
 
 def test_every_field_has_a_bad_value_case() -> None:
@@ -200,7 +230,8 @@ NON_DEFAULT = dict(
     injection_points=(0, 2), host_channels=(4, 8, 16), batch_size=32, host_bn_momentum=0.1, host_lr=0.05,
     host_momentum=0.0, host_weight_decay=0.0, seed_lr=0.1, seed_momentum=0.5,
     synthetic_samples=10, train_fraction=0.5, label_noise=0.1, param_budget=2.0, device="cuda:1",
-    torch_threads=1, fault_epochs=(3, 7),
+    torch_threads=1, fault_epochs=(3, 7), train_subset=100, download=True, seed_checkpointing=True,
+    grad_clip=0.5,
     gates=GateConfig(min_training_epochs=1, min_gradient_ratio=0.0, require_host_improvement=True,
                      min_probation_contribution=-2.0, min_fossilize_contribution=-100.0),
     reward=RewardConfig(gamma=0.95, rent_pp_per_doubling=2.0, pbrs_weight=0.0),
@@ -226,6 +257,8 @@ def test_non_default_config_differs_from_default_in_every_field() -> None:
     for f in dataclasses.fields(EsperConfig):
         if f.name in ("instance_set", "instance_split"):  # tested in tests/core/test_instances.py
             continue
+        if f.name in ("block_size", "n_layer", "n_head", "n_embd", "data_root"):
+            continue  # other tasks' fields: test_tinytext_and_cifar_configs_accept_their_fields
         assert getattr(d, f.name) != getattr(n, f.name), f.name
 
 

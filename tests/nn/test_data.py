@@ -140,7 +140,7 @@ def test_data_synthetic_leaves_global_rng(rng_guard) -> None:
     load_task("synthetic", episode_seed=3, device="cpu")
 
 
-@pytest.mark.parametrize("task", sorted(TASK_SPECS))
+@pytest.mark.parametrize("task", ["digits", "synthetic"])
 @pytest.mark.parametrize("device", ["cpu", torch.device("cpu"), "meta"])
 def test_data_device_and_dtypes(task: str, device) -> None:
     data = load_task(task, episode_seed=0, device=device)

@@ -490,3 +490,41 @@ def test_trainer_drop_twin_stops_it_for_the_episode() -> None:
     trainer.drop_twin()
     trainer.train_epoch()
     assert trainer.twin is None and trainer.twin_validate() is None and not trainer.twin_enabled
+
+
+# -- gradient clipping ------------------------------------------------------------------------------
+
+def _param_change(trainer: Trainer) -> float:
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train_epoch()
+    return max(float((p - b).abs().max()) for p, b in zip(trainer.model.parameters(), before,
+                                                          strict=True))
+
+
+def test_grad_clip_bounds_every_update() -> None:
+    free = make_trainer(n_slots=1, host_weight_decay=0.0)
+    clipped = make_trainer(n_slots=1, host_weight_decay=0.0, grad_clip=1e-9)
+    assert free.grad_clip is None and clipped.grad_clip == 1e-9
+    assert _param_change(free) > 1e-3
+    assert _param_change(clipped) < 1e-6  # lr 0.01 x a gradient norm of at most 1e-9 per step
+
+
+def test_grad_clip_clips_each_seed_and_leaves_the_ratio_raw() -> None:
+    trainer = make_trainer(n_slots=1, host_weight_decay=0.0, grad_clip=1e-9)
+    trainer.germinate(0, "conv_heavy", module_seed=3)
+    trainer.configure(0, "incubate", 0.0, isolate=True)
+    seed = trainer.model.slots[0].seed
+    before = [p.detach().clone() for p in seed.parameters()]
+    _, _, ratios, _ = trainer.train_epoch()
+    assert ratios[0] > 0.05  # G2 measures the gradients before clipping
+    assert max(float((p - b).abs().max()) for p, b in zip(seed.parameters(), before,
+                                                          strict=True)) < 1e-6
+
+
+def test_grad_clip_defaults_by_task_and_inf_turns_it_off() -> None:
+    text = load_task("tinytext", episode_seed=0, device="cpu", block_size=8, train_subset=4)
+    small = dict(block_size=8, n_embd=16, n_head=2)
+    assert Trainer(EsperConfig(task="tinytext", **small), text, 1, 2).grad_clip == 1.0  # nanoGPT's
+    off = EsperConfig(task="tinytext", grad_clip=float("inf"), **small)
+    assert Trainer(off, text, 1, 2).grad_clip is None
+    assert make_trainer().grad_clip is None  # CNN tasks: no clipping unless asked
