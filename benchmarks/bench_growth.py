@@ -1,13 +1,21 @@
-"""Is growth worth learning on the default task? No-growth vs each single-blueprint scripted policy.
+"""Is growth worth learning on a task? No-growth vs each single-blueprint scripted policy.
 
-For every CNN blueprint, a scripted policy germinates that blueprint into slot 0 at the first epoch
-the mask allows (the default germination gate) and fossilizes as soon as FOSSILIZE is legal. Each
-policy runs the same seeds; the table gives mean final *test* accuracy with a 95 % t confidence
-interval, the paired difference to no-growth (same seeds, so the host's own noise cancels), how
-many seeds were fossilised, and the mean return. The claim checked: at least one blueprint beats
-no-growth by >= 2 percentage points.
+For every blueprint of the task's topology, a scripted policy germinates that blueprint into slot 0
+at the first epoch the mask allows (the default germination gate) and fossilizes as soon as
+FOSSILIZE is legal. Each policy runs the same seeds; the table gives mean final *test* accuracy with
+a 95 % t confidence interval, the paired difference to no-growth (same seeds, so the host's own
+noise cancels), how many seeds were fossilised, and the mean return. The claim checked: at least one
+blueprint beats no-growth by >= 2 percentage points.
 
     python benchmarks/bench_growth.py --seeds 10
+    python benchmarks/bench_growth.py --task tinytext --seeds 10 --first-seed 1000 --workers 2
+    python benchmarks/bench_growth.py --task cifar10 --env-kwarg data_root=~/data \
+        --env-kwarg device=cuda --env-kwarg batch_size=512 --workers 4
+
+``--env-kwarg KEY=VALUE`` sets any other EsperConfig field (YAML values). With ``--workers`` > 1
+the episodes run in that many spawned processes with ``--torch-threads`` threads each; without,
+they run here with the process's own thread count. Either way each episode's numbers are those
+of a fresh env with the same config and seed.
 """
 
 from __future__ import annotations
@@ -18,12 +26,27 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, save  # noqa: E402
+from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
 
 from agents.evaluate import mean_ci95, run_episode  # noqa: E402
 from agents.policies import NoGrowthPolicy, ScriptedPolicy  # noqa: E402
-from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
+from agents.train import _key_value  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
+
+_ENVS: dict[str, EsperEnv] = {}
+
+
+def _policy(env: EsperEnv, name: str) -> object:
+    return NoGrowthPolicy(env) if name == "no-growth" else ScriptedPolicy(env, name)
+
+
+def run_one(task: tuple[str, dict, str, int]) -> object:
+    """One episode: (config key, env kwargs, policy name, seed) -> EpisodeResult."""
+    key, kwargs, policy, seed = task
+    env = _ENVS.get(key)
+    if env is None:  # one env per config and process, reused across episodes (reset reseeds)
+        env = _ENVS[key] = EsperEnv(**kwargs)
+    return run_episode(env, _policy(env, policy), seed)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -34,22 +57,36 @@ def main(argv: list[str] | None = None) -> dict:
                    help="seeds first..first+n-1 (0-19 calibrated the digits defaults; use 1000 "
                         "for held-out seeds)")
     p.add_argument("--max-epochs", type=int, default=25)
-    p.add_argument("--blueprints", default=",".join(BLUEPRINT_NAMES["cnn"]))
+    p.add_argument("--blueprints", default=None,
+                   help="comma-separated (default: every blueprint of the task's topology)")
+    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value,
+                   metavar="KEY=VALUE", help="any other EsperConfig field (repeatable)")
+    p.add_argument("--workers", type=int, default=1, help="episode processes (default 1: here)")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads per worker process (with --workers > 1)")
     add_output_args(p)
     args = p.parse_args(argv)
 
-    env = EsperEnv(task=args.task, max_epochs=args.max_epochs)
-    policies = [NoGrowthPolicy(env)] + [ScriptedPolicy(env, b) for b in args.blueprints.split(",")]
+    kwargs = {"task": args.task, "max_epochs": args.max_epochs, **dict(args.env_kwarg)}
+    env = EsperEnv(**kwargs)  # validates the config and names the blueprints
+    names = ["no-growth"] + (args.blueprints.split(",") if args.blueprints else list(env.blueprints))
+    labels = [_policy(env, name).name for name in names]  # unknown blueprints fail here
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    tasks = [("growth", kwargs, name, s) for name in names for s in seeds]
     t0 = time.perf_counter()
-    rows = {}
-    for pol in policies:
-        res = [run_episode(env, pol, s) for s in seeds]
-        rows[pol.name] = res
+    if args.workers > 1:
+        results = run_tasks(run_one, tasks, args.workers, args.torch_threads, chunksize=1)
+    else:
+        _ENVS["growth"] = env
+        results = [run_one(t) for t in tasks]
     elapsed = time.perf_counter() - t0
+    rows = {label: results[i * len(seeds):(i + 1) * len(seeds)] for i, label in enumerate(labels)}
     base = [r.final_test_acc for r in rows["no-growth"]]
-    print(f"# {args.task}, {args.seeds} seeds ({seeds[0]}..{seeds[-1]}), {args.max_epochs} epochs; "
-          f"{provenance()['cpu']}, torch {provenance()['torch']}, commit {provenance()['commit']}")
+    extra = "".join(f", {k}={v}" for k, v in dict(args.env_kwarg).items())
+    prov = provenance()
+    print(f"# {args.task}{extra}, {args.seeds} seeds ({seeds[0]}..{seeds[-1]}), {args.max_epochs} "
+          f"epochs; {prov['cpu']}{', ' + prov['cuda'] if prov['cuda'] else ''}, "
+          f"torch {prov['torch']}, commit {prov['commit']}")
     print(f"{'policy':<22} {'test acc (95% CI)':>18} {'vs no-growth (paired)':>22} "
           f"{'fossilized':>10} {'return':>8}")
     summary = {}
@@ -68,8 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"(claim >= 2 pp: {'met' if summary[best]['delta'] >= 2.0 else 'NOT met'}); "
           f"{elapsed:.0f} s")
     record = {"bench": "growth", "task": args.task, "seeds": args.seeds, "first_seed": seeds[0],
-              "max_epochs": args.max_epochs, "summary": summary, "best": best,
-              "elapsed_s": elapsed}
+              "max_epochs": args.max_epochs, "env_kwargs": dict(args.env_kwarg),
+              "workers": args.workers, "summary": summary, "best": best, "elapsed_s": elapsed}
     save("growth", record, args.out, tracked=args.record)
     return record
 
