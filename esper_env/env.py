@@ -150,7 +150,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     CNN blueprints (B = 5), in action order: ``norm``, ``attention``, ``depthwise``,
     ``conv_light``, ``conv_heavy`` (ascending parameter count at slot widths >= 2; at width 1
-    ``depthwise`` has one parameter more than ``conv_light``; costs always use the actual count). A masked-out action is a no-op
+    ``depthwise`` has one parameter more than ``conv_light``; costs always use the actual count).
+    Transformer blueprints (``tinytext``; B = 5, or 4 where torch has no FlexAttention): ``norm``,
+    ``lora``, ``attention``, ``flex_attention``, ``mlp``. A masked-out action is a no-op
     that costs ``reward.illegal_action_penalty`` and sets ``info["illegal_action"]``; an action
     outside the space raises ``gymnasium.error.InvalidAction``.
 
@@ -327,6 +329,10 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
       - record, replay and fork: ``snapshot``/``restore``/``fork``, mid-episode deepcopy and
         pickle; the governor's good state is the whole model (live seeds included, it used to be
         the host and fossils only); a model whose computation raises is a fault, ``info["fault"]``.
+      - research tasks: ``cifar10`` (``data_root``, ``download``, ``train_subset``) and
+        ``tinytext`` (a transformer host: ``block_size``, ``n_layer``, ``n_head``, ``n_embd``;
+        five transformer blueprints; ``info["val_perplexity"]``); ``grad_clip``;
+        ``seed_checkpointing``.
       - initial design.
     """
 

@@ -305,3 +305,13 @@ def test_ucb_heuristic_records_a_fossil_with_its_counterfactual(env):
     pol.predict(o.make(epoch=6, stage="probationary", blueprint="norm", cf=3.5), o.mask(fossilize=True))
     pol.predict(o.make(epoch=7, stage="fossilized", blueprint="norm"), o.mask())
     assert pol.curriculum.pulls["norm"] == 1 and pol.curriculum.mean("norm") == pytest.approx(3.5)
+
+
+def test_default_rotation_on_a_transformer_env_is_largest_first():
+    from esper_env.env import EsperEnv
+
+    text = EsperEnv(task="tinytext", block_size=8, n_embd=16, train_subset=4)
+    assert HeuristicPolicy(text).order == tuple(reversed(text.blueprints))
+    assert HeuristicPolicy(text).order[0] == "mlp"
+    with pytest.raises(ConfigError, match="blueprint_order"):  # an explicit CNN name still fails
+        HeuristicPolicy(text, HeuristicConfig(blueprint_order=("conv_heavy",)))
