@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _config(rng: np.random.Generator) -> dict:
     """A random small config: task, slots, reward mode, blend, schedule, faults, instances, budget."""
     kw = tiny_kwargs(
-        task=str(rng.choice(["synthetic", "synthetic", "synthetic", "digits"])),
+        task=str(rng.choice(["synthetic"] * 5 + ["digits", "digits", "tinytext"])),
         n_slots=int(rng.integers(1, 4)),
         reward_mode=str(rng.choice(REWARD_MODES)),
         blend=str(rng.choice(BLENDS)),
@@ -36,6 +36,8 @@ def _config(rng: np.random.Generator) -> dict:
     )
     if kw["task"] == "digits":
         kw["train_fraction"] = 0.3
+    if kw["task"] == "tinytext":  # a tiny transformer: 3 blocks of width 16, 32 training windows
+        kw.update(block_size=8, n_layer=3, n_embd=16, n_head=2, train_subset=32, batch_size=16)
     roll = rng.random()
     if roll < 0.15:
         kw["fault_epochs"] = tuple(sorted({int(x) for x in rng.integers(2, 9, size=2)}))
