@@ -114,6 +114,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(data_seed)
         clip = cfg.grad_clip if cfg.grad_clip is not None else spec.grad_clip
         self.grad_clip = None if clip is None or math.isinf(clip) else float(clip)
+        self.seed_lr = float(cfg.seed_lr if cfg.seed_lr is not None else spec.seed_lr)
         self._snapshot: dict[str, object] | None = None
         self.twin_enabled = bool(twin)
         self.twin: nn.Module | None = None
@@ -166,7 +167,7 @@ class Trainer:
             return 0, False
         s.set_seed(seed, gate)
         self._module_list = None
-        self.seed_opts[slot] = torch.optim.SGD(s.seed_parameters(), lr=self.cfg.seed_lr,
+        self.seed_opts[slot] = torch.optim.SGD(s.seed_parameters(), lr=self.seed_lr,
                                                momentum=self.cfg.seed_momentum)
         return sum(p.numel() for p in s.seed_parameters()), True
 

@@ -528,3 +528,14 @@ def test_grad_clip_defaults_by_task_and_inf_turns_it_off() -> None:
     off = EsperConfig(task="tinytext", grad_clip=float("inf"), **small)
     assert Trainer(off, text, 1, 2).grad_clip is None
     assert make_trainer().grad_clip is None  # CNN tasks: no clipping unless asked
+
+
+def test_seed_lr_defaults_by_task_and_the_config_overrides_it() -> None:
+    trainer = make_trainer(n_slots=1)
+    assert trainer.seed_lr == 0.05  # CNN tasks: calibrated on digits
+    trainer.germinate(0, "norm", module_seed=3)
+    assert trainer.seed_opts[0].param_groups[0]["lr"] == 0.05
+    assert make_trainer(n_slots=1, seed_lr=0.2).seed_lr == 0.2
+    text = load_task("tinytext", episode_seed=0, device="cpu", block_size=8, train_subset=4)
+    small = dict(block_size=8, n_embd=16, n_head=2)
+    assert Trainer(EsperConfig(task="tinytext", **small), text, 1, 2).seed_lr == 0.01  # the anchor's
