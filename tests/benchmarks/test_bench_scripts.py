@@ -222,3 +222,45 @@ def test_bench_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
         assert row["rollback_epoch"] == 4 and not row["diverged"]
     assert "right after the rollback" in capsys.readouterr().out
     assert (tmp_path / "rollback.jsonl").exists()
+
+
+def test_bench_growth_on_tinytext_with_env_kwargs_and_workers(tmp_path):
+    import bench_growth
+
+    rec = bench_growth.main(["--task", "tinytext", "--seeds", "2", "--max-epochs", "3",
+                             "--blueprints", "lora", "--env-kwarg", "train_subset=16",
+                             "--env-kwarg", "block_size=8", "--env-kwarg", "n_embd=16",
+                             "--workers", "2", "--out", str(tmp_path)])
+    assert set(rec["summary"]) == {"no-growth", "scripted-lora"}
+    assert rec["env_kwargs"] == {"train_subset": 16, "block_size": 8, "n_embd": 16}
+    # worker processes (1 torch thread each) give the same episodes as this process at 1 thread
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = bench_growth.main(["--task", "tinytext", "--seeds", "2", "--max-epochs", "3",
+                                  "--blueprints", "lora", "--env-kwarg", "train_subset=16",
+                                  "--env-kwarg", "block_size=8", "--env-kwarg", "n_embd=16",
+                                  "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
+    assert here["summary"] == rec["summary"]
+
+
+def test_bench_cifar_speed_runs_on_a_small_folder(tmp_path, capsys):
+    import bench_cifar_speed
+
+    from esper_env.nn.cifar import write_cifar10_folder
+
+    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
+    recs = bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--envs", "2",
+                                   "--batch-size", "25", "--policy", "wait,grow", "--steps", "2",
+                                   "--out", str(tmp_path)])
+    assert [(r["envs"], r["policy"]) for r in recs] == [(2, "wait"), (2, "grow")]
+    for r in recs:
+        assert r["epochs"] == 4 and r["aggregate_epochs_per_s"] > 0
+        assert len(r["per_env_epochs_per_s"]) == 2
+    assert recs[1]["final_stages"][0] != ["DORMANT"]  # the grow policy germinated
+    assert len((tmp_path / "cifar_speed.jsonl").read_text().splitlines()) == 2
+    assert "epochs/s (all envs)" in capsys.readouterr().out
