@@ -497,7 +497,7 @@ def test_trainer_drop_twin_stops_it_for_the_episode() -> None:
 def _param_change(trainer: Trainer) -> float:
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train_epoch()
-    return max(float((p - b).abs().max()) for p, b in zip(trainer.model.parameters(), before,
+    return max(float((p.detach() - b).abs().max()) for p, b in zip(trainer.model.parameters(), before,
                                                           strict=True))
 
 
@@ -517,7 +517,7 @@ def test_grad_clip_clips_each_seed_and_leaves_the_ratio_raw() -> None:
     before = [p.detach().clone() for p in seed.parameters()]
     _, _, ratios, _ = trainer.train_epoch()
     assert ratios[0] > 0.05  # G2 measures the gradients before clipping
-    assert max(float((p - b).abs().max()) for p, b in zip(seed.parameters(), before,
+    assert max(float((p.detach() - b).abs().max()) for p, b in zip(seed.parameters(), before,
                                                           strict=True)) < 1e-6
 
 
