@@ -118,6 +118,13 @@ class TaskData:
     augment: bool = False
     vocab: str | None = field(default=None, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        # prepare()'s per-channel affine map, computed once instead of on every batch
+        self._scale = self._shift = None
+        if self.mean is not None and self.std is not None:
+            self._scale = (1.0 / (255.0 * self.std)).view(1, -1, 1, 1)
+            self._shift = (self.mean / self.std).view(1, -1, 1, 1)
+
     def __deepcopy__(self, memo: dict[int, object]) -> TaskData:
         return self  # immutable: shared (see the class docstring)
 
@@ -150,12 +157,11 @@ class TaskData:
         says (see :meth:`augmentation`; None: unchanged) and normalised; other data pass as
         they are.
         """  # noqa: D205
-        if self.mean is None or self.std is None:
+        if self._scale is None:
             return x
         if aug is not None:
             x = crop_and_flip(x, aug)
-        scale = (1.0 / (255.0 * self.std)).view(1, -1, 1, 1)
-        return x.float().mul_(scale).sub_((self.mean / self.std).view(1, -1, 1, 1))
+        return x.float().mul_(self._scale).sub_(self._shift)
 
 
 def crop_and_flip(x: torch.Tensor, aug: torch.Tensor, padding: int = CROP_PADDING) -> torch.Tensor:
