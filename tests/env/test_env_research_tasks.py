@@ -2,7 +2,8 @@
 folder) and ``tinytext`` (character-level language modelling with a small GPT host).
 
 Checkers, determinism, global RNGs, the whole seed lifecycle for every blueprint, perplexity,
-isolation by topology, fork and pickle, configuration errors, seed checkpointing and the spaces.
+isolation by topology, fork, pickle, record and replay, configuration errors, seed checkpointing
+and the spaces.
 Every test uses a tiny config; CIFAR-10 is a small random folder in the real format.
 """
 
@@ -26,6 +27,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from esper_env.errors import ConfigError
 from esper_env.nn.blueprints import available_blueprints, build_blueprint, count_parameters
 from esper_env.nn.cifar import write_cifar10_folder
+from esper_env.records import RecordEpisodes, read_records, replay
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -305,7 +307,7 @@ def test_tinytext_gate_blend_uses_a_per_token_gate_and_stays_causal(cifar_root: 
             assert not torch.allclose(out[:, t + 1:], base[:, t + 1:])
 
 
-# -- 7. fork and pickle ----------------------------------------------------------------------------
+# -- 7. fork, pickle, record and replay ---------------------------------------------------------
 @pytest.mark.parametrize("task", TASKS)
 def test_fork_with_a_live_seed_continues_identically(task: str, cifar_root: str) -> None:
     env = make(task, cifar_root)
@@ -334,6 +336,22 @@ def test_pickle_mid_episode_continues_identically(task: str, cifar_root: str) ->
     assert restored.unwrapped.snapshot().digest() == u.snapshot().digest()
     actions = [0, 0]
     assert_same_steps(play(restored, actions), play(env, actions))
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_recorded_episode_replays_exactly(task: str, cifar_root: str, tmp_path) -> None:
+    path = tmp_path / "eps.jsonl"
+    env = RecordEpisodes(make(task, cifar_root), path)
+    env.reset(seed=6)
+    u = env.unwrapped
+    play(env, [index(env, f"GERMINATE_{u.blueprints[2]}@0"), 0, 0])
+    env.close()  # an unfinished episode is written on close
+    (rec,) = read_records(path)
+    assert rec["config"]["task"] == task and len(rec["actions"]) == 3
+    report = replay(rec)
+    assert report.ok and report.exact and report.steps == 3, report.first_difference
+    rec["rewards"][1] += 1e-9  # replay compares, it does not just re-run
+    assert replay(rec).first_difference.startswith("step 2")
 
 
 # -- 8. configuration errors -----------------------------------------------------------------------
