@@ -10,6 +10,7 @@ from conftest import TINY_CLI
 
 from agents.bench import main
 from agents.stats import bootstrap_ci
+from esper_env.nn.blueprints import available_blueprints
 
 TINY = TINY_CLI
 
@@ -111,3 +112,18 @@ def test_esper_bench_writes_three_pictures(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 300_000
     e0 = rec["episodes"][0]
     assert len(e0["test_curve"]) == len(e0["val_curve"]) and e0["test_curve"][-1] == e0["final_test_acc"]
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # see transformer.py
+def test_esper_bench_on_tinytext_plays_the_transformer_blueprints(tmp_path):
+    text = ["--task", "tinytext", "--env-kwarg", "train_subset=32", "--env-kwarg", "batch_size=16",
+            "--env-kwarg", "block_size=8", "--env-kwarg", "n_embd=16", "--env-kwarg", "n_layer=1"]
+    out, rec = _run(tmp_path, *text, "--seeds", "1", "--reward-modes", "contribution", "--no-plots")
+    episodes = rec["episodes"]
+    scripted = {f"scripted-{b}" for b in available_blueprints("transformer")}
+    assert {e["policy"] for e in episodes} == {"no-growth", "random", "heuristic", "ucb-heuristic"} | scripted
+    assert "tinytext, seeds 1000–1000" in (out / "table.md").read_text()
+    assert sorted(e["seed"] for e in episodes) == [1000] * 9
+    assert all(e["illegal_actions"] == 0 for e in episodes)
+    grown = [e for e in episodes if e["policy"] == "scripted-attention"]
+    assert all(e["actions"][0] != 0 for e in grown), "the script germinates at its first legal epoch"

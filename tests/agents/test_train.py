@@ -224,3 +224,26 @@ def test_torch_threads_option_sets_the_training_process_count_and_gives_it_back(
     assert parse_args(["--torch-threads", "1"]).torch_threads == 1
     with pytest.raises(ConfigError, match="torch_threads=0"):
         train(_args(tmp_path / "bad", torch_threads=0))
+
+
+TINYTEXT = dict(tiny_kwargs(), task="tinytext", train_subset=32, batch_size=16, block_size=8, n_embd=16,
+                n_head=2, n_layer=1)
+"""tiny_kwargs() on tinytext with a one-block host of width 16 and 32 training windows."""
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # see transformer.py
+@pytest.mark.parametrize("algo", ["maskable-ppo", "per-dqn"])
+def test_agents_train_and_play_on_tinytext_with_the_transformer_blueprints(tmp_path, algo):
+    out = train(_args(tmp_path, algo, env_kwargs=TINYTEXT, curriculum=algo == "per-dqn"))
+    spec = EnvSpec.load(out / "env_config.json")
+    assert spec.esper_config.task == "tinytext"
+    model, _ = load_model(out, which="final")
+    env = spec.make()
+    names = env.unwrapped.action_names
+    assert "GERMINATE_attention@0" in names and not any("conv_heavy" in n for n in names)
+    result = run_episode(env, model, seed=1000)
+    assert result.length == 11 and result.illegal_actions == 0
+    assert 0.0 <= result.final_test_acc <= 100.0
+    if algo == "per-dqn":  # the curriculum's arms are the task's blueprints, in action order
+        arms = json.loads((out / "curriculum.json").read_text())["arms"]
+        assert arms == list(env.unwrapped.blueprints) and arms[:3] == ["norm", "lora", "attention"]
