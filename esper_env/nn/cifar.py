@@ -505,14 +505,70 @@ def _batch_dict(label: str, x: np.ndarray, y: np.ndarray) -> dict[bytes, Any]:
     return {b"batch_label": label.encode(), b"labels": y.tolist(), b"data": x, b"filenames": filenames}
 
 
+def write_cifar10_arrays(
+    root: str | os.PathLike[str], train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+    test_y: np.ndarray,
+) -> Path:
+    """Write given images and labels as a CIFAR-10 folder in exactly the real python format.
+
+    ``<root>/cifar-10-batches-py/`` gets data_batch_1..5 (the training rows in order, split into 5
+    equal batches), test_batch and batches.meta (``label_names``, ``num_cases_per_batch``,
+    ``num_vis``), pickled like the Python 2 originals; the file names inside are made up from the
+    class and the row index (the originals' are not part of the images). The inverse of
+    :func:`load_cifar10_arrays`: reading the folder back gives the same arrays.
+
+    Args:
+        root: the data_root to write into (created if needed); existing batch files are overwritten.
+        train_x: ``uint8`` images ``(N, 3, 32, 32)`` (what :func:`load_cifar10_arrays` returns) or
+            the files' rows ``(N, 3072)`` (1024 red, 1024 green, 1024 blue values, each row-major
+            32×32); N a multiple of 5.
+        train_y: ``N`` integer labels 0-9.
+        test_x: the test images, as ``train_x`` (any N >= 1).
+        test_y: their labels.
+
+    Returns:
+        ``Path(root)``, the ``data_root`` to pass to :func:`load_cifar10_arrays`.
+    """
+    checked = []
+    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim == 4 and x.shape[1:] == IMAGE_SHAPE:
+            x = x.reshape(len(x), ROW_SIZE)
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != ROW_SIZE or x.shape[0] < 1:
+            raise ConfigError(f"{name}_x must be uint8 of shape (N >= 1, 3, 32, 32) or (N, {ROW_SIZE}), "
+                              f"got {x.dtype} {x.shape}")
+        if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer) or \
+                (y.size and (y.min() < 0 or y.max() >= N_CLASSES)):
+            raise ConfigError(f"{name}_y must hold {x.shape[0]} integer labels in 0..{N_CLASSES - 1}, got "
+                              f"{y.dtype} {y.shape}")
+        checked += [x, y]
+    train_x, train_y, test_x, test_y = checked
+    n_train = len(train_x)
+    if n_train % len(TRAIN_FILES):
+        raise ConfigError(f"train_x has {n_train} rows; allowed: a multiple of {len(TRAIN_FILES)} "
+                          f"(one equal batch per {TRAIN_FILES[0][:-2]}_*)")
+    per = n_train // len(TRAIN_FILES)
+    folder = Path(root) / BASE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = [(name, slice(i * per, (i + 1) * per), f"training batch {i + 1} of 5", train_x, train_y)
+               for i, name in enumerate(TRAIN_FILES)]
+    batches.append((TEST_FILE, slice(None), "testing batch 1 of 1", test_x, test_y))
+    for name, rows, label, x, y in batches:
+        batch = _batch_dict(label, np.ascontiguousarray(x[rows]), np.asarray(y[rows]).astype(np.int64))
+        (folder / name).write_bytes(_py2_pickle(batch))
+    meta = {b"num_cases_per_batch": per, b"label_names": [c.encode() for c in CLASSES],
+            b"num_vis": ROW_SIZE}
+    (folder / META_FILE).write_bytes(_py2_pickle(meta))
+    return Path(root)
+
+
 def write_cifar10_folder(
     root: str | os.PathLike[str], train_per_batch: int = 20, n_test: int = 20, seed: int = 0,
 ) -> Path:
     """Write a CIFAR-10 folder of random images in exactly the real python format.
 
-    ``<root>/cifar-10-batches-py/`` gets data_batch_1..5 (``train_per_batch`` images each), test_batch
-    (``n_test`` images) and batches.meta (``label_names``, ``num_cases_per_batch``, ``num_vis``), pickled
-    like the Python 2 originals. Images are uniform random uint8 rows of 3072 values; labels cycle
+    As :func:`write_cifar10_arrays`, with data_batch_1..5 of ``train_per_batch`` images each and a
+    test_batch of ``n_test``. Images are uniform random uint8 rows of 3072 values; labels cycle
     through the 10 classes (every class is in every batch of >= 10 images), shuffled. Everything is
     drawn, batch by batch (train 1..5 then test; images then labels), from
     ``np.random.default_rng(seed)``. Full size (``train_per_batch=10_000, n_test=10_000``) writes the
@@ -530,21 +586,14 @@ def write_cifar10_folder(
     for field, value in (("train_per_batch", train_per_batch), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{field} must be an int >= 1, got {value!r}")
-    root = Path(root)
-    folder = root / BASE_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    batches = [(name, int(train_per_batch), f"training batch {i} of 5")
-               for i, name in enumerate(TRAIN_FILES, 1)]
-    batches.append((TEST_FILE, int(n_test), "testing batch 1 of 1"))
-    for name, n, label in batches:
+    drawn = []
+    for n in [int(train_per_batch)] * len(TRAIN_FILES) + [int(n_test)]:
         x = rng.integers(0, 256, size=(n, ROW_SIZE), dtype=np.uint8)
-        y = rng.permutation(np.arange(n) % N_CLASSES)
-        (folder / name).write_bytes(_py2_pickle(_batch_dict(label, x, y)))
-    meta = {b"num_cases_per_batch": int(train_per_batch), b"label_names": [c.encode() for c in CLASSES],
-            b"num_vis": ROW_SIZE}
-    (folder / META_FILE).write_bytes(_py2_pickle(meta))
-    return root
+        drawn.append((x, rng.permutation(np.arange(n) % N_CLASSES)))
+    train_x = np.concatenate([x for x, _ in drawn[:-1]])
+    train_y = np.concatenate([y for _, y in drawn[:-1]])
+    return write_cifar10_arrays(root, train_x, train_y, *drawn[-1])
 
 
 def make_cifar10_tarball(data_root: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> Path:
@@ -576,5 +625,5 @@ def make_cifar10_tarball(data_root: str | os.PathLike[str], out_path: str | os.P
 __all__ = [
     "BASE_FOLDER", "CIFAR10_TGZ_MD5", "CIFAR10_URL", "CLASSES", "FILE_MD5", "META_FILE", "TEST_FILE",
     "TGZ_FILENAME", "TRAIN_FILES", "CIFARFolderError", "load_cifar10_arrays", "make_cifar10_tarball",
-    "write_cifar10_folder",
+    "write_cifar10_arrays", "write_cifar10_folder",
 ]

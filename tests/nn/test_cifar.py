@@ -25,6 +25,7 @@ from esper_env.nn.cifar import (
     CIFARFolderError,
     load_cifar10_arrays,
     make_cifar10_tarball,
+    write_cifar10_arrays,
     write_cifar10_folder,
 )
 
@@ -385,3 +386,41 @@ def test_torchvision_md5s():
     assert cifar.CIFAR10_TGZ_MD5 == "c58f30108f718f92721af3b95e74349a"
     assert CLASSES == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                        "truck")
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing given arrays
+# ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("layout", ["images", "rows"])
+def test_write_cifar10_arrays_is_the_inverse_of_load(tmp_path: Path, layout: str):
+    rng = np.random.default_rng(11)
+    train_x = rng.integers(0, 256, size=(35, 3, 32, 32), dtype=np.uint8)
+    test_x = rng.integers(0, 256, size=(9, 3, 32, 32), dtype=np.uint8)
+    train_y, test_y = rng.integers(0, 10, size=35), rng.integers(0, 10, size=9).astype(np.int32)
+    given = (train_x, test_x) if layout == "images" else (train_x.reshape(35, -1), test_x.reshape(9, -1))
+    root = write_cifar10_arrays(tmp_path / "d", given[0], train_y, given[1], test_y)
+    got = load_cifar10_arrays(root)
+    for a, b in zip(got, (train_x, train_y, test_x, test_y), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # batch i holds rows 7i..7i+6, as torchvision's reader sees them
+    second = _plain_load(_batch(root, "data_batch_2"))
+    np.testing.assert_array_equal(second["data"], train_x[7:14].reshape(7, -1))
+    assert second["labels"] == train_y[7:14].tolist()
+    assert _plain_load(_batch(root, "batches.meta"))["num_cases_per_batch"] == 7
+
+
+@pytest.mark.parametrize(("change", "pattern"), [
+    (dict(train_x=np.zeros((10, 3, 32, 32), np.float32)), r"train_x must be uint8 .*float32"),
+    (dict(test_x=np.zeros((4, 3072 - 1), np.uint8)), r"test_x must be uint8 of shape .*\(4, 3071\)"),
+    (dict(train_y=np.zeros(9, np.int64)), r"train_y must hold 10 integer labels"),
+    (dict(test_y=np.full(4, 10)), r"test_y must hold 4 integer labels in 0..9"),
+    (dict(train_x=np.zeros((11, 3072), np.uint8), train_y=np.zeros(11, np.int64)),
+     r"train_x has 11 rows; allowed: a multiple of 5"),
+])
+def test_write_cifar10_arrays_names_bad_input_and_writes_nothing(tmp_path: Path, change: dict, pattern: str):
+    arrays = dict(train_x=np.zeros((10, 3072), np.uint8), train_y=np.zeros(10, np.int64),
+                  test_x=np.zeros((4, 3072), np.uint8), test_y=np.zeros(4, np.int64))
+    with pytest.raises(ConfigError, match=pattern):
+        write_cifar10_arrays(tmp_path / "d", **{**arrays, **change})
+    assert not (tmp_path / "d").exists()
