@@ -104,6 +104,36 @@ def decode_batch(png: bytes, name: str) -> np.ndarray:
     return np.ascontiguousarray(pixels.reshape(-1, 32, 32, 3).transpose(0, 3, 1, 2))
 
 
+def summarize(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> dict:
+    """Sizes, images per class and the training images' per-channel mean and std (pixels / 255)."""
+    count = float(train_x.shape[0] * train_x.shape[2] * train_x.shape[3])  # values per channel
+    sums = train_x.sum(axis=(0, 2, 3), dtype=np.int64)  # exact integer sums: no float copy
+    squares = np.zeros(3, dtype=np.int64)
+    for start in range(0, len(train_x), 5000):
+        chunk = train_x[start:start + 5000].astype(np.int64)
+        squares += (chunk * chunk).sum(axis=(0, 2, 3))
+    mean = sums / count / 255.0
+    std = np.sqrt(squares / count / 255.0**2 - mean**2)
+    return {"n_train": len(train_x), "n_test": len(test_x),
+            "train_classes": np.bincount(train_y, minlength=N_CLASSES).tolist(),
+            "test_classes": np.bincount(test_y, minlength=N_CLASSES).tolist(),
+            "train_mean": mean.round(5).tolist(), "train_std": std.round(5).tolist()}
+
+
+def check_is_cifar10(summary: dict) -> None:
+    """Raise ConfigError if full-size data (50,000 + 10,000) are not CIFAR-10's by class counts and
+    channel statistics; smaller data (tests) pass unchecked."""  # noqa: D205
+    if (summary["n_train"], summary["n_test"]) != (50_000, 10_000):
+        return
+    if summary["train_classes"] != [5000] * N_CLASSES or summary["test_classes"] != [1000] * N_CLASSES:
+        raise ConfigError(f"class counts {summary['train_classes']} / {summary['test_classes']} are not "
+                          f"CIFAR-10's 5,000 / 1,000 per class")
+    for stat, want in (("train_mean", TRAIN_MEAN), ("train_std", TRAIN_STD)):
+        if np.max(np.abs(np.subtract(summary[stat], want))) > STAT_TOLERANCE:
+            raise ConfigError(f"{stat} {summary[stat]} is not CIFAR-10's {list(want)}: the images "
+                              f"are not CIFAR-10's, or were decoded in another layout")
+
+
 def convert(package: Path, data_root: Path, any_package: bool = False) -> dict:
     """Check and convert; returns a summary (sizes, class counts, channel statistics, sha512)."""
     sha = None
@@ -122,20 +152,8 @@ def convert(package: Path, data_root: Path, any_package: bool = False) -> dict:
     for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
         if len(x) != len(y):
             raise ConfigError(f"{name}: {len(x)} images but {len(y)} labels")
-    summary = {"sha512": sha, "n_train": len(train_x), "n_test": len(test_x),
-               "train_classes": np.bincount(train_y, minlength=N_CLASSES).tolist(),
-               "test_classes": np.bincount(test_y, minlength=N_CLASSES).tolist()}
-    pixels = train_x.astype(np.float64) / 255.0
-    summary["train_mean"] = pixels.mean(axis=(0, 2, 3)).round(5).tolist()
-    summary["train_std"] = pixels.std(axis=(0, 2, 3)).round(5).tolist()
-    if (len(train_x), len(test_x)) == (50_000, 10_000):
-        if summary["train_classes"] != [5000] * N_CLASSES or summary["test_classes"] != [1000] * N_CLASSES:
-            raise ConfigError(f"class counts {summary['train_classes']} / {summary['test_classes']} are not "
-                              f"CIFAR-10's 5,000 / 1,000 per class")
-        for stat, want in (("train_mean", TRAIN_MEAN), ("train_std", TRAIN_STD)):
-            if np.max(np.abs(np.subtract(summary[stat], want))) > STAT_TOLERANCE:
-                raise ConfigError(f"{stat} {summary[stat]} is not CIFAR-10's {list(want)}: the images "
-                                  f"are not CIFAR-10's, or were decoded in another layout")
+    summary = {"sha512": sha, **summarize(train_x, train_y, test_x, test_y)}
+    check_is_cifar10(summary)
     root = write_cifar10_arrays(data_root, train_x, train_y, test_x, test_y)
     back = load_cifar10_arrays(root)
     for got, want in zip(back, (train_x, train_y, test_x, test_y), strict=True):
