@@ -231,6 +231,7 @@ TINYTEXT = dict(tiny_kwargs(), task="tinytext", train_subset=32, batch_size=16, 
 """tiny_kwargs() on tinytext with a one-block host of width 16 and 32 training windows."""
 
 
+@pytest.mark.slow  # about 20 s each; esper-bench on tinytext (test_bench.py) runs by default
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # see transformer.py
 @pytest.mark.parametrize("algo", ["maskable-ppo", "per-dqn"])
 def test_agents_train_and_play_on_tinytext_with_the_transformer_blueprints(tmp_path, algo):
