@@ -550,12 +550,11 @@ def write_cifar10_arrays(
     per = n_train // len(TRAIN_FILES)
     folder = Path(root) / BASE_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    batches = [(name, slice(i * per, (i + 1) * per), f"training batch {i + 1} of 5", train_x, train_y)
-               for i, name in enumerate(TRAIN_FILES)]
-    batches.append((TEST_FILE, slice(None), "testing batch 1 of 1", test_x, test_y))
-    for name, rows, label, x, y in batches:
-        batch = _batch_dict(label, np.ascontiguousarray(x[rows]), np.asarray(y[rows]).astype(np.int64))
-        (folder / name).write_bytes(_py2_pickle(batch))
+    batches = [(name, f"training batch {i + 1} of 5", train_x[i * per:(i + 1) * per],
+                train_y[i * per:(i + 1) * per]) for i, name in enumerate(TRAIN_FILES)]
+    batches.append((TEST_FILE, "testing batch 1 of 1", test_x, test_y))
+    for name, label, x, y in batches:
+        (folder / name).write_bytes(_py2_pickle(_batch_dict(label, np.ascontiguousarray(x), y)))
     meta = {b"num_cases_per_batch": per, b"label_names": [c.encode() for c in CLASSES],
             b"num_vis": ROW_SIZE}
     (folder / META_FILE).write_bytes(_py2_pickle(meta))
