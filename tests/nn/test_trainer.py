@@ -539,3 +539,50 @@ def test_seed_lr_defaults_by_task_and_the_config_overrides_it() -> None:
     text = load_task("tinytext", episode_seed=0, device="cpu", block_size=8, train_subset=4)
     small = dict(block_size=8, n_embd=16, n_head=2)
     assert Trainer(EsperConfig(task="tinytext", **small), text, 1, 2).seed_lr == 0.01  # the anchor's
+
+
+# -- the optimiser ----------------------------------------------------------------------------------
+
+def _sgd_run(opt_factory, steps: int = 5) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    params = [nn.Parameter(torch.randn(4, 3, generator=gen)), nn.Parameter(torch.randn(3, generator=gen))]
+    opt = opt_factory(params)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    return [p.detach().clone() for p in params]
+
+
+def test_sgd_is_fused_and_matches_the_unfused_update() -> None:
+    kw = {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+    probe = trainer_module.sgd([nn.Parameter(torch.zeros(2))], **kw)
+    assert probe.defaults["fused"] is True  # this torch fuses SGD on the CPU
+    fused = _sgd_run(lambda ps: trainer_module.sgd(ps, **kw))
+    plain = _sgd_run(lambda ps: torch.optim.SGD(ps, **kw))
+    moved = _sgd_run(lambda ps: torch.optim.SGD(ps, lr=0.1))
+    for f, p, m in zip(fused, plain, moved, strict=True):
+        torch.testing.assert_close(f, p, rtol=1e-6, atol=1e-6)
+        assert not torch.allclose(f, m, atol=1e-3)  # momentum and decay did something
+
+
+def test_sgd_falls_back_to_unfused_where_torch_cannot_fuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = torch.optim.SGD
+
+    def no_fusion(params, **kw):
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+        return real(params, **kw)
+
+    monkeypatch.setattr(trainer_module.torch.optim, "SGD", no_fusion)
+    opt = trainer_module.sgd(iter([nn.Parameter(torch.zeros(2))]), lr=0.1, momentum=0.9)
+    assert not opt.defaults.get("fused") and len(opt.param_groups[0]["params"]) == 1
+
+
+def test_trainer_optimisers_are_fused() -> None:
+    trainer = make_trainer(twin=True)
+    trainer.germinate(0, "norm", module_seed=1)
+    trainer.configure(0, "blend", 1.0, isolate=True)
+    trainer.train_epoch()
+    for opt in (trainer.host_opt, trainer.seed_opts[0], trainer.twin_opt):
+        assert opt.defaults["fused"] is True
