@@ -47,11 +47,12 @@ def _trainer(cfg: EsperConfig, data, seed: int, blueprint: str | None, fused: bo
         if blueprint is not None:
             t.germinate(0, blueprint, module_seed=seed + 2)
             t.configure(0, "blend", 0.5, isolate=True)
+        t.train_epoch()  # warm-up: momentum buffers, the twin's fork (its optimiser), allocator
     finally:
         trainer_module.sgd = make
-    if fused != bool(t.host_opt.defaults.get("fused")):
+    opts = [t.host_opt, t.twin_opt, *t.seed_opts]
+    if any(fused != bool(o.defaults.get("fused")) for o in opts if o is not None):
         raise RuntimeError("could not build the requested optimiser kind")
-    t.train_epoch()  # warm-up: momentum buffers, the twin's fork, allocator
     return t
 
 

@@ -264,3 +264,26 @@ def test_bench_cifar_speed_runs_on_a_small_folder(tmp_path, capsys):
     assert recs[1]["final_stages"][0] != ["DORMANT"]  # the grow policy germinated
     assert len((tmp_path / "cifar_speed.jsonl").read_text().splitlines()) == 2
     assert "epochs/s (all envs)" in capsys.readouterr().out
+
+
+def test_bench_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
+    import bench_optimizer
+
+    from esper_env.config import EsperConfig
+    from esper_env.nn import trainer as trainer_module
+    from esper_env.nn.data import load_task
+
+    make = trainer_module.sgd
+    cfg = EsperConfig(task="synthetic")
+    data = load_task("synthetic", episode_seed=0, device="cpu")
+    for fused in (True, False):
+        t = bench_optimizer._trainer(cfg, data, 0, "conv_light", fused)
+        opts = (t.host_opt, t.seed_opts[0], t.twin_opt)
+        assert all(bool(o.defaults.get("fused")) is fused for o in opts)
+    assert trainer_module.sgd is make  # the unfused build leaves the trainer's factory alone
+    recs = bench_optimizer.main(["--tasks", "synthetic", "--rounds", "2", "--epochs", "1",
+                                 "--out", str(tmp_path)])
+    assert [r["blueprint"] for r in recs] == [None, "conv_heavy"]
+    assert all(r["speedup_mean"] > 0 and r["fused_epoch_s_median"] > 0 for r in recs)
+    assert len((tmp_path / "optimizer.jsonl").read_text().splitlines()) == 2
+    assert "speedup" in capsys.readouterr().out
