@@ -15,11 +15,16 @@ speed); the output says which it used.
 
     python benchmarks/bench_cifar_speed.py --data-root ~/data --device cuda --envs 4
     python benchmarks/bench_cifar_speed.py --fake-data --device cuda --envs 4 --batch-size 512
+    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --cudnn-benchmark off,on
+
+``--cudnn-benchmark on`` sets ``torch.backends.cudnn.benchmark`` in the env processes (the env
+itself never changes that process-wide flag).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing as mp
 import shutil
 import subprocess
@@ -33,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_output_args, provenance, save  # noqa: E402
 
 
-def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrier, out) -> None:
+def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool,
+            barrier, out) -> None:
     import torch
 
     torch.set_num_threads(1)
+    torch.backends.cudnn.benchmark = cudnn_benchmark  # this process's own setting
     from esper_env.core.actions import Action, ActionKind
     from esper_env.env import EsperEnv
 
@@ -54,7 +61,7 @@ def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrier
         if term or trunc:
             break
     wall = time.perf_counter() - t0
-    out.put((rank, done, wall, info["stages"], info["val_acc"]))
+    out.put((rank, done, wall, info["stages"], info["val_acc"], torch.backends.cudnn.benchmark))
 
 
 def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
@@ -70,10 +77,12 @@ def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
         stop.wait(0.5)
 
 
-def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int) -> dict:
+def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int,
+        cudnn_benchmark: bool = False) -> dict:
     ctx = mp.get_context("spawn")
     barrier, out = ctx.Barrier(envs + 1), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, kwargs, steps, policy, seed, barrier, out))
+    procs = [ctx.Process(target=_worker,
+                         args=(r, kwargs, steps, policy, seed, cudnn_benchmark, barrier, out))
              for r in range(envs)]
     for p in procs:
         p.start()
@@ -93,7 +102,8 @@ def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int) -> dict:
     return {"envs": envs, "policy": policy, "epochs": epochs, "wall_s": wall,
             "aggregate_epochs_per_s": epochs / wall, "per_env_epochs_per_s": per_env,
             "gpu_util_median": sorted(util)[len(util) // 2] if util else None,
-            "final_stages": [r[3] for r in sorted(results)]}
+            "final_stages": [r[3] for r in sorted(results)],
+            "cudnn_benchmark": [r[5] for r in sorted(results)]}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -109,8 +119,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=8, help="timed epochs per env")
     p.add_argument("--train-subset", type=int, default=None, help="(CPU) train on this many images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cudnn-benchmark", default="off",
+                   help="off, on or both (comma-separated): torch.backends.cudnn.benchmark in the "
+                        "env processes (cuDNN times its algorithms for each new shape and keeps "
+                        "the fastest; results may then differ between runs on CUDA)")
     add_output_args(p)
     args = p.parse_args(argv)
+    modes = {"off": False, "on": True}
+    try:
+        benchmark_modes = [modes[m] for m in args.cudnn_benchmark.split(",")]
+    except KeyError as e:
+        p.error(f"--cudnn-benchmark {args.cudnn_benchmark!r}: {e.args[0]!r} is not one of off, on")
 
     tmp = None
     root = args.data_root
@@ -123,21 +142,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"# CIFAR-10 speed, {'random CIFAR-format images' if args.fake_data else root}, "
           f"device {args.device} ({prov['cuda'] or prov['cpu']}), torch {prov['torch']}, "
           f"commit {prov['commit']}")
-    print(f"{'envs':>4} {'batch':>5} {'policy':>6} {'epochs/s (all envs)':>20} {'per env':>8} "
-          f"{'GPU busy':>8}")
+    print(f"{'envs':>4} {'batch':>5} {'policy':>6} {'cudnn.benchmark':>15} "
+          f"{'epochs/s (all envs)':>20} {'per env':>8} {'GPU busy':>8}")
     records = []
     try:
         for envs in (int(e) for e in args.envs.split(",")):
             for bs in (int(b) for b in args.batch_size.split(",")):
-                for policy in args.policy.split(","):
+                for policy, bench in itertools.product(args.policy.split(","), benchmark_modes):
                     kwargs = {"task": "cifar10", "data_root": root, "device": args.device,
                               "batch_size": bs, "max_epochs": args.steps + 2,
                               "germination_gate": False, "train_subset": args.train_subset}
-                    r = run(envs, kwargs, args.steps, policy, args.seed)
+                    r = run(envs, kwargs, args.steps, policy, args.seed, bench)
                     busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
                     per = sum(r["per_env_epochs_per_s"]) / envs
-                    print(f"{envs:>4} {bs:>5} {policy:>6} {r['aggregate_epochs_per_s']:>20.2f} "
-                          f"{per:>8.2f} {busy:>8}", flush=True)
+                    print(f"{envs:>4} {bs:>5} {policy:>6} {'on' if bench else 'off':>15} "
+                          f"{r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} {busy:>8}", flush=True)
                     records.append({"bench": "cifar_speed", "batch_size": bs,
                                     "fake_data": args.fake_data, "device": args.device,
                                     "train_subset": args.train_subset, **r})

@@ -266,6 +266,20 @@ def test_bench_cifar_speed_runs_on_a_small_folder(tmp_path, capsys):
     assert "epochs/s (all envs)" in capsys.readouterr().out
 
 
+def test_bench_cifar_speed_sweeps_cudnn_benchmark_in_the_env_processes(tmp_path):
+    import bench_cifar_speed
+
+    from esper_env.nn.cifar import write_cifar10_folder
+
+    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=10, n_test=10)
+    common = ["--data-root", str(root), "--device", "cpu", "--envs", "1", "--batch-size", "25",
+              "--policy", "wait", "--steps", "1", "--out", str(tmp_path)]
+    recs = bench_cifar_speed.main([*common, "--cudnn-benchmark", "off,on"])
+    assert [r["cudnn_benchmark"] for r in recs] == [[False], [True]]
+    with pytest.raises(SystemExit):
+        bench_cifar_speed.main([*common, "--cudnn-benchmark", "fast"])
+
+
 def test_bench_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
     import bench_optimizer
 
