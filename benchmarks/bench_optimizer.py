@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import add_output_args, provenance, save  # noqa: E402
 
 from agents.evaluate import mean_ci95  # noqa: E402
+from agents.train import _key_value  # noqa: E402
 from esper_env.config import EsperConfig  # noqa: E402
 from esper_env.nn import trainer as trainer_module  # noqa: E402
 from esper_env.nn.data import load_task  # noqa: E402
@@ -101,15 +102,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per trainer and round")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
-                   help="another EsperConfig field, e.g. data_root=~/data (repeatable)")
+    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="another EsperConfig field, e.g. data_root=~/data (YAML values; repeatable)")
     add_output_args(p)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    kwargs = {}
-    for kv in args.env_kwarg:
-        key, _, value = kv.partition("=")
-        kwargs[key] = int(value) if value.isdigit() else value
+    kwargs = dict(args.env_kwarg)
     blueprints = [None, args.seed] if args.seed != "none" else [None]
     prov = provenance()
     print(f"# fused vs unfused SGD, {args.rounds} paired rounds x {args.epochs} epochs, device "
