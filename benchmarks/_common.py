@@ -92,15 +92,24 @@ def init_worker(threads: int) -> None:
 
 
 def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, threads: int,
-              chunksize: int = 4) -> list[Any]:
+              chunksize: int = 4, progress: Callable[[int, int], None] | None = None) -> list[Any]:
     """``[worker(t) for t in tasks]``, in this process or in ``workers`` spawned processes.
 
     Each process uses ``threads`` torch threads; results come back in task order. ``worker`` must
     be a module-level function of an importable module (spawned workers import it).
+    ``progress(done, total)``, if given, is called here as each result arrives (in task order).
     """
+    def collect(results: Any) -> list[Any]:
+        out = []
+        for r in results:
+            out.append(r)
+            if progress is not None:
+                progress(len(out), len(tasks))
+        return out
+
     if workers <= 1:
         init_worker(threads)
-        return [worker(t) for t in tasks]
+        return collect(worker(t) for t in tasks)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
                              initargs=(threads,)) as pool:
-        return list(pool.map(worker, tasks, chunksize=chunksize))
+        return collect(pool.map(worker, tasks, chunksize=chunksize))

@@ -74,11 +74,20 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     tasks = [("growth", kwargs, name, s) for name in names for s in seeds]
     t0 = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        print(f"  {done}/{total} episodes, {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+              flush=True)
+
     if args.workers > 1:
-        results = run_tasks(run_one, tasks, args.workers, args.torch_threads, chunksize=1)
+        results = run_tasks(run_one, tasks, args.workers, args.torch_threads, chunksize=1,
+                            progress=progress)
     else:
         _ENVS["growth"] = env
-        results = [run_one(t) for t in tasks]
+        results = []
+        for t in tasks:
+            results.append(run_one(t))
+            progress(len(results), len(tasks))
     elapsed = time.perf_counter() - t0
     rows = {label: results[i * len(seeds):(i + 1) * len(seeds)] for i, label in enumerate(labels)}
     base = [r.final_test_acc for r in rows["no-growth"]]

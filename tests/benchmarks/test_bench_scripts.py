@@ -21,7 +21,10 @@ def test_bench_growth_runs_and_saves_provenance(tmp_path, capsys):
     line = json.loads((tmp_path / "growth.jsonl").read_text().splitlines()[-1])
     for key in ("commit", "torch", "cpu", "summary"):
         assert key in line
-    assert "vs no-growth" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "vs no-growth" in captured.out
+    assert [line.split()[0] for line in captured.err.splitlines() if "episodes" in line] == [
+        f"{k}/6" for k in range(1, 7)]  # progress on stderr, one line per episode
 
 
 def test_bench_env_step_runs_and_reports_ratios(tmp_path):
@@ -224,13 +227,14 @@ def test_bench_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
     assert (tmp_path / "rollback.jsonl").exists()
 
 
-def test_bench_growth_on_tinytext_with_env_kwargs_and_workers(tmp_path):
+def test_bench_growth_on_tinytext_with_env_kwargs_and_workers(tmp_path, capsys):
     import bench_growth
 
     rec = bench_growth.main(["--task", "tinytext", "--seeds", "2", "--max-epochs", "3",
                              "--blueprints", "lora", "--env-kwarg", "train_subset=16",
                              "--env-kwarg", "block_size=8", "--env-kwarg", "n_embd=16",
                              "--workers", "2", "--out", str(tmp_path)])
+    assert "4/4 episodes" in capsys.readouterr().err  # progress while the workers run
     assert set(rec["summary"]) == {"no-growth", "scripted-lora"}
     assert rec["env_kwargs"] == {"train_subset": 16, "block_size": 8, "n_embd": 16}
     # worker processes (1 torch thread each) give the same episodes as this process at 1 thread
