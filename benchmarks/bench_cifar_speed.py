@@ -1,13 +1,14 @@
 """CIFAR-10 speed: aggregate host epochs per second of several envs sharing one device.
 
-Each env runs in its own spawned process (as in a SubprocVecEnv) with the whole CIFAR-10 task on
-the device: 45,000 training images per epoch (uint8 on the device, augmented and normalised there,
-per batch), the 5,000 validation images every epoch, and the seed's counterfactual pass while a
-seed is blended in. A "host epoch" is one env step. After a warm-up (reset: data to the device,
-first epoch), all processes start timing together at a barrier; aggregate epochs/s is the sum of
-the timed steps over the wall time until the last process finishes. With ``--policy grow`` each env
-germinates ``conv_heavy`` at its first step (the germination gate is off), so the timed epochs
-include a seed in TRAINING, then BLENDING with counterfactuals; ``wait`` times the bare host.
+Each env runs in its own spawned process (as in a SubprocVecEnv; ``--layout threads``: in its
+own thread of one process, on its own CUDA stream) with the whole CIFAR-10 task on the device:
+45,000 training images per epoch (uint8 on the device, augmented and normalised there, per
+batch), the 5,000 validation images every epoch, and the seed's counterfactual pass while a seed
+is blended in. A "host epoch" is one env step. After a warm-up (reset: data to the device, first
+epoch), all envs start timing together at a barrier; aggregate epochs/s is the sum of the timed
+steps over the wall time until the last env finishes. With ``--policy grow`` each env germinates
+``conv_heavy`` at its first step (the germination gate is off), so the timed epochs include a
+seed in TRAINING, then BLENDING with counterfactuals; ``wait`` times the bare host.
 
 Speed does not depend on the pixel values, so ``--fake-data`` writes a full-size folder in the
 CIFAR-10 format with random images (the real dataset is only needed for accuracy, never for
@@ -16,6 +17,7 @@ speed); the output says which it used.
     python benchmarks/bench_cifar_speed.py --data-root ~/data --device cuda --envs 4
     python benchmarks/bench_cifar_speed.py --fake-data --device cuda --envs 4 --batch-size 512
     python benchmarks/bench_cifar_speed.py --fake-data --device cuda --cudnn-benchmark off,on
+    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --layout processes,threads
 
 ``--cudnn-benchmark on`` sets ``torch.backends.cudnn.benchmark`` in the env processes (the env
 itself never changes that process-wide flag).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing as mp
+import queue
 import shutil
 import subprocess
 import sys
@@ -40,19 +43,43 @@ from _common import add_output_args, provenance, save  # noqa: E402
 
 def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool,
             barrier, out) -> None:
+    """One env in its own spawned process (the ``processes`` layout)."""
     import torch
 
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = cudnn_benchmark  # this process's own setting
+    _episode(rank, kwargs, steps, policy, seed, barrier, out, own_stream=False)
+
+
+def _episode(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrier, out,
+             own_stream: bool) -> None:
+    """Reset one env (the warm-up), wait at ``barrier``, time ``steps`` steps, put the result.
+
+    ``own_stream``: on CUDA, run the env on a stream of its own (this thread's current stream), so
+    that the kernels of envs in different threads of one process may overlap on the GPU.
+    """
+    import torch
+
     from esper_env.core.actions import Action, ActionKind
     from esper_env.env import EsperEnv
 
-    env = EsperEnv(**kwargs)
-    env.reset(seed=seed + rank)
-    if kwargs["device"].startswith("cuda"):
-        torch.cuda.synchronize()
-    grow = env.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
-    barrier.wait()
+    cuda = kwargs["device"].startswith("cuda")
+    if cuda and own_stream:
+        torch.cuda.set_stream(torch.cuda.Stream(torch.device(kwargs["device"])))
+    try:
+        env = EsperEnv(**kwargs)
+        env.reset(seed=seed + rank)
+        if cuda:
+            torch.cuda.synchronize()
+        grow = env.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
+    except Exception as e:  # reported by the parent; nobody waits forever at the barrier
+        out.put(("failed", rank, f"{type(e).__name__}: {e}"))
+        barrier.abort()
+        return
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:  # another env failed to start; the parent reports it
+        return
     t0 = time.perf_counter()
     done = 0
     for i in range(steps):
@@ -60,6 +87,8 @@ def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_b
         done += 1
         if term or trunc:
             break
+    if cuda:
+        torch.cuda.synchronize()
     wall = time.perf_counter() - t0
     out.put((rank, done, wall, info["stages"], info["val_acc"], torch.backends.cudnn.benchmark))
 
@@ -77,32 +106,76 @@ def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
         stop.wait(0.5)
 
 
+def _collect(out, workers: list) -> list[tuple]:
+    """One result per worker from ``out``; an error (not a hang) when a worker ends without one."""
+    results: list[tuple] = []
+    while len(results) < len(workers):
+        try:
+            results.append(out.get(timeout=1.0))
+        except queue.Empty:
+            ended = sum(not w.is_alive() for w in workers)
+            if ended > len(results):
+                try:  # it may have put its result just before ending
+                    results.append(out.get(timeout=5.0))
+                except queue.Empty:
+                    raise RuntimeError(f"{ended - len(results)} env worker(s) ended without a "
+                                       "result; see the traceback above") from None
+    return results
+
+
 def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int,
-        cudnn_benchmark: bool = False) -> dict:
-    ctx = mp.get_context("spawn")
-    barrier, out = ctx.Barrier(envs + 1), ctx.Queue()
-    procs = [ctx.Process(target=_worker,
-                         args=(r, kwargs, steps, policy, seed, cudnn_benchmark, barrier, out))
-             for r in range(envs)]
-    for p in procs:
-        p.start()
-    barrier.wait()  # every env has reset (warm-up done)
-    t0 = time.perf_counter()
-    stop, util = threading.Event(), []
-    sampler = threading.Thread(target=_gpu_sampler, args=(stop, util), daemon=True)
-    if kwargs["device"].startswith("cuda") and shutil.which("nvidia-smi"):
-        sampler.start()
-    results = [out.get() for _ in procs]
-    wall = time.perf_counter() - t0
-    stop.set()
-    for p in procs:
-        p.join()
+        cudnn_benchmark: bool = False, layout: str = "processes") -> dict:
+    """Time ``envs`` envs together: each in its own spawned process (``processes``, like a
+    ``SubprocVecEnv``) or each in its own thread of this process, on its own CUDA stream
+    (``threads``: one CUDA context, so kernels of different envs can run at the same time).
+    """  # noqa: D205
+    if layout == "processes":
+        ctx = mp.get_context("spawn")
+        barrier, out = ctx.Barrier(envs + 1), ctx.Queue()
+        workers = [ctx.Process(target=_worker,
+                               args=(r, kwargs, steps, policy, seed, cudnn_benchmark, barrier, out))
+                   for r in range(envs)]
+    elif layout == "threads":
+        import torch
+
+        barrier, out = threading.Barrier(envs + 1), queue.Queue()
+        workers = [threading.Thread(target=_episode, daemon=True,
+                                    args=(r, kwargs, steps, policy, seed, barrier, out, True))
+                   for r in range(envs)]
+        saved = torch.get_num_threads(), torch.backends.cudnn.benchmark
+        torch.set_num_threads(1)  # as in each process of the other layout
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+    else:
+        raise ValueError(f"layout={layout!r} is invalid; allowed: 'processes', 'threads'")
+    try:
+        for w in workers:
+            w.start()
+        try:
+            barrier.wait()  # every env has reset (warm-up done)
+        except threading.BrokenBarrierError:
+            failed = out.get(timeout=60)
+            raise RuntimeError(f"env {failed[1]} failed to start: {failed[2]}") from None
+        t0 = time.perf_counter()
+        stop, util = threading.Event(), []
+        sampler = threading.Thread(target=_gpu_sampler, args=(stop, util), daemon=True)
+        if kwargs["device"].startswith("cuda") and shutil.which("nvidia-smi"):
+            sampler.start()
+        results = _collect(out, workers)
+        wall = time.perf_counter() - t0
+        stop.set()
+        for w in workers:
+            w.join()
+    finally:
+        if layout == "threads":
+            torch.set_num_threads(saved[0])
+            torch.backends.cudnn.benchmark = saved[1]
     epochs = sum(r[1] for r in results)
     per_env = [r[1] / r[2] for r in sorted(results)]
-    return {"envs": envs, "policy": policy, "epochs": epochs, "wall_s": wall,
+    return {"envs": envs, "layout": layout, "policy": policy, "epochs": epochs, "wall_s": wall,
             "aggregate_epochs_per_s": epochs / wall, "per_env_epochs_per_s": per_env,
             "gpu_util_median": sorted(util)[len(util) // 2] if util else None,
             "final_stages": [r[3] for r in sorted(results)],
+            "final_val_acc": [r[4] for r in sorted(results)],
             "cudnn_benchmark": [r[5] for r in sorted(results)]}
 
 
@@ -119,6 +192,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=8, help="timed epochs per env")
     p.add_argument("--train-subset", type=int, default=None, help="(CPU) train on this many images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="processes",
+                   help="processes, threads or both (comma-separated): each env in its own process "
+                        "(like SubprocVecEnv; one CUDA context each, so the GPU time-slices between "
+                        "them) or in its own thread of one process, on its own CUDA stream")
     p.add_argument("--cudnn-benchmark", default="off",
                    help="off, on or both (comma-separated): torch.backends.cudnn.benchmark in the "
                         "env processes (cuDNN times its algorithms for each new shape and keeps "
@@ -126,6 +203,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     add_output_args(p)
     args = p.parse_args(argv)
     modes = {"off": False, "on": True}
+    layouts = args.layout.split(",")
+    if any(x not in ("processes", "threads") for x in layouts):
+        p.error(f"--layout {args.layout!r}: allowed are processes, threads (comma-separated)")
     try:
         benchmark_modes = [modes[m] for m in args.cudnn_benchmark.split(",")]
     except KeyError as e:
@@ -142,20 +222,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"# CIFAR-10 speed, {'random CIFAR-format images' if args.fake_data else root}, "
           f"device {args.device} ({prov['cuda'] or prov['cpu']}), torch {prov['torch']}, "
           f"commit {prov['commit']}")
-    print(f"{'envs':>4} {'batch':>5} {'policy':>6} {'cudnn.benchmark':>15} "
+    print(f"{'envs':>4} {'layout':>9} {'batch':>5} {'policy':>6} {'cudnn.benchmark':>15} "
           f"{'epochs/s (all envs)':>20} {'per env':>8} {'GPU busy':>8}")
     records = []
     try:
         for envs in (int(e) for e in args.envs.split(",")):
             for bs in (int(b) for b in args.batch_size.split(",")):
-                for policy, bench in itertools.product(args.policy.split(","), benchmark_modes):
+                for layout, policy, bench in itertools.product(layouts, args.policy.split(","),
+                                                               benchmark_modes):
                     kwargs = {"task": "cifar10", "data_root": root, "device": args.device,
                               "batch_size": bs, "max_epochs": args.steps + 2,
                               "germination_gate": False, "train_subset": args.train_subset}
-                    r = run(envs, kwargs, args.steps, policy, args.seed, bench)
+                    r = run(envs, kwargs, args.steps, policy, args.seed, bench, layout)
                     busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
                     per = sum(r["per_env_epochs_per_s"]) / envs
-                    print(f"{envs:>4} {bs:>5} {policy:>6} {'on' if bench else 'off':>15} "
+                    print(f"{envs:>4} {layout:>9} {bs:>5} {policy:>6} {'on' if bench else 'off':>15} "
                           f"{r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} {busy:>8}", flush=True)
                     records.append({"bench": "cifar_speed", "batch_size": bs,
                                     "fake_data": args.fake_data, "device": args.device,

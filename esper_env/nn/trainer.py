@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections.abc import Callable, Sequence
 
 import torch
@@ -35,9 +36,19 @@ EVAL_CHUNK = 4096
 """Validation runs the whole split as one batch up to this many samples."""
 
 
+# torch's module constructors draw from the global CPU generator; build_seeded seeds it for the
+# length of one build and restores it. The lock makes builds in different threads (envs stepped
+# by a thread-based vector env) take turns, so none sees another's seed or restores its state.
+_GLOBAL_RNG_LOCK = threading.Lock()
+
+
 def build_seeded(seed: int, factory: callable) -> nn.Module:  # type: ignore[valid-type]
-    """Build a module with reproducible initial weights, leaving the global CPU RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
+    """Build a module with reproducible initial weights, leaving the global CPU RNG untouched.
+
+    Thread-safe against other ``build_seeded`` calls (they take turns); code in another thread
+    that draws from the global CPU generator while a build runs would see the build's seed.
+    """
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         # Seed only the CPU generator: torch.manual_seed would also reseed every CUDA/MPS
         # generator, which fork_rng(devices=[]) does not restore. Modules are built on the CPU.
         torch.default_generator.manual_seed(seed)

@@ -284,6 +284,36 @@ def test_bench_cifar_speed_sweeps_cudnn_benchmark_in_the_env_processes(tmp_path)
         bench_cifar_speed.main([*common, "--cudnn-benchmark", "fast"])
 
 
+def test_bench_cifar_speed_threads_layout_runs_the_same_episodes_as_processes(tmp_path):
+    import bench_cifar_speed
+    import torch
+
+    from esper_env.nn.cifar import write_cifar10_folder
+
+    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
+    threads_before = torch.get_num_threads()
+    recs = bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--envs", "2",
+                                   "--batch-size", "25", "--policy", "grow", "--steps", "2",
+                                   "--layout", "processes,threads", "--out", str(tmp_path)])
+    assert [r["layout"] for r in recs] == ["processes", "threads"]
+    assert recs[0]["final_val_acc"] == recs[1]["final_val_acc"]  # same seeds, same episodes
+    assert recs[0]["final_stages"] == recs[1]["final_stages"] != [["DORMANT"]] * 2
+    assert recs[1]["epochs"] == 4 and len(recs[1]["per_env_epochs_per_s"]) == 2
+    assert torch.get_num_threads() == threads_before  # the threads layout gives the count back
+    with pytest.raises(SystemExit):
+        bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--layout", "fibres"])
+
+
+def test_bench_cifar_speed_reports_an_env_that_fails_instead_of_waiting(tmp_path):
+    import bench_cifar_speed
+
+    kwargs = {"task": "cifar10", "data_root": str(tmp_path / "missing"), "device": "cpu",
+              "batch_size": 25, "max_epochs": 3, "germination_gate": False, "train_subset": None}
+    for layout in ("threads", "processes"):  # the env could not start: an error, not a hang
+        with pytest.raises(RuntimeError, match=r"failed to start: CIFARFolderError: .*missing"):
+            bench_cifar_speed.run(2, kwargs, 1, "wait", 0, layout=layout)
+
+
 def test_bench_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
     import bench_optimizer
 

@@ -382,6 +382,37 @@ def test_trainer_does_not_reseed_accelerator_generators(monkeypatch: pytest.Monk
     assert calls == []
 
 
+def test_build_seeded_is_safe_from_several_threads(rng_guard) -> None:
+    """Envs stepped in threads build modules at the same time: each build must see only its own
+    seed (not another thread's), and the global generator must come back as it was.
+
+    The factory draws, yields the GIL, and draws again, so unlocked builds would interleave.
+    """  # noqa: D205
+    import threading
+    import time
+
+    def factory() -> nn.Module:
+        m = nn.Linear(4, 4)
+        time.sleep(0.01)  # another thread's build would run here, on the same global generator
+        nn.init.uniform_(m.bias)
+        return m
+
+    expected = {s: trainer_module.build_seeded(s, factory).state_dict() for s in range(6)}
+    start, built = threading.Barrier(6), {}
+
+    def build(s: int) -> None:
+        start.wait()
+        built[s] = trainer_module.build_seeded(s, factory).state_dict()
+
+    threads = [threading.Thread(target=build, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in range(6):
+        assert all(torch.equal(built[s][k], expected[s][k]) for k in expected[s]), s
+
+
 def test_trainer_rejects_more_slots_than_injection_points() -> None:
     """Spec 4: n_slots is at most the host's injection points (3 here).
 
