@@ -5,7 +5,9 @@ What a run does, in order:
 1. builds the env from the env options (task, instance set and split, reward mode, slots, ...) and
    the agent-side wrappers: the blueprint curriculum (``--curriculum``) and, for the algorithms that
    cannot take masks (``ppo``, ``dqn``, ``per-dqn``), the action mask appended to the observation;
-2. vectorizes it (``DummyVecEnv`` or ``SubprocVecEnv``; subprocess workers use one torch thread);
+2. vectorizes it (``DummyVecEnv``, ``SubprocVecEnv``, or :class:`agents.vec_env.ThreadVecEnv`: the
+   envs step at once in threads of this process; subprocess and thread workers use one torch
+   thread each);
 3. reads the algorithm's rl-zoo3-style hyperparameters (``agents/hyperparams/<algo>.yml``,
    overridable with ``--hyperparams key=value``);
 4. learns with SB3's progress bar, logging to TensorBoard (``<output>/tb``) with per-episode Esper
@@ -41,6 +43,8 @@ ALGOS = ("ppo", "maskable-ppo", "dqn", "per-dqn")
 """Algorithms ``esper-train`` knows, in the order of ``--help``."""
 UNMASKED = ("ppo", "dqn", "per-dqn")
 """Algorithms that cannot take ``action_masks()``: they see the mask in the observation."""
+VEC_ENVS = ("dummy", "subproc", "thread")
+"""``--vec-env`` choices: ``DummyVecEnv``, ``SubprocVecEnv``, :class:`agents.vec_env.ThreadVecEnv`."""
 TRAIN_EXTRA = 'pip install "esper-env[train]"'
 
 
@@ -55,7 +59,8 @@ class TrainArgs:
     n_envs: int | None = None
     """Parallel envs (default: the YAML's n_envs)."""
     vec_env: str = "dummy"
-    """dummy (one process) or subproc (one worker process per env, one torch thread each)."""
+    """dummy (one process, envs in turn), subproc (one worker process per env) or thread (one thread
+    per env in this process, all stepping at once); subproc and thread: one torch thread per env."""
     seed: int = 0
     """Seed of the agent and of the training envs (env i gets seed + i)."""
     output: str | None = None
@@ -144,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algo", choices=ALGOS, default=d.algo, help="algorithm")
     p.add_argument("--total-timesteps", type=int, help="env steps (default: the YAML's n_timesteps)")
     p.add_argument("--n-envs", type=int, help="parallel envs (default: the YAML's n_envs)")
-    p.add_argument("--vec-env", choices=("dummy", "subproc"), default=d.vec_env,
-                   help="vectorization: one process, or one worker process per env")
+    p.add_argument("--vec-env", choices=VEC_ENVS, default=d.vec_env,
+                   help="vectorization: one process (envs in turn), one worker process per env, or "
+                        "one thread per env in this process (envs step at once)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the agent and the envs")
     p.add_argument("--output", help="run folder (default: runs/<algo>-seed<seed>)")
     p.add_argument("--overwrite", action="store_true", help="reuse an output folder with a model")
@@ -291,8 +297,8 @@ def train(args: TrainArgs) -> Path:
     n_envs = int(args.n_envs or run_hp.get("n_envs", 1))
     if total <= 0 or n_envs <= 0:
         raise ConfigError(f"total_timesteps={total} and n_envs={n_envs} must be > 0")
-    if args.vec_env not in ("dummy", "subproc"):
-        raise ConfigError(f"vec_env={args.vec_env!r} is invalid; allowed: dummy, subproc")
+    if args.vec_env not in VEC_ENVS:
+        raise ConfigError(f"vec_env={args.vec_env!r} is invalid; allowed: {', '.join(VEC_ENVS)}")
     threads = args.torch_threads
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ConfigError(f"torch_threads={args.torch_threads!r} is invalid; allowed: an integer >= 1")
@@ -315,16 +321,19 @@ def train(args: TrainArgs) -> Path:
         raise FileExistsError(f"{out} already holds a model; pass --overwrite or another --output")
     out.mkdir(parents=True, exist_ok=True)
 
-    # one curriculum shared by the envs of this process (each subprocess worker has its own; then
+    # one curriculum shared by the envs of this process (each subprocess or thread worker has its own,
+    # so that the update order never depends on the threads' timing; then
     # evaluation and the saved curriculum use worker 0's)
     shared = _build_curriculum(spec) if args.curriculum and args.vec_env == "dummy" else None
-    subproc = args.vec_env == "subproc"
+    one_thread = args.vec_env in ("subproc", "thread")
 
     def make_env() -> Any:
-        return spec.make(curriculum=shared, torch_threads=1 if subproc else None)
+        return spec.make(curriculum=shared, torch_threads=1 if one_thread else None)
 
-    venv = make_vec_env(make_env, n_envs=n_envs, seed=args.seed,
-                        vec_env_cls=SubprocVecEnv if subproc else DummyVecEnv)
+    from agents.vec_env import ThreadVecEnv
+
+    vec_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv, "thread": ThreadVecEnv}[args.vec_env]
+    venv = make_vec_env(make_env, n_envs=n_envs, seed=args.seed, vec_env_cls=vec_cls)
     venv = _vec_normalize(venv, run_hp.get("normalize", False), float(algo_kwargs.get("gamma", 0.99)))
 
     cls = _algo_class(args.algo, args.policy_mask)
@@ -397,7 +406,7 @@ def _build_curriculum(spec: EnvSpec) -> Any:
 
 
 def _training_curriculum(venv: Any, shared: Any) -> Any:
-    """The curriculum the agent trains with: the shared one, or (SubprocVecEnv) worker 0's copy."""
+    """The curriculum the agent trains with: the shared one, or (subproc, thread) env 0's copy."""
     return shared if shared is not None else venv.get_attr("curriculum", [0])[0]
 
 

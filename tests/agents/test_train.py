@@ -55,6 +55,7 @@ def test_parse_args_reads_env_options_and_yaml_overrides():
                        "--n-slots", "1", "--env-kwarg", "gates={min_fossilize_contribution: 2.0}",
                        "--hyperparams", "learning_rate=1e-3", "--curriculum", "--vec-env", "subproc"])
     assert args.algo == "dqn" and args.curriculum and args.vec_env == "subproc"
+    assert parse_args(["--vec-env", "thread"]).vec_env == "thread"
     assert args.env_kwargs == {"instance_set": "digits-mix", "reward_mode": "delta", "n_slots": 1,
                                "gates": {"min_fossilize_contribution": 2.0}}
     assert args.hyperparams == {"learning_rate": 1e-3}
@@ -69,6 +70,8 @@ def test_bad_options_fail_before_training(tmp_path):
         train(_args(tmp_path, curriculum=True, curriculum_c=-1.0))
     with pytest.raises(ConfigError, match="total_timesteps=-5"):
         train(_args(tmp_path, total_timesteps=-5))
+    with pytest.raises(ConfigError, match="vec_env='fibre' is invalid; allowed: dummy, subproc, thread"):
+        train(_args(tmp_path, vec_env="fibre"))
     assert not (tmp_path / "maskable-ppo").exists()
 
 
