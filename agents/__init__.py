@@ -8,7 +8,9 @@
   (:mod:`agents.evaluate`): seeded comparisons with 95 % confidence intervals.
 * :mod:`agents.per_buffer` / :mod:`agents.dqn_per`: prioritized replay for SB3's DQN;
   :mod:`agents.curriculum` / :mod:`agents.wrappers`: the UCB1 blueprint curriculum;
-  :mod:`agents.masking`: action masks for algorithms that cannot take them.
+  :mod:`agents.masking`: action masks for algorithms that cannot take them;
+  :mod:`agents.vec_env`: ``ThreadVecEnv``, an SB3 vector env that steps its envs at once in
+  threads of one process.
 
 Only the baselines are imported here (no SB3 or torch needed for them).
 """

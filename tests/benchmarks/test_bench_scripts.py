@@ -193,9 +193,13 @@ def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
 
     (r,) = bench_throughput.main(["--tasks", "synthetic", "--repeats", "1", "--max-epochs", "4",
                                   "--vec-steps", "6", "--train-steps", "24", "--out", str(tmp_path)])
-    for key in ("single_steps_per_s", "subproc_steps_per_s", "esper_train_steps_per_s", "bare_epochs_per_s"):
+    for key in ("single_steps_per_s", "subproc_steps_per_s", "thread_steps_per_s",
+                "esper_train_steps_per_s", "esper_train_thread_steps_per_s", "bare_epochs_per_s"):
         assert r[key] > 0
     assert r["overhead_single"] == pytest.approx(r["bare_epochs_per_s"] / r["single_steps_per_s"])
+    assert r["thread_vs_subproc"] == pytest.approx(r["thread_steps_per_s"] / r["subproc_steps_per_s"])
+    assert r["train_thread_vs_dummy"] == pytest.approx(
+        r["esper_train_thread_steps_per_s"] / r["esper_train_steps_per_s"])
     assert (tmp_path / "throughput.jsonl").exists()
 
 
