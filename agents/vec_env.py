@@ -53,7 +53,9 @@ class ThreadVecEnv(DummyVecEnv):
         env_fns: functions that each build one env (called in order, in this thread).
         torch_threads: torch's intra-op thread count while the envs run (process-wide; restored
             afterwards); None leaves it as it is. With ``n`` envs on ``c`` cores, ``1`` and
-            ``n <= c`` is the usual choice, as with ``SubprocVecEnv``.
+            ``n <= c`` is the usual choice, as with ``SubprocVecEnv``. An env built with its own
+            ``torch_threads`` (Esper-v0's config) must have this value: envs that set and restore
+            the process-wide count in their own calls would race (ValueError otherwise).
         cuda_streams: give each CUDA env a stream of its own (its work in ``reset`` and ``step``
             runs there; each call waits for its stream before returning, so the caller may use the
             env's tensors afterwards).
@@ -70,10 +72,19 @@ class ThreadVecEnv(DummyVecEnv):
                              "integer >= 1")
         super().__init__(env_fns)
         self.torch_threads = torch_threads
+        self._pool: ThreadPoolExecutor | None = None
+        for i, env in enumerate(self.envs):  # an env scoping another count would race with the rest
+            own = getattr(getattr(env.unwrapped, "config", None), "torch_threads", None)
+            if own is not None and own != torch_threads:
+                self.close()
+                allowed = "None" if torch_threads is None else f"None or {torch_threads}"
+                raise ValueError(f"env {i} has torch_threads={own}, but this ThreadVecEnv holds "
+                                 f"torch_threads={torch_threads} while its envs run; allowed: envs "
+                                 f"with torch_threads={allowed} (or ThreadVecEnv(torch_threads={own}))")
         self.streams = [_cuda_stream(env) if cuda_streams else None for env in self.envs]
         if any(s is not None for s in self.streams):
             torch.cuda.synchronize()  # the envs' start-up work (default stream) is done
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
+        self._pool = ThreadPoolExecutor(
             max_workers=self.num_envs, thread_name_prefix="ThreadVecEnv")
 
     @contextlib.contextmanager

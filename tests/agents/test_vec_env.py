@@ -132,9 +132,18 @@ def test_an_env_error_is_raised_after_the_others_finish_and_their_results_are_ke
     venv.close()
 
 
-def test_thread_vec_env_rejects_a_bad_thread_count():
+def test_thread_vec_env_rejects_a_bad_thread_count_and_envs_that_scope_another():
     with pytest.raises(ValueError, match="torch_threads=0 is invalid"):
         ThreadVecEnv(_probes(1)[1], torch_threads=0)
+    spec = EnvSpec.from_kwargs(**tiny_kwargs())
+    with pytest.raises(ValueError, match=r"env 0 has torch_threads=2, .* allowed: envs with "
+                                         r"torch_threads=None or 1 \(or ThreadVecEnv\(torch_threads=2\)\)"):
+        ThreadVecEnv([lambda: spec.make(torch_threads=2)])
+    with pytest.raises(ValueError, match="allowed: envs with torch_threads=None "):
+        ThreadVecEnv([lambda: spec.make(), lambda: spec.make(torch_threads=1)], torch_threads=None)
+    venv = ThreadVecEnv([lambda: spec.make(), lambda: spec.make(torch_threads=1)])  # both allowed
+    assert venv.num_envs == 2
+    venv.close()
 
 
 def _params(run) -> list[torch.Tensor]:
