@@ -169,3 +169,22 @@ def test_esper_train_with_thread_workers_learns_the_dummy_vec_env_policy(tmp_pat
     run("thread", "c", curriculum=True)  # each env has its own curriculum; env 0's is saved
     saved = json.loads((tmp_path / "c" / "curriculum.json").read_text())
     assert sum(saved["pulls"].values()) >= 1  # it chose blueprints for env 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_thread_vec_env_runs_cuda_envs_each_on_its_own_stream():
+    spec = EnvSpec.from_kwargs(**tiny_kwargs(device="cuda", max_epochs=5))
+    venv = make_vec_env(lambda: spec.make(torch_threads=1), n_envs=3, seed=0,
+                        vec_env_cls=ThreadVecEnv)
+    streams = venv.streams
+    assert all(s is not None for s in streams) and len({s.cuda_stream for s in streams}) == 3
+    assert torch.cuda.default_stream().cuda_stream not in {s.cuda_stream for s in streams}
+    venv.reset()
+    rng, dones = np.random.default_rng(0), 0
+    for _ in range(12):
+        masks = venv.env_method("action_masks")
+        obs, rewards, done, _ = venv.step(np.array([rng.choice(np.flatnonzero(m)) for m in masks]))
+        assert np.isfinite(obs).all() and np.isfinite(rewards).all()
+        dones += int(done.sum())
+    assert dones >= 3  # every env finished an episode and auto-reset on its stream
+    venv.close()
