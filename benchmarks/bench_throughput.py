@@ -7,7 +7,7 @@ For each task, medians over ``--repeats``:
    stepping WAIT (auto-resets included, as in training), over ``--vec-steps`` steps per worker;
    ``thread``: the same with :class:`agents.vec_env.ThreadVecEnv` (one thread per env in this
    process), timed right after it in each repeat; ``thread_vs_subproc`` is the median of the
-   per-repeat ratios.
+   per-repeat ratios (``_mean`` and ``_ci95``: their mean and 95 % t half-width).
 3. ``esper-train``: steps/s of a whole MaskablePPO run (``esper-train`` defaults but
    ``--train-steps`` steps, no evaluation, no TensorBoard, no progress bar; set-up excluded):
    environment steps plus PPO's updates; with ``DummyVecEnv`` (the default) and with
@@ -34,6 +34,7 @@ from _common import add_output_args, provenance, save  # noqa: E402
 from bench_env_step import _bare_epochs, _episode_steps  # noqa: E402
 
 from agents.envs import EnvSpec  # noqa: E402
+from agents.evaluate import mean_ci95  # noqa: E402
 from agents.train import TrainArgs, train  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
 
@@ -70,6 +71,14 @@ def _train_steps_per_s(task: str, max_epochs: int, steps: int, seed: int,
         return steps / (time.perf_counter() - t)
 
 
+def _paired(name: str, a: list[float], b: list[float]) -> dict:
+    """Per-repeat ratios ``a/b``: their median, mean and 95 % t half-width, and the list."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    mean, half = mean_ci95(ratios)
+    return {name: statistics.median(ratios), f"{name}_mean": mean, f"{name}_ci95": half,
+            f"{name}_ratios": ratios}
+
+
 def bench_task(task: str, repeats: int, max_epochs: int, workers: int, vec_steps: int,
                train_steps: int) -> dict:
     env = EsperEnv(task=task, max_epochs=max_epochs)
@@ -90,11 +99,11 @@ def bench_task(task: str, repeats: int, max_epochs: int, workers: int, vec_steps
            "overhead_single": med(bare) / med(single),
            "subproc_steps_per_s": med(sub), "overhead_subproc_per_worker": med(bare) / (med(sub) / workers),
            "thread_steps_per_s": med(thr), "overhead_thread_per_worker": med(bare) / (med(thr) / workers),
-           "thread_vs_subproc": med([t / s for t, s in zip(thr, sub, strict=True)])}
+           **_paired("thread_vs_subproc", thr, sub)}
     if trained:
         out.update(esper_train_steps_per_s=med(trained), train_steps=train_steps,
                    esper_train_thread_steps_per_s=med(trained_thr),
-                   train_thread_vs_dummy=med([t / d for t, d in zip(trained_thr, trained, strict=True)]))
+                   **_paired("train_thread_vs_dummy", trained_thr, trained))
     return out
 
 
@@ -127,6 +136,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"{r['overhead_single']:>6.3f} {r['subproc_steps_per_s']:>13.1f} "
               f"{r['overhead_subproc_per_worker']:>10.3f} {r['thread_steps_per_s']:>12.1f} "
               f"{r['thread_vs_subproc']:>7.2f} {train_txt:>11} {thr_txt:>16}")
+        paired = f"  paired ratios (mean ± 95 % CI): thread/subproc {r['thread_vs_subproc_mean']:.2f} ± " \
+                 f"{r['thread_vs_subproc_ci95']:.2f}"
+        if train_txt != "-":
+            paired += f", esper-train thread/dummy {r['train_thread_vs_dummy_mean']:.2f} ± " \
+                      f"{r['train_thread_vs_dummy_ci95']:.2f}"
+        print(paired)
         save("throughput", {"bench": "throughput", **r}, args.out, tracked=args.record)
     return rows
 

@@ -200,6 +200,8 @@ def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
     assert r["thread_vs_subproc"] == pytest.approx(r["thread_steps_per_s"] / r["subproc_steps_per_s"])
     assert r["train_thread_vs_dummy"] == pytest.approx(
         r["esper_train_thread_steps_per_s"] / r["esper_train_steps_per_s"])
+    assert r["thread_vs_subproc_ratios"] == [r["thread_vs_subproc"]] == [r["thread_vs_subproc_mean"]]
+    assert r["thread_vs_subproc_ci95"] == 0.0  # one repeat: no interval
     assert (tmp_path / "throughput.jsonl").exists()
 
 
