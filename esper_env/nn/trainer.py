@@ -39,7 +39,7 @@ EVAL_CHUNK = 4096
 # torch's module constructors draw from the global CPU generator; build_seeded seeds it for the
 # length of one build and restores it. The lock makes builds in different threads (envs stepped
 # by a thread-based vector env) take turns, so none sees another's seed or restores its state.
-_GLOBAL_RNG_LOCK = threading.Lock()
+_GLOBAL_RNG_LOCK = threading.RLock()  # re-entrant: a factory may build seeded parts itself
 
 
 def build_seeded(seed: int, factory: callable) -> nn.Module:  # type: ignore[valid-type]
