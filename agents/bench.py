@@ -36,6 +36,7 @@ from agents.envs import EnvSpec
 from agents.evaluate import episode_plan, make_baseline, takes_masks
 from agents.provenance import provenance
 from agents.stats import bootstrap_ci, bootstrap_spearman, spearman
+from agents.workers import exit_with_parent
 from esper_env.config import REWARD_MODES
 
 METRICS = ("episode_return", "final_test_acc", "final_val_acc", "params_added", "n_fossilized",
@@ -279,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray or args.ray_address:
         done = _run_on_ray(tasks, args.ray_address, args.workers)
     elif args.workers > 1:
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"),
+                                 initializer=exit_with_parent) as pool:
             done = list(pool.map(_run_task, tasks, chunksize=1))
     else:
         import torch

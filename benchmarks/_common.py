@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from agents.workers import init_pool_worker
+
 RESULTS = Path(__file__).resolve().parent / "results"
 """Tracked results (written only with ``--record``)."""
 SCRATCH = Path(__file__).resolve().parent.parent / "results"
@@ -110,6 +112,6 @@ def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, thre
     if workers <= 1:
         init_worker(threads)
         return collect(worker(t) for t in tasks)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
-                             initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_pool_worker,
+                             initargs=(threads,)) as pool:  # workers end if this process is killed
         return collect(pool.map(worker, tasks, chunksize=chunksize))

@@ -46,6 +46,10 @@ def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_b
     """One env in its own spawned process (the ``processes`` layout)."""
     import torch
 
+    from agents.workers import exit_with_parent
+
+    exit_with_parent()  # no env left waiting at the barrier if the parent is killed
+
     torch.set_num_threads(1)
     torch.backends.cudnn.benchmark = cudnn_benchmark  # this process's own setting
     _episode(rank, kwargs, steps, policy, seed, barrier, out, own_stream=False)
