@@ -369,21 +369,16 @@ def train(args: TrainArgs) -> Path:
     (out / "args.json").write_text(json.dumps(asdict(args), indent=1, sort_keys=True) + "\n")
     spec.save(out / "env_config.json")
     (out / "hyperparams.yml").write_text(yaml.safe_dump({"Esper-v0": resolved}, sort_keys=True))
-    import torch
+    from esper_env.nn.threads import num_threads
 
-    threads_before = torch.get_num_threads()
-    if args.torch_threads is not None:  # the process's count while training, given back after
-        torch.set_num_threads(args.torch_threads)
     t0 = time.perf_counter()
-    try:
+    with num_threads(args.torch_threads):  # the process's count while training, given back after
         model.learn(total_timesteps=total, callback=callbacks, progress_bar=args.progress_bar,
                     tb_log_name=args.algo)
         wall = time.perf_counter() - t0
         stats = {"timesteps": int(model.num_timesteps), "wall_s": round(wall, 1),
                  "steps_per_s": round(model.num_timesteps / wall, 2) if wall > 0 else None,
-                 **provenance()}
-    finally:
-        torch.set_num_threads(threads_before)
+                 **provenance()}  # inside: provenance records the training's thread count
     model.save(out / "model")
     (out / "train_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     if hasattr(venv, "obs_rms"):  # VecNormalize (rewards only)

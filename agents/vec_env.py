@@ -28,8 +28,7 @@ give the same observations, rewards and infos as ``DummyVecEnv`` (a test checks 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from typing import Any
@@ -40,10 +39,17 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
+from esper_env.nn.threads import num_threads
+
+
+def _config(env: gym.Env, field: str) -> Any:
+    """``env.unwrapped.config.<field>`` (Esper-v0's config), or None for other envs."""
+    return getattr(getattr(env.unwrapped, "config", None), field, None)
+
 
 def _cuda_stream(env: gym.Env) -> torch.cuda.Stream | None:
     """A new CUDA stream on ``env``'s device when the env reports a CUDA ``config.device``."""
-    device = getattr(getattr(env.unwrapped, "config", None), "device", None)
+    device = _config(env, "device")
     if not isinstance(device, str) or not device.startswith("cuda") or not torch.cuda.is_available():
         return None
     return torch.cuda.Stream(device=torch.device(device))
@@ -77,7 +83,7 @@ class ThreadVecEnv(DummyVecEnv):
         self.torch_threads = torch_threads
         self._pool: ThreadPoolExecutor | None = None
         for i, env in enumerate(self.envs):  # an env scoping another count would race with the rest
-            own = getattr(getattr(env.unwrapped, "config", None), "torch_threads", None)
+            own = _config(env, "torch_threads")
             if own is not None and own != torch_threads:
                 self.close()
                 allowed = "None" if torch_threads is None else f"None or {torch_threads}"
@@ -89,18 +95,6 @@ class ThreadVecEnv(DummyVecEnv):
             torch.cuda.synchronize()  # the envs' start-up work (default stream) is done
         self._pool = ThreadPoolExecutor(
             max_workers=self.num_envs, thread_name_prefix="ThreadVecEnv")
-
-    @contextlib.contextmanager
-    def _thread_count(self) -> Iterator[None]:
-        before = torch.get_num_threads()
-        if self.torch_threads is None or self.torch_threads == before:
-            yield
-            return
-        torch.set_num_threads(self.torch_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
 
     def _on_stream(self, env_idx: int, fn: Callable[[int], Any]) -> Any:
         stream = self.streams[env_idx]
@@ -117,7 +111,7 @@ class ThreadVecEnv(DummyVecEnv):
         """  # noqa: D205
         if self._pool is None:
             raise RuntimeError("this ThreadVecEnv is closed")
-        with self._thread_count():
+        with num_threads(self.torch_threads):
             futures = [self._pool.submit(self._on_stream, i, fn) for i in range(self.num_envs)]
             errors = [f.exception() for f in futures]  # waits for every env
         results = [None if e is not None else f.result() for f, e in zip(futures, errors, strict=True)]

@@ -27,8 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_output_args, provenance, save  # noqa: E402
 from bench_env_step import _bare_epochs, _episode_steps  # noqa: E402
@@ -37,6 +35,7 @@ from agents.envs import EnvSpec  # noqa: E402
 from agents.evaluate import mean_ci95  # noqa: E402
 from agents.train import TrainArgs, train  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
+from esper_env.nn.threads import num_threads  # noqa: E402
 
 
 def _vec_steps_per_s(task: str, max_epochs: int, workers: int, steps: int, seed: int,
@@ -117,13 +116,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--train-steps", type=int, default=1536, help="MaskablePPO steps (0: skip)")
     add_output_args(p)
     args = p.parse_args(argv)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         rows = [bench_task(t.strip(), args.repeats, args.max_epochs, args.workers, args.vec_steps,
                            args.train_steps) for t in args.tasks.split(",") if t.strip()]
-    finally:
-        torch.set_num_threads(before)
     prov = provenance()
     print(f"# {prov['cpu']}, {prov['cores']} cores, torch {prov['torch']}, commit {prov['commit']}")
     print(f"{'task':<10} {'1 env':>8} {'bare':>8} {'ovh':>6} {f'subproc {args.workers}x1':>13} "

@@ -55,6 +55,7 @@ from esper_env.core.tracker import TrackerState, update_tracker
 from esper_env.errors import ConfigError
 from esper_env.nn.blueprints import available_blueprints
 from esper_env.nn.data import load_task, task_spec
+from esper_env.nn.threads import num_threads
 from esper_env.nn.trainer import Trainer
 from esper_env.snapshot import SNAPSHOT_FORMAT, EnvSnapshot, SnapshotError
 
@@ -69,15 +70,8 @@ def _own_threads(method: _F) -> _F:
     """
     @functools.wraps(method)
     def scoped(self: EsperEnv, *args: Any, **kwargs: Any) -> Any:
-        wanted = self.config.torch_threads
-        before = torch.get_num_threads()
-        if wanted is None or wanted == before:
+        with num_threads(self.config.torch_threads):
             return method(self, *args, **kwargs)
-        torch.set_num_threads(wanted)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            torch.set_num_threads(before)
     return scoped  # type: ignore[return-value]
 
 
