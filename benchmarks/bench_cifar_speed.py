@@ -21,11 +21,22 @@ speed); the output says which it used.
 
 ``--cudnn-benchmark on`` sets ``torch.backends.cudnn.benchmark`` in the env processes (the env
 itself never changes that process-wide flag).
+
+``--profile`` answers *where the time goes* instead: one env in this process, its first step
+(the warm-up; germination with ``--policy grow``) outside the profile, then ``--steps`` steps under
+``torch.profiler``. It reports the wall time per step, the GPU kernels' summed time per step (so
+whether the step is GPU-bound or waits for the CPU that launches them), the time of each phase of
+a step (train_epoch, validate, twin_validate, snapshot) and the costliest kernels and operators;
+``--trace-dir`` also writes each configuration's trace (gzipped Chrome/Perfetto JSON):
+
+    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --batch-size 512 \
+        --profile --steps 4 --trace-dir /tmp/traces
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import itertools
 import multiprocessing as mp
 import queue
@@ -183,6 +194,187 @@ def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int,
             "cudnn_benchmark": [r[5] for r in sorted(results)]}
 
 
+PHASES = ("train_epoch", "validate", "twin_validate", "snapshot", "rollback")
+"""The trainer methods whose time ``--profile`` reports (each under a ``esper.<name>`` range)."""
+
+
+def _label_phases(trainer) -> None:
+    """Wrap this trainer's per-step methods (the instance's, not the class's) in profiler ranges."""
+    import torch
+
+    def labelled(method, label: str):
+        def call(*args, **kw):
+            with torch.profiler.record_function(label):
+                return method(*args, **kw)
+        return call
+
+    for name in PHASES:
+        setattr(trainer, name, labelled(getattr(trainer, name), f"esper.{name}"))
+
+
+def _device_time(event) -> float:
+    """Device time (us) of a profiler event: a kernel's duration, or the kernels an op launched."""
+    return getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0) or 0
+
+
+def _self_device_time(event) -> float:
+    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total",
+                                                                     0) or 0
+
+
+def _summarise(prof, steps: int, wall: float, top: int) -> dict:
+    """Per-step phase times, kernel time and the top kernels and operators of a profile."""
+    from torch.autograd import DeviceType
+
+    events = prof.events()
+    kernels: dict[str, list[float]] = {}
+    for e in events:
+        if e.device_type != DeviceType.CPU:
+            k = kernels.setdefault(e.name, [0, 0.0])
+            k[0] += 1
+            k[1] += _device_time(e)
+    kernel_us = sum(t for _, t in kernels.values())
+    averages = prof.key_averages()
+    phases = {}
+    for a in averages:
+        if a.key.startswith("esper."):
+            phases[a.key[len("esper."):]] = {
+                "calls_per_step": a.count / steps, "cpu_s_per_step": a.cpu_time_total / 1e6 / steps,
+                "device_s_per_step": _device_time(a) / 1e6 / steps}
+    ops = [a for a in averages if a.key.startswith("aten::")]
+    by = _self_device_time if kernels else (lambda a: a.self_cpu_time_total)
+    ops.sort(key=by, reverse=True)
+    return {
+        "steps": steps, "wall_s_per_step": wall / steps,
+        "kernel_s_per_step": kernel_us / 1e6 / steps if kernels else None,
+        "kernel_busy": kernel_us / 1e6 / wall if kernels else None,
+        "kernels_per_step": sum(c for c, _ in kernels.values()) / steps if kernels else None,
+        "phases": phases,
+        "top_kernels": [{"name": n, "calls_per_step": c / steps, "s_per_step": t / 1e6 / steps,
+                         "share": t / kernel_us if kernel_us else 0.0}
+                        for n, (c, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1])[:top]],
+        "top_ops": [{"name": a.key, "calls_per_step": a.count / steps,
+                     "self_cpu_s_per_step": a.self_cpu_time_total / 1e6 / steps,
+                     "self_device_s_per_step": _self_device_time(a) / 1e6 / steps}
+                    for a in ops[:top]],
+    }
+
+
+def profile(kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool = False,
+            trace: Path | None = None, top: int = 15) -> dict:
+    """Profile ``steps`` env steps of one env in this process (see the module docstring).
+
+    The first step (germination with ``policy="grow"``) is the warm-up and is not profiled. The
+    thread count is 1, as in each env process of :func:`run`; it and ``cudnn.benchmark`` are given
+    back afterwards. ``trace``: also write the profile there as gzipped Chrome-trace JSON.
+    ``kwargs["max_epochs"]`` is raised so that no profiled step ends the episode (whose test-split
+    evaluation would count as a step's validation).
+    """
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from esper_env.core.actions import Action, ActionKind
+    from esper_env.env import EsperEnv
+
+    cuda = kwargs["device"].startswith("cuda")
+    saved = torch.get_num_threads(), torch.backends.cudnn.benchmark
+    torch.set_num_threads(1)
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        env = EsperEnv(**{**kwargs, "max_epochs": max(kwargs["max_epochs"], steps + 3)})
+        env.reset(seed=seed)
+        grow = env.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
+        env.step(grow if policy == "grow" else 0)
+        if cuda:
+            torch.cuda.synchronize()
+        _label_phases(env.trainer)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        done, info = 0, {}
+        with torch_profile(activities=activities) as prof:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                _, _, term, trunc, info = env.step(0)
+                done += 1
+                if term or trunc:
+                    break
+            if cuda:
+                torch.cuda.synchronize()
+            wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.backends.cudnn.benchmark = saved[1]
+    if trace is not None:
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "trace.json"
+            prof.export_chrome_trace(str(raw))
+            with raw.open("rb") as src, gzip.open(trace, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    return {"policy": policy, "cudnn_benchmark": cudnn_benchmark, "final_stages": info["stages"],
+            **_summarise(prof, done, wall, top)}
+
+
+def _print_profile(r: dict, top: int = 8) -> None:
+    ms = 1e3
+    kernel = r["kernel_s_per_step"]
+    busy = "" if kernel is None else (f", GPU kernels {kernel * ms:.1f} ms ({r['kernels_per_step']:.0f}"
+                                      f" kernels, {r['kernel_busy']:.0%} of the wall time)")
+    print(f"# batch {r['batch_size']}, policy {r['policy']}, cudnn.benchmark "
+          f"{'on' if r['cudnn_benchmark'] else 'off'}: {r['wall_s_per_step'] * ms:.1f} ms per step"
+          f"{busy}; stages at the end {r['final_stages']}")
+    for name, ph in r["phases"].items():
+        print(f"    {name:<14} {ph['calls_per_step']:>5.1f} calls  CPU {ph['cpu_s_per_step'] * ms:>8.1f} ms"
+              f"  GPU {ph['device_s_per_step'] * ms:>8.1f} ms per step")
+    rows = r["top_kernels"] or r["top_ops"]
+    for row in rows[:top]:
+        t = row.get("s_per_step", row.get("self_cpu_s_per_step"))
+        share = f"{row['share']:>5.0%}" if "share" in row else "     "
+        print(f"    {t * ms:>8.2f} ms {share} {row['calls_per_step']:>6.1f}x  {row['name'][:90]}")
+
+
+def _env_kwargs(args, root: str, batch_size: int) -> dict:
+    return {"task": "cifar10", "data_root": root, "device": args.device, "batch_size": batch_size,
+            "max_epochs": args.steps + 2, "germination_gate": False,
+            "train_subset": args.train_subset}
+
+
+def _source(args) -> dict:
+    return {"fake_data": args.fake_data, "device": args.device,
+            "train_subset": args.train_subset}
+
+
+def _speed_sweep(args, root: str, layouts: list[str], benchmark_modes: list[bool]) -> list[dict]:
+    print(f"{'envs':>4} {'layout':>9} {'batch':>5} {'policy':>6} {'cudnn.benchmark':>15} "
+          f"{'epochs/s (all envs)':>20} {'per env':>8} {'GPU busy':>8}")
+    records = []
+    for envs in (int(e) for e in args.envs.split(",")):
+        for bs in (int(b) for b in args.batch_size.split(",")):
+            for layout, policy, bench in itertools.product(layouts, args.policy.split(","),
+                                                           benchmark_modes):
+                r = run(envs, _env_kwargs(args, root, bs), args.steps, policy, args.seed, bench,
+                        layout)
+                busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
+                per = sum(r["per_env_epochs_per_s"]) / envs
+                print(f"{envs:>4} {layout:>9} {bs:>5} {policy:>6} {'on' if bench else 'off':>15} "
+                      f"{r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} {busy:>8}", flush=True)
+                records.append({"bench": "cifar_speed", **_source(args), "batch_size": bs, **r})
+    return records
+
+
+def _profile_sweep(args, root: str, layouts: list[str], benchmark_modes: list[bool]) -> list[dict]:
+    records = []
+    for bs, policy, bench in itertools.product((int(b) for b in args.batch_size.split(",")),
+                                               args.policy.split(","), benchmark_modes):
+        trace = None if args.trace_dir is None else (
+            args.trace_dir / f"cifar_profile_bs{bs}_{policy}_cudnn{int(bench)}.json.gz")
+        r = {"bench": "cifar_profile", **_source(args), "batch_size": bs,
+             **profile(_env_kwargs(args, root, bs), args.steps, policy, args.seed, bench, trace)}
+        _print_profile(r)
+        records.append(r)
+    return records
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -204,8 +396,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="off, on or both (comma-separated): torch.backends.cudnn.benchmark in the "
                         "env processes (cuDNN times its algorithms for each new shape and keeps "
                         "the fastest; results may then differ between runs on CUDA)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile one env in this process instead of timing --envs (see above); "
+                        "--envs and --layout are then not used")
+    p.add_argument("--trace-dir", type=Path, default=None,
+                   help="with --profile: also write each configuration's trace here (.json.gz)")
     add_output_args(p)
     args = p.parse_args(argv)
+    if args.trace_dir is not None and not args.profile:
+        p.error("--trace-dir needs --profile")
     modes = {"off": False, "on": True}
     layouts = args.layout.split(",")
     if any(x not in ("processes", "threads") for x in layouts):
@@ -226,30 +425,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"# CIFAR-10 speed, {'random CIFAR-format images' if args.fake_data else root}, "
           f"device {args.device} ({prov['cuda'] or prov['cpu']}), torch {prov['torch']}, "
           f"commit {prov['commit']}")
-    print(f"{'envs':>4} {'layout':>9} {'batch':>5} {'policy':>6} {'cudnn.benchmark':>15} "
-          f"{'epochs/s (all envs)':>20} {'per env':>8} {'GPU busy':>8}")
-    records = []
     try:
-        for envs in (int(e) for e in args.envs.split(",")):
-            for bs in (int(b) for b in args.batch_size.split(",")):
-                for layout, policy, bench in itertools.product(layouts, args.policy.split(","),
-                                                               benchmark_modes):
-                    kwargs = {"task": "cifar10", "data_root": root, "device": args.device,
-                              "batch_size": bs, "max_epochs": args.steps + 2,
-                              "germination_gate": False, "train_subset": args.train_subset}
-                    r = run(envs, kwargs, args.steps, policy, args.seed, bench, layout)
-                    busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
-                    per = sum(r["per_env_epochs_per_s"]) / envs
-                    print(f"{envs:>4} {layout:>9} {bs:>5} {policy:>6} {'on' if bench else 'off':>15} "
-                          f"{r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} {busy:>8}", flush=True)
-                    records.append({"bench": "cifar_speed", "batch_size": bs,
-                                    "fake_data": args.fake_data, "device": args.device,
-                                    "train_subset": args.train_subset, **r})
+        records = (_profile_sweep if args.profile else _speed_sweep)(args, root, layouts,
+                                                                     benchmark_modes)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     for rec in records:
-        save("cifar_speed", rec, args.out, tracked=args.record)
+        save("cifar_profile" if args.profile else "cifar_speed", rec, args.out, tracked=args.record)
     return records
 
 

@@ -341,3 +341,47 @@ def test_bench_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
     assert all(r["speedup_mean"] > 0 and r["fused_epoch_s_median"] > 0 for r in recs)
     assert len((tmp_path / "optimizer.jsonl").read_text().splitlines()) == 2
     assert "speedup" in capsys.readouterr().out
+
+
+def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_path, capsys):
+    import gzip
+    import json
+
+    import bench_cifar_speed
+    import torch
+
+    from esper_env.nn.cifar import write_cifar10_folder
+
+    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
+    threads_before = torch.get_num_threads()
+    recs = bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--batch-size", "25",
+                                   "--policy", "wait,grow", "--steps", "3", "--profile",
+                                   "--trace-dir", str(tmp_path / "traces"), "--out", str(tmp_path)])
+    assert torch.get_num_threads() == threads_before
+    assert [(r["bench"], r["policy"], r["steps"]) for r in recs] == [
+        ("cifar_profile", "wait", 3), ("cifar_profile", "grow", 3)]
+    wait, grow = recs
+    assert wait["final_stages"] == ["DORMANT"] and grow["final_stages"] == ["BLENDING"]
+    for r in recs:
+        # one training pass and one validation per step: no episode end (test split) inside
+        assert r["phases"]["train_epoch"]["calls_per_step"] == 1.0
+        assert r["phases"]["validate"]["calls_per_step"] == 1.0
+        assert 0 < r["phases"]["train_epoch"]["cpu_s_per_step"] < r["wall_s_per_step"]
+        assert r["kernel_s_per_step"] is None and r["top_kernels"] == []  # no GPU here
+        names = [o["name"] for o in r["top_ops"]]
+        assert names and all(n.startswith("aten::") for n in names)
+        assert any("conv" in n for n in names)
+        costs = [o["self_cpu_s_per_step"] for o in r["top_ops"]]
+        assert costs == sorted(costs, reverse=True)
+    # the twin trains beside a growing model only: its validation costs time only in `grow`
+    assert grow["phases"]["twin_validate"]["cpu_s_per_step"] > \
+        10 * wait["phases"]["twin_validate"]["cpu_s_per_step"]
+    trace = tmp_path / "traces" / "cifar_profile_bs25_grow_cudnn0.json.gz"
+    events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    assert sum(e.get("name") == "esper.train_epoch" for e in events) == 3
+    assert len((tmp_path / "cifar_profile.jsonl").read_text().splitlines()) == 2
+    out = capsys.readouterr().out
+    assert "ms per step" in out and "train_epoch" in out
+    with pytest.raises(SystemExit):  # a trace folder means nothing without --profile
+        bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu",
+                                "--trace-dir", str(tmp_path)])
