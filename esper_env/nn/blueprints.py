@@ -44,7 +44,22 @@ class SeedConvBlock(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return self.act(self.norm(self.conv(x)))
+        return self.act(_group_norm(self.norm, self.conv(x)))
+
+
+def _group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)``, around a crash of torch's CPU GroupNorm on ``channels_last`` data.
+
+    Its backward pass segfaults when the input needs no gradient but the weights do (what an
+    incubating ``norm`` seed does: it sees the detached host activation, see
+    :mod:`esper_env.nn.slots`). Such an input is made contiguous first: the same values, the
+    kernel every default-layout run uses. Nothing changes in any other case. Every GroupNorm of
+    the CNN blueprints goes through here.
+    """
+    if (x.device.type == "cpu" and not x.requires_grad and torch.is_grad_enabled()
+            and norm.weight is not None and norm.weight.requires_grad and not x.is_contiguous()):
+        x = x.contiguous()
+    return norm(x)
 
 
 class NormSeed(nn.Module):
@@ -57,7 +72,7 @@ class NormSeed(nn.Module):
         self.gain = nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return x + torch.tanh(self.gain) * (self.norm(x) - x)
+        return x + torch.tanh(self.gain) * (_group_norm(self.norm, x) - x)
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"channels={self.channels}"
@@ -92,7 +107,7 @@ class DepthwiseSeed(nn.Module):
         self.norm = nn.GroupNorm(group_count(channels), channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return x + torch.relu(self.norm(self.pointwise(self.depthwise(x))))
+        return x + torch.relu(_group_norm(self.norm, self.pointwise(self.depthwise(x))))
 
     def extra_repr(self) -> str:  # noqa: D102
         return f"channels={self.channels}"

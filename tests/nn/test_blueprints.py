@@ -81,6 +81,20 @@ def test_blueprint_backward_reaches_every_parameter(name: str, channels: int, si
     assert x.grad is not None and x.grad.abs().sum().item() > 0.0
 
 
+@pytest.mark.parametrize("name", CNN_NAMES)
+def test_blueprint_trains_channels_last_on_a_detached_input_like_the_default_layout(name: str) -> None:
+    """An incubating seed sees the detached host activation. torch's CPU GroupNorm crashes
+    (segfault) in backward on such a channels_last input; the blueprints route around it."""
+    x, w = sample(32, 4), sample(32, 4, seed=7)
+    grads = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        module = build(name, 32).to(memory_format=layout)
+        (module(x.contiguous(memory_format=layout)) * w).sum().backward()
+        grads.append([p.grad for p in module.parameters()])
+    for default, nhwc in zip(*grads, strict=True):
+        assert torch.allclose(default, nhwc, rtol=1e-4, atol=1e-4 * float(default.abs().max()))
+
+
 @pytest.mark.parametrize("channels,size", SLOT_SHAPES)
 @pytest.mark.parametrize("name", CNN_NAMES)
 def test_blueprint_param_count_matches_module(name: str, channels: int, size: int) -> None:
