@@ -300,6 +300,12 @@ class EsperConfig:
             the process's own count afterwards (torch's setting is process-wide; scoping it keeps
             an env's results independent of other envs and of the caller); use 1 in subprocess
             vector-env workers. ``None`` uses whatever the process has.
+        channels_last: keep the CNN host, its seeds and every input batch in torch's
+            ``channels_last`` (NHWC) memory layout. The same network and the same episode
+            semantics; the kernels round differently, so the numbers differ in the last bits from
+            the default layout (each layout is deterministic on its own). On the CPU it makes
+            CIFAR-10 steps about 1.5x faster and tiny images (digits) a little slower; see the
+            README. CNN tasks only. Default ``False``.
         report_test_acc: also report the test-split accuracy every epoch in ``info["test_acc"]``
             (for plots of test accuracy per epoch; one extra evaluation pass per step). Nothing
             the agent sees or is paid depends on it. Default ``False``: test accuracy only at the
@@ -357,6 +363,7 @@ class EsperConfig:
     param_budget: float | None = None
     device: str = "cpu"
     torch_threads: int | None = None
+    channels_last: bool = False
     report_test_acc: bool = False
     fault_epochs: tuple[int, ...] = ()
     instance_set: str | tuple[Any, ...] | None = None
@@ -454,6 +461,7 @@ class EsperConfig:
         if self.train_subset is not None:
             _check_int("train_subset", self.train_subset, 1)
         _check_bool("seed_checkpointing", self.seed_checkpointing)
+        _check_bool("channels_last", self.channels_last)
         if self.grad_clip is not None:
             g = self.grad_clip
             _check(isinstance(g, (int, float)) and not isinstance(g, bool) and g > 0, "grad_clip",
@@ -485,6 +493,9 @@ class EsperConfig:
         if text:
             _check(self.host_channels is None, "host_channels", self.host_channels,
                    f"None for task={self.task!r} (a transformer: set n_layer and n_embd)")
+            _check(not self.channels_last, "channels_last", self.channels_last,
+                   f"False for task={self.task!r} (a memory layout of images; a transformer has "
+                   "none)")
             if self.n_head is not None or self.n_embd is not None:
                 head = self.n_head or TRANSFORMER_DEFAULTS["n_head"]
                 embd = self.n_embd or TRANSFORMER_DEFAULTS["n_embd"]

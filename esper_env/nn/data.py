@@ -152,23 +152,30 @@ class TaskData:
         params[:, 2] %= 2
         return params.to(self.train_x.device)
 
-    def prepare(self, x: torch.Tensor, aug: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare(self, x: torch.Tensor, aug: torch.Tensor | None = None,
+                memory_format: torch.memory_format | None = None) -> torch.Tensor:
         """The model's input for batch ``x``: uint8 images are cropped and flipped as ``aug``
         says (see :meth:`augmentation`; None: unchanged) and normalised; other data pass as
-        they are.
+        they are. ``memory_format`` (``torch.channels_last``): the batch in that layout; None
+        (default): the layout crop_and_flip and the stored data give (contiguous).
         """  # noqa: D205
         if self._scale is None:
-            return x
+            return x if memory_format is None else x.contiguous(memory_format=memory_format)
         if aug is not None:
-            x = crop_and_flip(x, aug)
+            x = crop_and_flip(x, aug, memory_format=memory_format or torch.contiguous_format)
+        elif memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)  # laid out while still uint8
         return x.float().mul_(self._scale).sub_(self._shift)
 
 
-def crop_and_flip(x: torch.Tensor, aug: torch.Tensor, padding: int = CROP_PADDING) -> torch.Tensor:
+def crop_and_flip(x: torch.Tensor, aug: torch.Tensor, padding: int = CROP_PADDING,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Random crop with zero padding and horizontal flip of images ``x`` ``(N, C, H, W)``.
 
     Row ``i`` of ``aug`` is ``(dy, dx, flip)``: the crop's offset in the padded image (0 to
-    ``2 * padding``) and whether to mirror it. One gather on the images' device; same dtype out.
+    ``2 * padding``) and whether to mirror it. One gather on the images' device; same dtype out,
+    in ``memory_format`` (the gather yields channels-last data, so ``torch.channels_last`` costs
+    no copy).
     """
     n, c, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
@@ -177,7 +184,7 @@ def crop_and_flip(x: torch.Tensor, aug: torch.Tensor, padding: int = CROP_PADDIN
     cols = torch.where(aug[:, 2:3].bool(), w - 1 - cols, cols) + aug[:, 1:2]  # (N, W)
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (N, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()
+    return out.permute(0, 3, 1, 2).contiguous(memory_format=memory_format)
 
 
 def _rebuild(*args: object) -> TaskData:

@@ -132,7 +132,9 @@ class Trainer:
                 raise ConfigError(f"n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
                                   f"(the host has {n_points} injection points)")
             points = tuple(range(n_points - cfg.n_slots, n_points))
-        self.model = MorphogeneticModel(host, points, cfg.blend).to(self.device)
+        # None: torch's default layout, untouched; channels_last: the model and every batch
+        self.memory_format = torch.channels_last if cfg.channels_last else None
+        self.model = self._to_device(MorphogeneticModel(host, points, cfg.blend))
         self.model.train()
         self.host_params = count_parameters(host)
         self._host_param_list = self.model.host_parameters()
@@ -149,6 +151,12 @@ class Trainer:
         self.twin: nn.Module | None = None
         self.twin_opt: torch.optim.Optimizer | None = None
         self._twin_modules: tuple[nn.Module, ...] = ()
+
+    def _to_device(self, module: nn.Module) -> nn.Module:
+        """``module`` on the trainer's device, in its memory layout (``cfg.channels_last``)."""
+        if self.memory_format is None:
+            return module.to(self.device)
+        return module.to(self.device, memory_format=self.memory_format)
 
     def _host_optimizer(self, params: Sequence[nn.Parameter] | None = None
                         ) -> torch.optim.Optimizer:
@@ -180,10 +188,12 @@ class Trainer:
                                                                  **options))
         gate = build_seeded(module_seed + 1, lambda: SeedGate(s.channels, s.sequence)) \
             if s.blend == "gate" else None
-        seed.to(self.device)
+        self._to_device(seed)
         if gate is not None:
-            gate.to(self.device)
+            self._to_device(gate)
         probe = torch.zeros(1, *s.shape, device=self.device)
+        if self.memory_format is not None:
+            probe = probe.contiguous(memory_format=self.memory_format)
         with torch.no_grad():
             seed.eval()
             try:
@@ -283,7 +293,8 @@ class Trainer:
         seed_sq = {k: torch.zeros((), device=self.device) for k in active}
         self._set_training(True)
         for start in range(0, n, bs):
-            x = data.prepare(xs[start:start + bs], None if aug is None else aug[start:start + bs])
+            x = data.prepare(xs[start:start + bs], None if aug is None else aug[start:start + bs],
+                             self.memory_format)
             y = ys[start:start + bs]
             out, y_flat = _flat(model(x), y)
             loss = F.cross_entropy(out, y_flat)
@@ -367,7 +378,8 @@ class Trainer:
             _set_flags(modules, False)
             with torch.inference_mode():
                 for start in range(0, n, EVAL_CHUNK):
-                    x = self.data.prepare(x_all[start:start + EVAL_CHUNK])
+                    x = self.data.prepare(x_all[start:start + EVAL_CHUNK],
+                                          memory_format=self.memory_format)
                     y = y_all[start:start + EVAL_CHUNK]
                     real, others = forward(x)
                     real, y_flat = _flat(real, y)

@@ -57,6 +57,7 @@ BAD_TOP: dict[str, list[object]] = {
     "download": [1, "yes", None],
     "train_subset": [0, 2.5, True],
     "seed_checkpointing": [1, "no"],
+    "channels_last": [1, "yes", None],
     "grad_clip": [0.0, -1.0, math.nan, "1", True],
 }
 BAD_TOP_CASES = [(k, v) for k, vs in BAD_TOP.items() for v in vs]
@@ -113,7 +114,8 @@ def test_nested_config_invalid_value_names_field_and_value(field: str, value: ob
 
 
 BAD_TINYTEXT = {"block_size": [0, 2.0], "n_layer": [0], "n_head": [0, -2], "n_embd": [0, 31],
-                "host_channels": [(4, 8)], "label_noise": [0.1], "train_fraction": [0.5]}
+                "host_channels": [(4, 8)], "label_noise": [0.1], "train_fraction": [0.5],
+                "channels_last": [True]}
 
 
 @pytest.mark.parametrize(("field", "value"), [(k, v) for k, vs in BAD_TINYTEXT.items() for v in vs])
@@ -230,8 +232,8 @@ NON_DEFAULT = dict(
     injection_points=(0, 2), host_channels=(4, 8, 16), batch_size=32, host_bn_momentum=0.1, host_lr=0.05,
     host_momentum=0.0, host_weight_decay=0.0, seed_lr=0.1, seed_momentum=0.5,
     synthetic_samples=10, train_fraction=0.5, label_noise=0.1, param_budget=2.0, device="cuda:1",
-    torch_threads=1, fault_epochs=(3, 7), train_subset=100, download=True, seed_checkpointing=True,
-    grad_clip=0.5,
+    torch_threads=1, channels_last=True, fault_epochs=(3, 7), train_subset=100, download=True,
+    seed_checkpointing=True, grad_clip=0.5,
     gates=GateConfig(min_training_epochs=1, min_gradient_ratio=0.0, require_host_improvement=True,
                      min_probation_contribution=-2.0, min_fossilize_contribution=-100.0),
     reward=RewardConfig(gamma=0.95, rent_pp_per_doubling=2.0, pbrs_weight=0.0),

@@ -437,3 +437,69 @@ def test_tinytext_action_space_lists_the_transformer_blueprints_in_order(cifar_r
     assert env.observation_space.contains(obs)
     assert [n for n in u.feature_names if n.startswith("slot0_blueprint_")] == \
         [f"slot0_blueprint_{b}" for b in names]
+
+
+# -- 11. channels_last -----------------------------------------------------------------------------
+def _nhwc(module: torch.nn.Module) -> list[bool]:
+    """For each 4-D parameter of ``module``: is it laid out channels-last?"""
+    return [p.is_contiguous(memory_format=torch.channels_last)
+            for p in module.parameters() if p.dim() == 4]
+
+
+@pytest.mark.parametrize("blueprint", available_blueprints("cnn"))
+def test_channels_last_keeps_host_seed_twin_and_batches_in_nhwc(
+        blueprint: str, cifar_root: str, rng_guard: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = make("cifar10", cifar_root, channels_last=True)
+    u = env.unwrapped
+    env.reset(seed=2)
+    model = u.trainer.model
+    assert len(_nhwc(model)) == 3 and all(_nhwc(model))  # the host's three convolutions
+    batches: list[bool] = []  # the layout of every batch the model is given
+    data, prepare = u.trainer.data, u.trainer.data.prepare
+
+    def recording(*args, **kwargs):
+        x = prepare(*args, **kwargs)
+        batches.append(x.is_contiguous(memory_format=torch.channels_last))
+        return x
+
+    monkeypatch.setattr(data, "prepare", recording)
+    play(env, [index(env, f"GERMINATE_{blueprint}@0")])
+    while u.trainer.twin is None:  # until the seed blends in and the seedless twin is forked
+        _, _, terminated, _, info = env.step(0)
+        assert not terminated, info["stages"]
+    env.step(0)
+    slot = u.trainer.model.slots[0]
+    assert slot.seed is not None and slot.mode == "blend"
+    assert all(_nhwc(model)) and all(_nhwc(slot.seed)) and all(_nhwc(u.trainer.twin))
+    assert len(batches) >= 3 * 2 and all(batches)  # training, validation, counterfactual passes
+    monkeypatch.undo()
+    restored = pickle.loads(pickle.dumps(env))
+    assert all(_nhwc(restored.unwrapped.trainer.model)) and all(_nhwc(restored.unwrapped.trainer.twin))
+    assert_same_steps(play(restored, [0, 0]), play(env, [0, 0]))
+    u.trainer.snapshot()
+    u.trainer.rollback()
+    assert all(_nhwc(u.trainer.model))
+    default = make("cifar10", cifar_root)
+    default.reset(seed=2)
+    assert not any(_nhwc(default.unwrapped.trainer.model))
+
+
+def test_channels_last_is_the_same_network_in_another_layout(cifar_root: str) -> None:
+    runs = []
+    for channels_last in (False, True):
+        env = make("cifar10", cifar_root, channels_last=channels_last)
+        env.reset(seed=3)
+        steps = play(env, [index(env, "GERMINATE_conv_heavy@0"), 0, 0, 0])
+        runs.append((env.unwrapped.trainer.model, steps))
+    (model_a, steps_a), (model_b, steps_b) = runs
+    stages = [step[4]["stages"][0] for step in steps_a]
+    assert stages == [step[4]["stages"][0] for step in steps_b]
+    assert "BLENDING" in stages  # the seed has been blended in, counterfactuals and all
+    for (name, a), b in zip(model_a.named_parameters(), model_b.parameters(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), name
+    for step_a, step_b in zip(steps_a, steps_b, strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert step_a[4][key] == pytest.approx(step_b[4][key], rel=1e-5)
+    again = make("cifar10", cifar_root, channels_last=True)
+    again.reset(seed=3)
+    assert_same_steps(play(again, [index(again, "GERMINATE_conv_heavy@0"), 0, 0, 0]), steps_b)

@@ -68,6 +68,25 @@ def test_cifar_prepare_normalises_with_training_statistics(cifar) -> None:
     assert torch.allclose(cifar.prepare(cifar.val_x[:2]), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("augmented", [False, True])
+def test_cifar_prepare_lays_out_a_batch_as_asked_with_the_same_values(cifar, augmented) -> None:
+    x = cifar.train_x[:6]
+    aug = cifar.augmentation(6, torch.Generator().manual_seed(1)) if augmented else None
+    default = cifar.prepare(x, aug)
+    nhwc = cifar.prepare(x, aug, torch.channels_last)
+    assert default.is_contiguous() and not default.is_contiguous(memory_format=torch.channels_last)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    assert torch.equal(nhwc, default) and nhwc.dtype == torch.float32
+
+
+def test_float_image_tasks_pass_through_in_the_layout_asked() -> None:
+    digits = load_task("digits", episode_seed=0, device="cpu")
+    x = digits.train_x[:4].expand(4, 3, 8, 8).contiguous()  # 3 channels: the layouts differ
+    assert digits.prepare(x) is x
+    nhwc = digits.prepare(x, memory_format=torch.channels_last)
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and torch.equal(nhwc, x)
+
+
 def _reference_crop_flip(x: torch.Tensor, aug: torch.Tensor, pad: int) -> torch.Tensor:
     out = torch.empty_like(x)
     h, w = x.shape[2:]
@@ -86,6 +105,9 @@ def test_crop_and_flip_matches_a_per_image_reference() -> None:
     got = crop_and_flip(x, aug, padding=4)
     assert got.dtype == torch.uint8 and got.shape == x.shape
     assert torch.equal(got, _reference_crop_flip(x, aug, 4))
+    assert got.is_contiguous() and not got.is_contiguous(memory_format=torch.channels_last)
+    nhwc = crop_and_flip(x, aug, padding=4, memory_format=torch.channels_last)
+    assert torch.equal(nhwc, got) and nhwc.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_crop_and_flip_centre_is_identity_and_flip_mirrors() -> None:
