@@ -385,3 +385,34 @@ def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_p
     with pytest.raises(SystemExit):  # a trace folder means nothing without --profile
         bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu",
                                 "--trace-dir", str(tmp_path)])
+
+
+def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path, capsys):
+    import bench_channels_last
+
+    from esper_env.nn.cifar import write_cifar10_folder
+
+    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
+    made = []
+    original = bench_channels_last.EsperEnv
+
+    def recording(**kwargs):
+        made.append((kwargs["task"], kwargs["channels_last"]))
+        return original(**kwargs)
+
+    bench_channels_last.EsperEnv = recording
+    try:
+        recs = bench_channels_last.main(["--tasks", "cifar10", "--env-kwarg", f"data_root={root}",
+                                         "--env-kwarg", "batch_size=25", "--rounds", "2",
+                                         "--steps", "3", "--out", str(tmp_path)])
+    finally:
+        bench_channels_last.EsperEnv = original
+    assert made == [("cifar10", False), ("cifar10", True)] * 4  # 2 policies x 2 rounds
+    assert [(r["policy"], r["rounds"], r["steps"]) for r in recs] == [("wait", 2, 3), ("grow", 2, 3)]
+    for r in recs:
+        assert r["speedup_mean"] > 0 and r["default_step_s_median"] > 0
+        assert r["max_val_acc_gap"] <= 10.0  # 10 validation images: at most one answer apart
+    assert len((tmp_path / "channels_last.jsonl").read_text().splitlines()) == 2
+    assert "speedup" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        bench_channels_last.main(["--policy", "fast"])

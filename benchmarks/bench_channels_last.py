@@ -1,0 +1,119 @@
+"""channels_last against the default memory layout: env steps per second, paired, same episodes.
+
+``channels_last=True`` keeps the CNN host, its seeds and every batch in torch's NHWC layout
+(:class:`esper_env.config.EsperConfig`). This measures what that buys on a device. Each round
+makes two envs with the same config and seed, one with each layout, resets both (not timed) and
+steps each through the same actions, alternating which env goes first: WAIT throughout
+(``--policy wait``), or GERMINATE ``conv_heavy`` at the first step then WAIT (``grow``, with the
+germination gate off: the timed steps train the seed, blend it in, and pay for the seedless twin
+and the counterfactual). The paired ratio (default seconds / channels_last seconds, so > 1 means
+channels_last is faster) is reported as a mean with a 95 % t interval over rounds, with the
+medians of both. Both layouts run the same episode up to the last bits, which the record shows:
+``max_val_acc_gap`` is the largest difference of the final validation accuracies of a pair.
+
+    python benchmarks/bench_channels_last.py --tasks digits --rounds 10
+    python benchmarks/bench_channels_last.py --tasks cifar10 --env-kwarg data_root=~/data \\
+        --env-kwarg train_subset=2000 --rounds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import add_output_args, provenance, save  # noqa: E402
+
+from agents.evaluate import mean_ci95  # noqa: E402
+from agents.train import _key_value  # noqa: E402
+from esper_env.core.actions import Action, ActionKind  # noqa: E402
+from esper_env.env import EsperEnv  # noqa: E402
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _run(env: EsperEnv, actions: list[int], device: str) -> tuple[float, float]:
+    """Seconds per step over ``actions``, and the last validation accuracy."""
+    _sync(device)
+    start = time.perf_counter()
+    info: dict = {}
+    for a in actions:
+        _, _, terminated, truncated, info = env.step(a)
+        if terminated or truncated:
+            raise RuntimeError("the episode ended inside the timed steps; raise max_epochs")
+    _sync(device)
+    return (time.perf_counter() - start) / len(actions), float(info["val_acc"])
+
+
+def bench_task(task: str, policy: str, rounds: int, steps: int, device: str, kwargs: dict) -> dict:
+    config = {"task": task, "device": device, "germination_gate": False, "max_epochs": steps + 2,
+              **kwargs}
+    default_s, nhwc_s, gaps = [], [], []
+    for r in range(rounds):
+        envs = {}
+        for nhwc in (False, True):
+            env = EsperEnv(**config, channels_last=nhwc)
+            env.reset(seed=r)
+            envs[nhwc] = env
+        grow = envs[False].codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
+        actions = [grow if policy == "grow" and i == 0 else 0 for i in range(steps)]
+        order = (False, True) if r % 2 == 0 else (True, False)
+        timed = {nhwc: _run(envs[nhwc], actions, device) for nhwc in order}
+        default_s.append(timed[False][0])
+        nhwc_s.append(timed[True][0])
+        gaps.append(abs(timed[False][1] - timed[True][1]))
+    ratio, half = mean_ci95([d / c for d, c in zip(default_s, nhwc_s, strict=True)])
+    return {"task": task, "policy": policy, "rounds": rounds, "steps": steps, "device": device,
+            "env_kwargs": kwargs, "default_step_s_median": statistics.median(default_s),
+            "channels_last_step_s_median": statistics.median(nhwc_s),
+            "speedup_mean": ratio, "speedup_ci95": half, "max_val_acc_gap": max(gaps)}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="digits")
+    p.add_argument("--policy", default="wait,grow", help="wait, grow or both (comma-separated)")
+    p.add_argument("--rounds", type=int, default=10, help="paired rounds (fresh envs, seed = round)")
+    p.add_argument("--steps", type=int, default=4, help="timed env steps per env and round")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+                   help="another EsperConfig field, e.g. data_root=~/data (YAML values; repeatable)")
+    add_output_args(p)
+    args = p.parse_args(argv)
+    policies = args.policy.split(",")
+    if any(x not in ("wait", "grow") for x in policies):
+        p.error(f"--policy {args.policy!r}: allowed are wait, grow (comma-separated)")
+    torch.set_num_threads(args.threads)
+    kwargs = dict(args.env_kwarg)
+    prov = provenance()
+    print(f"# channels_last vs default layout, {args.rounds} paired rounds x {args.steps} steps, "
+          f"device {args.device} ({prov['cuda'] or prov['cpu']}), {args.threads} torch thread(s), "
+          f"torch {prov['torch']}, commit {prov['commit']}, env kwargs {kwargs}")
+    print(f"{'task':<10} {'policy':<6} {'default s/step':>14} {'channels_last s/step':>20} "
+          f"{'speedup (95% CI)':>18} {'val gap (pp)':>12}")
+    records = []
+    for task in args.tasks.split(","):
+        for policy in policies:
+            r = bench_task(task, policy, args.rounds, args.steps, args.device, kwargs)
+            print(f"{task:<10} {policy:<6} {r['default_step_s_median']:>14.4f} "
+                  f"{r['channels_last_step_s_median']:>20.4f} "
+                  f"{r['speedup_mean']:>10.3f} ± {r['speedup_ci95']:.3f} "
+                  f"{r['max_val_acc_gap']:>12.2f}", flush=True)
+            records.append({"bench": "channels_last", "threads": args.threads, **r})
+    for rec in records:
+        save("channels_last", rec, args.out, tracked=args.record)
+    return records
+
+
+if __name__ == "__main__":
+    main()
