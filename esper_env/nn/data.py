@@ -269,10 +269,15 @@ def subsample_and_corrupt(labels: np.ndarray, n_classes: int, train_fraction: fl
 
 @lru_cache(maxsize=2)
 def _cifar10_cpu(data_root: str, download: bool) -> tuple[torch.Tensor, ...]:
-    from esper_env.nn.cifar import load_cifar10_arrays
+    from esper_env.nn.cifar import BASE_FOLDER, CIFARFolderError, load_cifar10_arrays
 
     train_x, train_y, test_x, test_y = load_cifar10_arrays(data_root, download=download)
     tr, va, _ = stratified_split(train_y, (0.9, 0.1, 0.0), SPLIT_SEED)
+    if len(va) == 0:  # every step would validate on nothing
+        raise CIFARFolderError(
+            f"{Path(data_root).expanduser() / BASE_FOLDER}: its {len(train_y)} training images "
+            "leave no validation image (the split keeps 10 % of each class, rounded); a class "
+            "needs at least 6 images")
     mean = train_x[tr].mean(axis=(0, 2, 3), dtype=np.float64) / 255.0
     std = np.sqrt((train_x[tr].astype(np.float32) / 255.0).var(axis=(0, 2, 3), dtype=np.float64))
     out = []

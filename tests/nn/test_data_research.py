@@ -57,6 +57,21 @@ def test_cifar_stays_uint8_and_the_split_is_fixed(cifar, cifar_root) -> None:
     assert cifar.augment and cifar.n_items == 1
 
 
+@pytest.mark.parametrize(("per_batch", "n_val"), [(10, 0), (20, 10)])
+def test_cifar_folder_too_small_for_a_validation_split_is_refused(tmp_path, per_batch, n_val) -> None:
+    from esper_env.nn.cifar import CIFARFolderError
+
+    # 5 x per_batch images, labels cycling through the classes: 5 or 10 images per class
+    root = write_cifar10_folder(tmp_path, train_per_batch=per_batch, n_test=10)
+    if n_val == 0:
+        with pytest.raises(CIFARFolderError, match=r"cifar-10-batches-py: its 50 training images "
+                                                   r"leave no validation image.*at least 6"):
+            load_task("cifar10", episode_seed=0, device="cpu", data_root=str(root))
+    else:  # 10 per class: one validation image of each
+        data = load_task("cifar10", episode_seed=0, device="cpu", data_root=str(root))
+        assert data.val_x.shape[0] == n_val
+
+
 def test_cifar_prepare_normalises_with_training_statistics(cifar) -> None:
     x = cifar.prepare(cifar.train_x)
     assert x.dtype == torch.float32 and x.shape == cifar.train_x.shape
