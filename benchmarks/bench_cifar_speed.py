@@ -18,6 +18,7 @@ speed); the output says which it used.
     python benchmarks/bench_cifar_speed.py --fake-data --device cuda --envs 4 --batch-size 512
     python benchmarks/bench_cifar_speed.py --fake-data --device cuda --cudnn-benchmark off,on
     python benchmarks/bench_cifar_speed.py --fake-data --device cuda --layout processes,threads
+    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --channels-last off,on
 
 ``--cudnn-benchmark on`` sets ``torch.backends.cudnn.benchmark`` in the env processes (the env
 itself never changes that process-wide flag).
@@ -321,7 +322,8 @@ def _print_profile(r: dict, top: int = 8) -> None:
     busy = "" if kernel is None else (f", GPU kernels {kernel * ms:.1f} ms ({r['kernels_per_step']:.0f}"
                                       f" kernels, {r['kernel_busy']:.0%} of the wall time)")
     print(f"# batch {r['batch_size']}, policy {r['policy']}, cudnn.benchmark "
-          f"{'on' if r['cudnn_benchmark'] else 'off'}: {r['wall_s_per_step'] * ms:.1f} ms per step"
+          f"{_on_off(r['cudnn_benchmark'])}, channels_last {_on_off(r['channels_last'])}: "
+          f"{r['wall_s_per_step'] * ms:.1f} ms per step"
           f"{busy}; stages at the end {r['final_stages']}")
     for name, ph in r["phases"].items():
         print(f"    {name:<14} {ph['calls_per_step']:>5.1f} calls  CPU {ph['cpu_s_per_step'] * ms:>8.1f} ms"
@@ -333,10 +335,10 @@ def _print_profile(r: dict, top: int = 8) -> None:
         print(f"    {t * ms:>8.2f} ms {share} {row['calls_per_step']:>6.1f}x  {row['name'][:90]}")
 
 
-def _env_kwargs(args, root: str, batch_size: int) -> dict:
+def _env_kwargs(args, root: str, batch_size: int, channels_last: bool) -> dict:
     return {"task": "cifar10", "data_root": root, "device": args.device, "batch_size": batch_size,
             "max_epochs": args.steps + 2, "germination_gate": False,
-            "train_subset": args.train_subset}
+            "train_subset": args.train_subset, "channels_last": channels_last}
 
 
 def _source(args) -> dict:
@@ -344,32 +346,40 @@ def _source(args) -> dict:
             "train_subset": args.train_subset}
 
 
-def _speed_sweep(args, root: str, layouts: list[str], benchmark_modes: list[bool]) -> list[dict]:
+def _on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _speed_sweep(args, root: str) -> list[dict]:
     print(f"{'envs':>4} {'layout':>9} {'batch':>5} {'policy':>6} {'cudnn.benchmark':>15} "
-          f"{'epochs/s (all envs)':>20} {'per env':>8} {'GPU busy':>8}")
+          f"{'channels_last':>13} {'epochs/s (all envs)':>20} {'per env':>8} {'GPU busy':>8}")
     records = []
     for envs in (int(e) for e in args.envs.split(",")):
         for bs in (int(b) for b in args.batch_size.split(",")):
-            for layout, policy, bench in itertools.product(layouts, args.policy.split(","),
-                                                           benchmark_modes):
-                r = run(envs, _env_kwargs(args, root, bs), args.steps, policy, args.seed, bench,
-                        layout)
+            for layout, policy, bench, nhwc in itertools.product(
+                    args.layouts, args.policy.split(","), args.benchmark_modes, args.nhwc_modes):
+                r = run(envs, _env_kwargs(args, root, bs, nhwc), args.steps, policy, args.seed,
+                        bench, layout)
                 busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
                 per = sum(r["per_env_epochs_per_s"]) / envs
-                print(f"{envs:>4} {layout:>9} {bs:>5} {policy:>6} {'on' if bench else 'off':>15} "
-                      f"{r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} {busy:>8}", flush=True)
-                records.append({"bench": "cifar_speed", **_source(args), "batch_size": bs, **r})
+                print(f"{envs:>4} {layout:>9} {bs:>5} {policy:>6} {_on_off(bench):>15} "
+                      f"{_on_off(nhwc):>13} {r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} "
+                      f"{busy:>8}", flush=True)
+                records.append({"bench": "cifar_speed", **_source(args), "batch_size": bs,
+                                "channels_last": nhwc, **r})
     return records
 
 
-def _profile_sweep(args, root: str, layouts: list[str], benchmark_modes: list[bool]) -> list[dict]:
+def _profile_sweep(args, root: str) -> list[dict]:
     records = []
-    for bs, policy, bench in itertools.product((int(b) for b in args.batch_size.split(",")),
-                                               args.policy.split(","), benchmark_modes):
-        trace = None if args.trace_dir is None else (
-            args.trace_dir / f"cifar_profile_bs{bs}_{policy}_cudnn{int(bench)}.json.gz")
-        r = {"bench": "cifar_profile", **_source(args), "batch_size": bs,
-             **profile(_env_kwargs(args, root, bs), args.steps, policy, args.seed, bench, trace)}
+    for bs, policy, bench, nhwc in itertools.product(
+            (int(b) for b in args.batch_size.split(",")), args.policy.split(","),
+            args.benchmark_modes, args.nhwc_modes):
+        trace = None if args.trace_dir is None else args.trace_dir / (
+            f"cifar_profile_bs{bs}_{policy}_cudnn{int(bench)}_nhwc{int(nhwc)}.json.gz")
+        r = {"bench": "cifar_profile", **_source(args), "batch_size": bs, "channels_last": nhwc,
+             **profile(_env_kwargs(args, root, bs, nhwc), args.steps, policy, args.seed, bench,
+                       trace)}
         _print_profile(r)
         records.append(r)
     return records
@@ -396,6 +406,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="off, on or both (comma-separated): torch.backends.cudnn.benchmark in the "
                         "env processes (cuDNN times its algorithms for each new shape and keeps "
                         "the fastest; results may then differ between runs on CUDA)")
+    p.add_argument("--channels-last", default="off",
+                   help="off, on or both (comma-separated): the envs' channels_last setting (the "
+                        "CNN and every batch in the NHWC memory layout)")
     p.add_argument("--profile", action="store_true",
                    help="profile one env in this process instead of timing --envs (see above); "
                         "--envs and --layout are then not used")
@@ -405,14 +418,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     if args.trace_dir is not None and not args.profile:
         p.error("--trace-dir needs --profile")
-    modes = {"off": False, "on": True}
-    layouts = args.layout.split(",")
-    if any(x not in ("processes", "threads") for x in layouts):
+    args.layouts = args.layout.split(",")
+    if any(x not in ("processes", "threads") for x in args.layouts):
         p.error(f"--layout {args.layout!r}: allowed are processes, threads (comma-separated)")
-    try:
-        benchmark_modes = [modes[m] for m in args.cudnn_benchmark.split(",")]
-    except KeyError as e:
-        p.error(f"--cudnn-benchmark {args.cudnn_benchmark!r}: {e.args[0]!r} is not one of off, on")
+    modes = {"off": False, "on": True}
+    for flag, value, dest in (("--cudnn-benchmark", args.cudnn_benchmark, "benchmark_modes"),
+                              ("--channels-last", args.channels_last, "nhwc_modes")):
+        try:
+            setattr(args, dest, [modes[m] for m in value.split(",")])
+        except KeyError as e:
+            p.error(f"{flag} {value!r}: {e.args[0]!r} is not one of off, on")
 
     tmp = None
     root = args.data_root
@@ -426,8 +441,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"device {args.device} ({prov['cuda'] or prov['cpu']}), torch {prov['torch']}, "
           f"commit {prov['commit']}")
     try:
-        records = (_profile_sweep if args.profile else _speed_sweep)(args, root, layouts,
-                                                                     benchmark_modes)
+        records = (_profile_sweep if args.profile else _speed_sweep)(args, root)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

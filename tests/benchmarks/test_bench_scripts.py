@@ -281,13 +281,37 @@ def test_bench_cifar_speed_sweeps_cudnn_benchmark_in_the_env_processes(tmp_path)
 
     from esper_env.nn.cifar import write_cifar10_folder
 
-    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=10, n_test=10)
+    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
     common = ["--data-root", str(root), "--device", "cpu", "--envs", "1", "--batch-size", "25",
               "--policy", "wait", "--steps", "1", "--out", str(tmp_path)]
     recs = bench_cifar_speed.main([*common, "--cudnn-benchmark", "off,on"])
     assert [r["cudnn_benchmark"] for r in recs] == [[False], [True]]
     with pytest.raises(SystemExit):
         bench_cifar_speed.main([*common, "--cudnn-benchmark", "fast"])
+
+
+def test_bench_cifar_speed_sweeps_channels_last_in_the_envs(tmp_path, monkeypatch):
+    import bench_cifar_speed
+
+    from esper_env.env import EsperEnv
+    from esper_env.nn.cifar import write_cifar10_folder
+
+    layouts = []
+    reset = EsperEnv.reset
+
+    def recording(self, *args, **kwargs):
+        layouts.append(self.config.channels_last)
+        return reset(self, *args, **kwargs)
+
+    monkeypatch.setattr(EsperEnv, "reset", recording)  # the threads layout: envs in this process
+    root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
+    common = ["--data-root", str(root), "--device", "cpu", "--envs", "1", "--batch-size", "25",
+              "--policy", "wait", "--steps", "1", "--layout", "threads", "--out", str(tmp_path)]
+    recs = bench_cifar_speed.main([*common, "--channels-last", "off,on"])
+    assert [r["channels_last"] for r in recs] == [False, True] and layouts == [False, True]
+    assert all(r["epochs"] == 1 for r in recs)
+    with pytest.raises(SystemExit):
+        bench_cifar_speed.main([*common, "--channels-last", "nhwc"])
 
 
 def test_bench_cifar_speed_threads_layout_runs_the_same_episodes_as_processes(tmp_path):
@@ -376,7 +400,7 @@ def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_p
     # the twin trains beside a growing model only: its validation costs time only in `grow`
     assert grow["phases"]["twin_validate"]["cpu_s_per_step"] > \
         10 * wait["phases"]["twin_validate"]["cpu_s_per_step"]
-    trace = tmp_path / "traces" / "cifar_profile_bs25_grow_cudnn0.json.gz"
+    trace = tmp_path / "traces" / "cifar_profile_bs25_grow_cudnn0_nhwc0.json.gz"
     events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
     assert sum(e.get("name") == "esper.train_epoch" for e in events) == 3
     assert len((tmp_path / "cifar_profile.jsonl").read_text().splitlines()) == 2
