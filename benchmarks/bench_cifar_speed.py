@@ -96,17 +96,26 @@ def _episode(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrie
         barrier.wait()
     except threading.BrokenBarrierError:  # another env failed to start; the parent reports it
         return
+    actions = [grow if policy == "grow" and i == 0 else 0 for i in range(steps)]
+    done, wall, info = _timed_steps(env, actions, cuda)
+    out.put((rank, done, wall, info["stages"], info["val_acc"], torch.backends.cudnn.benchmark))
+
+
+def _timed_steps(env, actions: list[int], cuda: bool) -> tuple[int, float, dict]:
+    """Step ``env`` through ``actions`` until they or the episode end: steps taken, wall seconds
+    (after the device finished their work), the last info."""  # noqa: D205
+    import torch
+
     t0 = time.perf_counter()
-    done = 0
-    for i in range(steps):
-        _, _, term, trunc, info = env.step(grow if policy == "grow" and i == 0 else 0)
+    done, info = 0, {}
+    for a in actions:
+        _, _, term, trunc, info = env.step(a)
         done += 1
         if term or trunc:
             break
     if cuda:
         torch.cuda.synchronize()
-    wall = time.perf_counter() - t0
-    out.put((rank, done, wall, info["stages"], info["val_acc"], torch.backends.cudnn.benchmark))
+    return done, time.perf_counter() - t0, info
 
 
 def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
@@ -291,17 +300,8 @@ def profile(kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: b
             torch.cuda.synchronize()
         _label_phases(env.trainer)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-        done, info = 0, {}
         with torch_profile(activities=activities) as prof:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                _, _, term, trunc, info = env.step(0)
-                done += 1
-                if term or trunc:
-                    break
-            if cuda:
-                torch.cuda.synchronize()
-            wall = time.perf_counter() - t0
+            done, wall, info = _timed_steps(env, [0] * steps, cuda)
     finally:
         torch.set_num_threads(saved[0])
         torch.backends.cudnn.benchmark = saved[1]
