@@ -326,7 +326,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
       - research tasks: ``cifar10`` (``data_root``, ``download``, ``train_subset``) and
         ``tinytext`` (a transformer host: ``block_size``, ``n_layer``, ``n_head``, ``n_embd``;
         five transformer blueprints; ``info["val_perplexity"]``); ``grad_clip``;
-        ``seed_checkpointing``.
+        ``seed_checkpointing``; ``channels_last`` (CNN tasks in the NHWC memory layout).
       - initial design.
     """
 
