@@ -59,6 +59,28 @@ def test_device_cuda_cifar10_keeps_uint8_pixels_on_the_gpu_and_augments_there(tm
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("blueprint", ["norm", "conv_heavy"])
+def test_device_cuda_channels_last_trains_like_the_default_layout(tmp_path, blueprint):
+    from esper_env.nn.cifar import write_cifar10_folder
+
+    root = write_cifar10_folder(tmp_path, train_per_batch=20, n_test=20, seed=0)
+    losses = []
+    for channels_last in (False, True):
+        env = EsperEnv(**tiny_kwargs(task="cifar10", data_root=str(root), device="cuda",
+                                     batch_size=25, germination_gate=False,
+                                     channels_last=channels_last))
+        env.reset(seed=0)
+        germinate = env.action_names.index(f"GERMINATE_{blueprint}@0")
+        infos = [env.step(a)[4] for a in [germinate, 0, 0, 0]]
+        model = env.trainer.model
+        convs = [p for p in model.parameters() if p.dim() == 4]
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs) \
+            is channels_last
+        losses.append([i["train_loss"] for i in infos] + [i["val_loss"] for i in infos])
+    assert np.allclose(losses[0], losses[1], rtol=1e-3), losses
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("blueprint", ["flex_attention", "mlp"])
 def test_device_cuda_tinytext_trains_transformer_seeds_on_the_gpu(blueprint):
     from esper_env.core.actions import Action, ActionKind
