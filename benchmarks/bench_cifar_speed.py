@@ -385,7 +385,8 @@ def _profile_sweep(args, root: str) -> list[dict]:
     return records
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, checked (an error exits with the usage), before anything runs."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-root", help="folder holding cifar-10-batches-py")
@@ -428,7 +429,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             setattr(args, dest, [modes[m] for m in value.split(",")])
         except KeyError as e:
             p.error(f"{flag} {value!r}: {e.args[0]!r} is not one of off, on")
+    return args
 
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
     tmp = None
     root = args.data_root
     if args.fake_data:

@@ -440,3 +440,37 @@ def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path
     assert "speedup" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         bench_channels_last.main(["--policy", "fast"])
+
+
+def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_path):
+    """benchmarks/gpu_checks.sh is for device sessions (CI has no GPU): run it with a stand-in
+    interpreter that logs its arguments, then check what it would have run."""
+    import os
+    import shlex
+    import subprocess
+
+    import bench_cifar_speed
+
+    repo = Path(__file__).resolve().parents[2]
+    log = tmp_path / "calls.txt"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {shlex.quote(str(log))}\n')
+    stub.chmod(0o755)
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_checks.sh"), str(out), "--steps", "4"],
+                          env={**os.environ, "PYTHON": str(stub)}, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    calls = [line.split() for line in log.read_text().splitlines()]
+    pytest_calls = [c for c in calls if c[:2] == ["-m", "pytest"]]
+    assert len(pytest_calls) == 1
+    test_files = [a for a in pytest_calls[0] if a.startswith("tests/")]
+    assert "tests/env/test_env_device.py" in test_files
+    assert all((repo / f).is_file() for f in test_files)
+    benches = [c[1:] for c in calls if c[0] == "benchmarks/bench_cifar_speed.py"]
+    assert len(benches) == 2 and "--profile" in benches[0] and benches[1][-2:] == ["--steps", "4"]
+    for argv in benches:
+        args = bench_cifar_speed.parse_args(argv)  # exits on a flag the script no longer knows
+        assert args.device == "cuda" and args.fake_data and str(out) == args.out
+    assert {p.name for p in out.iterdir()} >= {"machine.txt", "cuda_tests.txt", "profile.txt",
+                                               "speed.txt"}
