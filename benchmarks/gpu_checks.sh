@@ -4,7 +4,7 @@
 #   benchmarks/gpu_checks.sh OUT_DIR [more bench_cifar_speed flags for step 3]
 #
 # In order of value, each bounded by its own timeout so that one slow part cannot eat the others'
-# time (about 9 minutes in all at most; less when the GPU is fast):
+# time (at most 9.5 minutes in all, under the device tool's 10 minutes per command):
 #   1. the CUDA-only tests (skipped everywhere else), with their skip reasons;
 #   2. where one env's step goes on the GPU: bench_cifar_speed --profile (kernels, phases),
 #      channels_last off and on, cudnn.benchmark off and on; traces under OUT_DIR/traces;
@@ -28,15 +28,15 @@ cuda_tests=(tests/env/test_env_device.py tests/nn/test_isolation_violations.py)
 for f in tests/nn/test_cuda_graphs.py; do [ -f "$f" ] && cuda_tests+=("$f"); done
 if "$py" -c "import stable_baselines3" 2>/dev/null; then cuda_tests+=(tests/agents/test_vec_env.py); fi
 echo "== 1. CUDA tests: ${cuda_tests[*]}"
-timeout 180 "$py" -m pytest -q -rs -p no:cacheprovider "${cuda_tests[@]}" 2>&1 | tail -25 \
+timeout 150 "$py" -m pytest -q -rs -p no:cacheprovider "${cuda_tests[@]}" 2>&1 | tail -25 \
   | tee "$out/cuda_tests.txt"
 
 echo "== 2. profile of one env's step"
-timeout 150 "$py" benchmarks/bench_cifar_speed.py --fake-data --device cuda --batch-size 512 \
+timeout 120 "$py" benchmarks/bench_cifar_speed.py --fake-data --device cuda --batch-size 512 \
   --policy grow --steps 3 --profile --channels-last off,on --cudnn-benchmark off,on \
   --trace-dir "$out/traces" --out "$out" 2>&1 | tee "$out/profile.txt"
 
 echo "== 3. speed of 4 envs"
-timeout 240 "$py" benchmarks/bench_cifar_speed.py --fake-data --device cuda --envs 4 \
+timeout 300 "$py" benchmarks/bench_cifar_speed.py --fake-data --device cuda --envs 4 \
   --batch-size 512 --policy wait,grow --layout processes,threads --channels-last off,on \
   --cudnn-benchmark on --steps 6 --out "$out" "$@" 2>&1 | tee "$out/speed.txt"
