@@ -30,6 +30,21 @@ def group_count(channels: int) -> int:
     return 1
 
 
+def _group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)``, around a crash of torch's CPU GroupNorm on ``channels_last`` data.
+
+    Its backward pass segfaults when the input needs no gradient but the weights do (what an
+    incubating ``norm`` seed does: it sees the detached host activation, see
+    :mod:`esper_env.nn.slots`). Such an input is made contiguous first: the same values, the
+    kernel every default-layout run uses. Nothing changes in any other case. Every GroupNorm of
+    the CNN blueprints goes through here.
+    """
+    if (x.device.type == "cpu" and not x.requires_grad and torch.is_grad_enabled()
+            and norm.weight is not None and norm.weight.requires_grad and not x.is_contiguous()):
+        x = x.contiguous()
+    return norm(x)
+
+
 class SeedConvBlock(nn.Module):
     """3x3 conv (no bias) -> GroupNorm -> ReLU, channels preserved.
 
@@ -45,21 +60,6 @@ class SeedConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.act(_group_norm(self.norm, self.conv(x)))
-
-
-def _group_norm(norm: nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)``, around a crash of torch's CPU GroupNorm on ``channels_last`` data.
-
-    Its backward pass segfaults when the input needs no gradient but the weights do (what an
-    incubating ``norm`` seed does: it sees the detached host activation, see
-    :mod:`esper_env.nn.slots`). Such an input is made contiguous first: the same values, the
-    kernel every default-layout run uses. Nothing changes in any other case. Every GroupNorm of
-    the CNN blueprints goes through here.
-    """
-    if (x.device.type == "cpu" and not x.requires_grad and torch.is_grad_enabled()
-            and norm.weight is not None and norm.weight.requires_grad and not x.is_contiguous()):
-        x = x.contiguous()
-    return norm(x)
 
 
 class NormSeed(nn.Module):
