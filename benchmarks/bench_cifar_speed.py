@@ -224,50 +224,66 @@ def _label_phases(trainer) -> None:
 
 def _device_time(event) -> float:
     """Device time (us) of a profiler event: a kernel's duration, or the kernels an op launched."""
-    return getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0) or 0
+    return _time_field(event, "device_time_total")
 
 
 def _self_device_time(event) -> float:
-    return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total",
-                                                                     0) or 0
+    return _time_field(event, "self_device_time_total")
 
 
-def _summarise(prof, steps: int, wall: float, top: int) -> dict:
-    """Per-step phase times, kernel time and the top kernels and operators of a profile."""
+def _time_field(event, name: str) -> float:
+    """``event.<name>``, or its older spelling with ``cuda`` (torch before 2.4)."""
+    if hasattr(event, name):
+        return getattr(event, name) or 0.0
+    return getattr(event, name.replace("device", "cuda"), 0.0) or 0.0
+
+
+def _summarise(events, steps: int, wall: float, top: int) -> dict:
+    """Per-step phase times, kernel time and the top kernels and operators of a profile's events.
+
+    Device events are the kernels (and copies) that ran on the GPU; the GPU-side mirrors of
+    ``record_function`` ranges (user annotations) are not kernels and are left out. Phases and
+    operators are the host-side events: a phase's device time is that of the kernels it launched.
+    """
     from torch.autograd import DeviceType
 
-    events = prof.events()
     kernels: dict[str, list[float]] = {}
+    phases: dict[str, list[float]] = {}
+    ops: dict[str, list[float]] = {}
     for e in events:
         if e.device_type != DeviceType.CPU:
-            k = kernels.setdefault(e.name, [0, 0.0])
-            k[0] += 1
-            k[1] += _device_time(e)
+            if not getattr(e, "is_user_annotation", False):
+                _add(kernels, e.name, _device_time(e))
+        elif e.name.startswith("esper."):
+            _add(phases, e.name[len("esper."):], e.cpu_time_total, _device_time(e))
+        elif e.name.startswith("aten::"):
+            _add(ops, e.name, e.self_cpu_time_total, _self_device_time(e))
     kernel_us = sum(t for _, t in kernels.values())
-    averages = prof.key_averages()
-    phases = {}
-    for a in averages:
-        if a.key.startswith("esper."):
-            phases[a.key[len("esper."):]] = {
-                "calls_per_step": a.count / steps, "cpu_s_per_step": a.cpu_time_total / 1e6 / steps,
-                "device_s_per_step": _device_time(a) / 1e6 / steps}
-    ops = [a for a in averages if a.key.startswith("aten::")]
-    by = _self_device_time if kernels else (lambda a: a.self_cpu_time_total)
-    ops.sort(key=by, reverse=True)
+    column = 2 if kernels else 1  # rank operators by their own GPU time, or CPU time on a CPU
+    per_step = 1e6 * steps  # microseconds in all -> seconds per step
     return {
         "steps": steps, "wall_s_per_step": wall / steps,
-        "kernel_s_per_step": kernel_us / 1e6 / steps if kernels else None,
+        "kernel_s_per_step": kernel_us / per_step if kernels else None,
         "kernel_busy": kernel_us / 1e6 / wall if kernels else None,
         "kernels_per_step": sum(c for c, _ in kernels.values()) / steps if kernels else None,
-        "phases": phases,
-        "top_kernels": [{"name": n, "calls_per_step": c / steps, "s_per_step": t / 1e6 / steps,
+        "phases": {name: {"calls_per_step": c / steps, "cpu_s_per_step": cpu / per_step,
+                          "device_s_per_step": dev / per_step}
+                   for name, (c, cpu, dev) in phases.items()},
+        "top_kernels": [{"name": n, "calls_per_step": c / steps, "s_per_step": t / per_step,
                          "share": t / kernel_us if kernel_us else 0.0}
                         for n, (c, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1])[:top]],
-        "top_ops": [{"name": a.key, "calls_per_step": a.count / steps,
-                     "self_cpu_s_per_step": a.self_cpu_time_total / 1e6 / steps,
-                     "self_device_s_per_step": _self_device_time(a) / 1e6 / steps}
-                    for a in ops[:top]],
+        "top_ops": [{"name": n, "calls_per_step": v[0] / steps, "self_cpu_s_per_step": v[1] / per_step,
+                     "self_device_s_per_step": v[2] / per_step}
+                    for n, v in sorted(ops.items(), key=lambda kv: -kv[1][column])[:top]],
     }
+
+
+def _add(table: dict[str, list[float]], name: str, *times: float) -> None:
+    """Count one more ``name`` in ``table`` and add its times."""
+    row = table.setdefault(name, [0] + [0.0] * len(times))
+    row[0] += 1
+    for k, t in enumerate(times, 1):
+        row[k] += t
 
 
 def profile(kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool = False,
@@ -313,7 +329,7 @@ def profile(kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: b
             with raw.open("rb") as src, gzip.open(trace, "wb") as dst:
                 shutil.copyfileobj(src, dst)
     return {"policy": policy, "cudnn_benchmark": cudnn_benchmark, "final_stages": info["stages"],
-            **_summarise(prof, done, wall, top)}
+            **_summarise(prof.events(), done, wall, top)}
 
 
 def _print_profile(r: dict, top: int = 8) -> None:

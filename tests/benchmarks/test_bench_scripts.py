@@ -474,3 +474,43 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
         assert args.device == "cuda" and args.fake_data and str(out) == args.out
     assert {p.name for p in out.iterdir()} >= {"machine.txt", "cuda_tests.txt", "profile.txt",
                                                "speed.txt"}
+
+
+def test_bench_cifar_speed_profile_summary_of_a_gpu_trace_counts_kernels_not_annotations():
+    """What --profile makes of CUDA events (CI has no GPU): fake profiler events of two steps."""
+    from types import SimpleNamespace
+
+    import bench_cifar_speed
+    from torch.autograd import DeviceType
+
+    def event(name, device=DeviceType.CPU, cpu=0.0, self_cpu=0.0, dev=0.0, self_dev=0.0,
+              annotation=False):
+        return SimpleNamespace(name=name, device_type=device, cpu_time_total=cpu,
+                               self_cpu_time_total=self_cpu, device_time_total=dev,
+                               self_device_time_total=self_dev, is_user_annotation=annotation)
+
+    cuda = DeviceType.CUDA
+    step = [event("esper.train_epoch", cpu=900.0, dev=600.0),
+            event("esper.train_epoch", device=cuda, dev=950.0, annotation=True),  # its GPU mirror
+            event("aten::conv2d", cpu=100.0, self_cpu=10.0, dev=400.0, self_dev=0.0),
+            event("aten::convolution", cpu=90.0, self_cpu=80.0, dev=400.0, self_dev=400.0),
+            event("aten::max_pool2d", cpu=30.0, self_cpu=30.0, dev=200.0, self_dev=200.0),
+            event("cudnn_conv_kernel", device=cuda, dev=400.0),
+            event("max_pool_kernel", device=cuda, dev=150.0),
+            event("max_pool_kernel", device=cuda, dev=50.0),
+            event("esper.validate", cpu=300.0, dev=100.0),
+            event("Memcpy HtoD", device=cuda, dev=100.0)]
+    r = bench_cifar_speed._summarise(step * 2, steps=2, wall=0.004, top=10)
+    assert r["kernel_s_per_step"] == pytest.approx(700e-6)  # 400 + 150 + 50 + 100 us per step
+    assert r["kernels_per_step"] == 4 and r["kernel_busy"] == pytest.approx(1400e-6 / 0.004)
+    assert r["phases"]["train_epoch"] == pytest.approx(
+        {"calls_per_step": 1.0, "cpu_s_per_step": 900e-6, "device_s_per_step": 600e-6})
+    assert r["phases"]["validate"]["calls_per_step"] == 1.0
+    assert [k["name"] for k in r["top_kernels"]] == ["cudnn_conv_kernel", "max_pool_kernel",
+                                                     "Memcpy HtoD"]
+    assert r["top_kernels"][1]["calls_per_step"] == 2 and r["top_kernels"][0]["share"] == \
+        pytest.approx(400 / 700)
+    # operators ranked by their own GPU time when there is a GPU: convolution, pool, then conv2d
+    assert [o["name"] for o in r["top_ops"]] == ["aten::convolution", "aten::max_pool2d",
+                                                 "aten::conv2d"]
+    assert r["top_ops"][0]["self_device_s_per_step"] == pytest.approx(400e-6)
