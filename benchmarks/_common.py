@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -86,6 +87,26 @@ def save(name: str, record: dict[str, Any], out_dir: Path | str | None = None,
     with path.open("a") as f:
         f.write(json.dumps({**provenance(), **record}) + "\n")
     return path
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA), so that a timer stopped next counts all of it."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed_steps(env: Any, actions: list[int], device: str) -> tuple[int, float, dict]:
+    """Step ``env`` through ``actions`` until they or the episode end: steps taken, wall seconds
+    (after the device finished their work), the last info."""  # noqa: D205
+    t0 = time.perf_counter()
+    done, info = 0, {}
+    for a in actions:
+        _, _, terminated, truncated, info = env.step(a)
+        done += 1
+        if terminated or truncated:
+            break
+    sync(device)
+    return done, time.perf_counter() - t0, info
 
 
 def init_worker(threads: int) -> None:

@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, save  # noqa: E402
+from _common import add_output_args, provenance, save, sync, timed_steps  # noqa: E402
 
 from agents.evaluate import mean_ci95  # noqa: E402
 from agents.train import _key_value  # noqa: E402
@@ -36,22 +35,13 @@ from esper_env.core.actions import Action, ActionKind  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _run(env: EsperEnv, actions: list[int], device: str) -> tuple[float, float]:
     """Seconds per step over ``actions``, and the last validation accuracy."""
-    _sync(device)
-    start = time.perf_counter()
-    info: dict = {}
-    for a in actions:
-        _, _, terminated, truncated, info = env.step(a)
-        if terminated or truncated:
-            raise RuntimeError("the episode ended inside the timed steps; raise max_epochs")
-    _sync(device)
-    return (time.perf_counter() - start) / len(actions), float(info["val_acc"])
+    sync(device)
+    done, wall, info = timed_steps(env, actions, device)
+    if done < len(actions):
+        raise RuntimeError("the episode ended inside the timed steps; raise max_epochs")
+    return wall / done, float(info["val_acc"])
 
 
 def bench_task(task: str, policy: str, rounds: int, steps: int, device: str, kwargs: dict) -> dict:

@@ -37,6 +37,7 @@ a step (train_epoch, validate, twin_validate, snapshot) and the costliest kernel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import itertools
 import multiprocessing as mp
@@ -47,10 +48,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, save  # noqa: E402
+from _common import add_output_args, provenance, save, sync, timed_steps  # noqa: E402
 
 
 def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool,
@@ -85,8 +87,7 @@ def _episode(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrie
     try:
         env = EsperEnv(**kwargs)
         env.reset(seed=seed + rank)
-        if cuda:
-            torch.cuda.synchronize()
+        sync(kwargs["device"])
         grow = env.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
     except Exception as e:  # reported by the parent; nobody waits forever at the barrier
         out.put(("failed", rank, f"{type(e).__name__}: {e}"))
@@ -97,25 +98,24 @@ def _episode(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrie
     except threading.BrokenBarrierError:  # another env failed to start; the parent reports it
         return
     actions = [grow if policy == "grow" and i == 0 else 0 for i in range(steps)]
-    done, wall, info = _timed_steps(env, actions, cuda)
+    done, wall, info = timed_steps(env, actions, kwargs["device"])
     out.put((rank, done, wall, info["stages"], info["val_acc"], torch.backends.cudnn.benchmark))
 
 
-def _timed_steps(env, actions: list[int], cuda: bool) -> tuple[int, float, dict]:
-    """Step ``env`` through ``actions`` until they or the episode end: steps taken, wall seconds
-    (after the device finished their work), the last info."""  # noqa: D205
+@contextlib.contextmanager
+def _env_settings(cudnn_benchmark: bool) -> Iterator[None]:
+    """One torch thread, as in each env process, and ``cudnn.benchmark``; both given back after."""
     import torch
 
-    t0 = time.perf_counter()
-    done, info = 0, {}
-    for a in actions:
-        _, _, term, trunc, info = env.step(a)
-        done += 1
-        if term or trunc:
-            break
-    if cuda:
-        torch.cuda.synchronize()
-    return done, time.perf_counter() - t0, info
+    from esper_env.nn.threads import num_threads
+
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = cudnn_benchmark
+    try:
+        with num_threads(1):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
@@ -161,18 +161,15 @@ def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int,
                                args=(r, kwargs, steps, policy, seed, cudnn_benchmark, barrier, out))
                    for r in range(envs)]
     elif layout == "threads":
-        import torch
 
         barrier, out = threading.Barrier(envs + 1), queue.Queue()
         workers = [threading.Thread(target=_episode, daemon=True,
                                     args=(r, kwargs, steps, policy, seed, barrier, out, True))
                    for r in range(envs)]
-        saved = torch.get_num_threads(), torch.backends.cudnn.benchmark
-        torch.set_num_threads(1)  # as in each process of the other layout
-        torch.backends.cudnn.benchmark = cudnn_benchmark
     else:
         raise ValueError(f"layout={layout!r} is invalid; allowed: 'processes', 'threads'")
-    try:
+    # the threads run in this process: its settings as in each process of the other layout
+    with _env_settings(cudnn_benchmark) if layout == "threads" else contextlib.nullcontext():
         for w in workers:
             w.start()
         try:
@@ -190,10 +187,6 @@ def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int,
         stop.set()
         for w in workers:
             w.join()
-    finally:
-        if layout == "threads":
-            torch.set_num_threads(saved[0])
-            torch.backends.cudnn.benchmark = saved[1]
     epochs = sum(r[1] for r in results)
     per_env = [r[1] / r[2] for r in sorted(results)]
     return {"envs": envs, "layout": layout, "policy": policy, "epochs": epochs, "wall_s": wall,
@@ -296,7 +289,6 @@ def profile(kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: b
     ``kwargs["max_epochs"]`` is raised so that no profiled step ends the episode (whose test-split
     evaluation would count as a step's validation).
     """
-    import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -304,23 +296,16 @@ def profile(kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: b
     from esper_env.env import EsperEnv
 
     cuda = kwargs["device"].startswith("cuda")
-    saved = torch.get_num_threads(), torch.backends.cudnn.benchmark
-    torch.set_num_threads(1)
-    torch.backends.cudnn.benchmark = cudnn_benchmark
-    try:
+    with _env_settings(cudnn_benchmark):
         env = EsperEnv(**{**kwargs, "max_epochs": max(kwargs["max_epochs"], steps + 3)})
         env.reset(seed=seed)
         grow = env.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
         env.step(grow if policy == "grow" else 0)
-        if cuda:
-            torch.cuda.synchronize()
+        sync(kwargs["device"])
         _label_phases(env.trainer)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with torch_profile(activities=activities) as prof:
-            done, wall, info = _timed_steps(env, [0] * steps, cuda)
-    finally:
-        torch.set_num_threads(saved[0])
-        torch.backends.cudnn.benchmark = saved[1]
+            done, wall, info = timed_steps(env, [0] * steps, kwargs["device"])
     if trace is not None:
         trace.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, save  # noqa: E402
+from _common import add_output_args, provenance, save, sync  # noqa: E402
 
 from agents.evaluate import mean_ci95  # noqa: E402
 from agents.train import _key_value  # noqa: E402
@@ -57,17 +57,12 @@ def _trainer(cfg: EsperConfig, data, seed: int, blueprint: str | None, fused: bo
     return t
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def _time(t: Trainer, epochs: int, device: str) -> float:
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(epochs):
         t.train_epoch()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - start) / epochs
 
 

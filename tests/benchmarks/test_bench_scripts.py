@@ -411,7 +411,8 @@ def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_p
                                 "--trace-dir", str(tmp_path)])
 
 
-def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path, capsys):
+def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path, capsys,
+                                                                        monkeypatch):
     import bench_channels_last
 
     from esper_env.nn.cifar import write_cifar10_folder
@@ -424,13 +425,10 @@ def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path
         made.append((kwargs["task"], kwargs["channels_last"]))
         return original(**kwargs)
 
-    bench_channels_last.EsperEnv = recording
-    try:
-        recs = bench_channels_last.main(["--tasks", "cifar10", "--env-kwarg", f"data_root={root}",
-                                         "--env-kwarg", "batch_size=25", "--rounds", "2",
-                                         "--steps", "3", "--out", str(tmp_path)])
-    finally:
-        bench_channels_last.EsperEnv = original
+    monkeypatch.setattr(bench_channels_last, "EsperEnv", recording)
+    recs = bench_channels_last.main(["--tasks", "cifar10", "--env-kwarg", f"data_root={root}",
+                                     "--env-kwarg", "batch_size=25", "--rounds", "2",
+                                     "--steps", "3", "--out", str(tmp_path)])
     assert made == [("cifar10", False), ("cifar10", True)] * 4  # 2 policies x 2 rounds
     assert [(r["policy"], r["rounds"], r["steps"]) for r in recs] == [("wait", 2, 3), ("grow", 2, 3)]
     for r in recs:
