@@ -1,0 +1,98 @@
+"""Episodes recorded by an earlier version of the code replay exactly: observations, rewards, infos.
+
+``tests/fixtures/episode-v1/`` was written by ``tests/fixtures/make_fixtures.py`` at commit 73f4065,
+before the episode was restructured into a state record and a pure transition; the same episode
+version must reproduce it bit for bit on the CPU (torch 2.13.0, one thread).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from esper_env.config import EsperConfig
+from esper_env.env import EsperEnv
+from esper_env.records import obs_digest, read_records, replay
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "episode-v1"
+RECORDS = list(read_records(FIXTURES / "episodes.jsonl"))
+INFOS = [json.loads(line) for line in (FIXTURES / "infos.jsonl").read_text().splitlines()]
+EXACT = torch.__version__.split("+")[0] == RECORDS[0]["torch"].split("+")[0]
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _same(a, b) -> bool:
+    """Equal as JSON (so NaN equals NaN)."""
+    return json.dumps(a, allow_nan=True, sort_keys=True) == json.dumps(b, allow_nan=True, sort_keys=True)
+
+
+def test_fixture_set_covers_the_lifecycle() -> None:
+    causes = {(e["to"], e["cause"]) for infos in INFOS for info in infos for e in info["events"]}
+    assert {("FOSSILIZED", "action"), ("CULLED", "action"), ("CULLED", "rollback"),
+            ("CULLED", "probation_timeout"), ("DORMANT", "cooldown")} <= causes
+    flags = {k for infos in INFOS for info in infos for k in ("rollback", "diverged", "illegal_action")
+             if info.get(k)}
+    assert flags == {"rollback", "diverged", "illegal_action"}
+    assert {r["config"]["task"] for r in RECORDS} == {"synthetic", "digits", "tinytext"}
+    assert {r["config"]["reward_mode"] for r in RECORDS} == {"contribution", "delta", "sparse"}
+
+
+@pytest.mark.skipif(not EXACT, reason="the fixtures were recorded with another torch build")
+@pytest.mark.parametrize("index", [0, 4])
+def test_recorded_episode_replays_exactly(index: int) -> None:
+    report = replay(RECORDS[index])
+    assert report.exact and report.ok, report.first_difference
+
+
+@pytest.mark.skipif(not EXACT, reason="the fixtures were recorded with another torch build")
+@pytest.mark.parametrize("index", range(len(RECORDS)))
+def test_recorded_episode_gives_the_same_steps_and_infos(index: int) -> None:
+    record = RECORDS[index]
+    env = EsperEnv(EsperConfig.from_dict(record["config"]))
+    if record["seed"] is None:
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = record["rng_state"]
+        env.np_random = rng
+    obs, info = env.reset(seed=record["seed"], options=record["options"])
+    assert obs_digest(obs) == record["reset_obs_sha256"]
+    infos = [info]
+    for t, action in enumerate(record["actions"]):
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert (reward, obs_digest(obs)) == (record["rewards"][t], record["obs_sha256"][t]), f"step {t + 1}"
+        infos.append(info)
+    assert (terminated, truncated) == (record["terminated"], record["truncated"])
+    for t, (got, want) in enumerate(zip(_plain(infos), INFOS[index], strict=True)):
+        assert _same(got, want), f"step {t}: " + ", ".join(
+            k for k in sorted(set(got) | set(want)) if not _same(got.get(k), want.get(k)))
+
+
+@pytest.mark.skipif(not EXACT, reason="the fixtures were recorded with another torch build")
+@pytest.mark.parametrize("name", ["env.pkl", "snapshot.pkl"])
+def test_old_pickles_continue_the_episode(name: str) -> None:
+    actions, rewards = (FIXTURES / "env_pkl_continuation.txt").read_text().splitlines()
+    loaded = pickle.loads((FIXTURES / name).read_bytes())
+    if name == "snapshot.pkl":
+        env = EsperEnv(loaded.config)
+        env.restore(loaded)
+    else:
+        env = loaded
+    got = [env.step(int(a))[1] for a in actions.split()]
+    assert got == [float(r) for r in rewards.split()]
