@@ -197,7 +197,7 @@ def run(envs: int, kwargs: dict, steps: int, policy: str, seed: int,
             "cudnn_benchmark": [r[5] for r in sorted(results)]}
 
 
-PHASES = ("train_epoch", "validate", "twin_validate", "snapshot", "rollback")
+PHASES = ("train_epoch", "validate", "twin_validate", "checkpoint", "restore_checkpoint")
 """The trainer methods whose time ``--profile`` reports (each under a ``esper.<name>`` range)."""
 
 

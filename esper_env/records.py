@@ -1,16 +1,20 @@
 """Episode records and their replay: ``RecordEpisodes`` writes, ``esper-replay FILE`` checks.
 
 A record is one JSON line per episode (format in the README, "Record and replay"): the env version,
-the torch build, the thread count, the full config, the instance, the reset seed (or the episode
-RNG's state when reset had no seed), the reset options, every action, every reward and, for the
-reset observation and every step's observation, its SHA-256 (float32 bytes) and its values.
+the episode version (:data:`~esper_env.core.episode.EPISODE_VERSION`; records written before it
+existed have none and are version 1), the torch build, the thread count, the full config, the
+instance, the reset seed (or the episode RNG's state when reset had no seed), the reset options,
+every action, every reward and, for the reset observation and every step's observation, its
+SHA-256 (float32 bytes) and its values.
 
 :func:`replay` rebuilds the env from the record, plays the same actions and compares. It is
 **exact** (rewards equal, observation hashes equal) on the CPU with the torch version the record
 was made with; it runs at the recorded thread count. Otherwise (another torch build, a GPU) it
 compares within ``tolerance`` (absolute, on rewards and on every observation value; default
 :data:`DEFAULT_TOLERANCE`), because floating-point results then legitimately differ. It reports the
-first step that differs.
+first step that differs. A record of another episode version cannot replay exactly: without a
+``tolerance`` it is refused (:class:`RecordVersionError`, naming both versions); with one it is
+compared within it.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import numpy as np
 import torch
 
 from esper_env import __version__
+from esper_env.core.episode import EPISODE_VERSION
+from esper_env.errors import EsperError
 
 RECORD_FORMAT = 1
 """Version of the record layout (``format`` in every line)."""
@@ -40,6 +46,15 @@ DEFAULT_TOLERANCE = 1e-3
 REQUIRED_KEYS = ("format", "env_version", "torch", "torch_threads", "config", "seed", "options",
                  "reset_obs_sha256", "reset_obs", "actions", "rewards", "obs_sha256", "obs",
                  "terminated", "truncated")
+
+
+class RecordVersionError(EsperError, ValueError):
+    """An exact replay of a record made with another episode version."""
+
+
+def record_version(record: dict[str, Any]) -> int:
+    """The episode version a record was made with (1 for records from before versions)."""
+    return int(record.get("episode_version", 1))
 
 
 def obs_digest(obs: np.ndarray) -> str:
@@ -84,7 +99,8 @@ class RecordEpisodes(gym.Wrapper):
         instance = getattr(inner, "_instance", None)
         self._episode = {
             "format": RECORD_FORMAT, "env_id": getattr(inner.spec, "id", "Esper-v0"),
-            "env_version": __version__, "torch": torch.__version__,
+            "env_version": __version__, "episode_version": EPISODE_VERSION,
+            "torch": torch.__version__,
             "torch_threads": cfg.torch_threads or torch.get_num_threads(),
             "device": cfg.device, "config": _jsonable(cfg.to_dict()), "seed": seed,
             "rng_state": rng_state, "options": _jsonable(options),
@@ -184,6 +200,12 @@ def replay(record: dict[str, Any], tolerance: float | None = None) -> ReplayRepo
     from esper_env.config import EsperConfig
     from esper_env.env import EsperEnv
 
+    version = record_version(record)
+    if version != EPISODE_VERSION and tolerance is None:
+        raise RecordVersionError(
+            f"the record holds an episode of version {version}; this esper_env runs episode "
+            f"version {EPISODE_VERSION}, so it cannot replay it exactly; give a tolerance "
+            "(esper-replay --tolerance) to compare within it")
     cfg = EsperConfig.from_dict(record["config"])
     exact = tolerance is None and record["torch"] == torch.__version__ and cfg.device == "cpu"
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
@@ -247,7 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         rec = records[i]
-        report = replay(rec, args.tolerance)
+        try:
+            report = replay(rec, args.tolerance)
+        except RecordVersionError as exc:
+            print(f"esper-replay: episode {i}: {exc}", file=sys.stderr)
+            return 2
         how = "exact" if report.exact else f"within {report.tolerance:g}"
         head = f"episode {i} (seed {rec['seed']}, {len(rec['actions'])} steps)"
         if report.ok:

@@ -1,11 +1,16 @@
 """Episode snapshots: what ``EsperEnv.snapshot()`` returns and ``restore()`` / ``fork()`` use.
 
-A snapshot holds a deep copy of everything an episode is between two steps: the model (host, seeds,
-gates, slot modes and alphas), every optimiser's state, the seedless twin, the governor's last good
-state, the lifecycle records, tracker and governor state, the episode RNG (``np_random``) and the
-data-order generator (so the data-order position), and the last observation, mask and info. The
-dataset is shared, not copied (it is never changed in place). Pickling a snapshot stores the
-dataset's recipe instead of its tensors.
+A snapshot is a deep copy of everything an episode is between two steps: the
+:class:`~esper_env.core.episode.EpisodeState` record (lifecycle records, tracker, governor, mask,
+V, the curve), the episode's resolved config, the trainer's tensors (the model with its seeds,
+gates, slot modes and alphas, every optimiser's state, the seedless twin, the governor's
+checkpoint and the data-order generator), the episode RNG (``np_random``), and the last
+observation and info. The dataset is shared, not copied (it is never changed in place). Pickling
+a snapshot stores the dataset's recipe instead of its tensors.
+
+Snapshots carry their layout's :data:`SNAPSHOT_FORMAT` and the
+:data:`~esper_env.core.episode.EPISODE_VERSION` of the episode; one of another format or version
+is refused with a :class:`SnapshotError` naming both.
 
 :func:`state_digest` hashes such a state canonically (tensor bytes, optimiser states, RNG states,
 lifecycle records), so two episodes can be compared without comparing objects.
@@ -28,8 +33,19 @@ from torch import nn
 
 from esper_env.errors import EsperError
 
-SNAPSHOT_FORMAT = 1
-"""Version of the snapshot layout; a snapshot of another format is refused."""
+SNAPSHOT_FORMAT = 2
+"""Version of the snapshot layout; a snapshot of another format is refused.
+
+* 2: an ``EpisodeState`` record plus the trainer (``STATE_FIELDS``), and the episode version.
+* 1: the env's 26 episode attributes (esper_env 0.1.0 before the episode was one record).
+"""
+
+STATE_FIELDS = ("episode", "cfg", "trainer", "np_random", "np_random_seed", "obs", "info",
+                "warned_done")
+"""What ``EnvSnapshot.state`` holds: the episode record, its resolved config, the trainer, the
+episode RNG and its seed, the last observation and info, and whether the env has warned that
+the episode is over.
+"""
 
 
 class SnapshotError(EsperError, ValueError):
@@ -46,13 +62,65 @@ class EnvSnapshot:
 
     format: int
     env_version: str
-    config: Any  # EsperConfig (Any: keeps this module free of a config import cycle)
+    config: Any  # EsperConfig
     epoch: int
     state: Mapping[str, Any]
+    episode_version: int | None = None
 
     def digest(self) -> str:
         """SHA-256 of the episode state (equal states, equal digests)."""
         return state_digest(self.state)
+
+
+def check_snapshot(snap: object, config: Any, n_actions: int, obs_shape: tuple[int, ...]) -> None:
+    """Raise :class:`SnapshotError` unless ``snap`` can be restored into an env with ``config``.
+
+    ``n_actions`` and ``obs_shape`` are that env's action count and observation shape.
+    """
+    from esper_env.config import EsperConfig
+    from esper_env.core.episode import EPISODE_VERSION, EpisodeState
+    from esper_env.nn.trainer import Trainer
+
+    if not isinstance(snap, EnvSnapshot):
+        raise SnapshotError(f"restore() needs an EnvSnapshot from env.snapshot(); "
+                            f"got {type(snap).__name__}")
+    if snap.format != SNAPSHOT_FORMAT:
+        raise SnapshotError(f"snapshot format {snap.format!r} is not supported; allowed: "
+                            f"{SNAPSHOT_FORMAT} (it was made by esper_env {snap.env_version} with "
+                            "another layout; replay the episode from its record instead)")
+    version = getattr(snap, "episode_version", None)
+    if version != EPISODE_VERSION:
+        raise SnapshotError(f"the snapshot holds an episode of version {version!r}; this "
+                            f"esper_env runs episode version {EPISODE_VERSION}")
+    if snap.config != config:
+        raise SnapshotError("the snapshot was taken in an env with another config; build the env "
+                            "with snap.config to restore it: " + _config_diff(snap.config, config))
+    state = snap.state
+    if not isinstance(state, Mapping) or set(state) != set(STATE_FIELDS):
+        got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise SnapshotError(f"malformed snapshot: state fields {got}; expected {sorted(STATE_FIELDS)}")
+    checks = (("episode", EpisodeState), ("cfg", EsperConfig), ("trainer", Trainer),
+              ("np_random", np.random.Generator), ("obs", np.ndarray), ("info", dict),
+              ("warned_done", bool))
+    for name, kind in checks:
+        if not isinstance(state[name], kind):
+            raise SnapshotError(f"malformed snapshot: {name} is a {type(state[name]).__name__}, "
+                                f"expected {kind.__name__}")
+    episode = state["episode"]
+    n = config.n_slots
+    if state["cfg"].n_slots != n or len(episode.slots) != n or len(episode.checkpoint_slots) != n:
+        raise SnapshotError(f"malformed snapshot: expected {n} slot records")
+    if len(episode.mask) != n_actions or state["obs"].shape != obs_shape:
+        raise SnapshotError("malformed snapshot: mask or observation of the wrong shape for this env")
+    if snap.epoch != episode.epoch:
+        raise SnapshotError(f"malformed snapshot: epoch {snap.epoch} != state epoch {episode.epoch}")
+
+
+def _config_diff(a: Any, b: Any) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    diff = [f"{k}: snapshot {da.get(k)!r}, env {db.get(k)!r}" for k in sorted(set(da) | set(db))
+            if da.get(k) != db.get(k)]
+    return "; ".join(diff) or "(configs differ)"
 
 
 # Trainer attributes derived from others (rebuilt on rollback) or not part of the state.

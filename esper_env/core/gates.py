@@ -6,27 +6,15 @@ did not advance. G4 belonged to the retired SHADOWING stage and does not exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from esper_env.core.lifecycle import SeedStage
+from esper_env.core.state import GateResult, SlotState
 
 if TYPE_CHECKING:  # pragma: no cover
     from esper_env.config import GateConfig
-    from esper_env.core.state import SlotState
 
-from esper_env.core.lifecycle import SeedStage
-
-
-@dataclass(frozen=True, slots=True)
-class GateResult:
-    """Outcome of one gate: which gate, whether it passed, and the names of failed checks."""
-
-    gate: str
-    passed: bool
-    failed: tuple[str, ...] = ()
-
-    def to_info(self) -> dict[str, object]:
-        """Plain dict for ``info``."""
-        return {"gate": self.gate, "passed": self.passed, "failed": list(self.failed)}
+__all__ = ["GateResult", "check_g0", "check_g1", "check_g2", "check_g3", "check_g5"]
 
 
 def _result(gate: str, checks: dict[str, bool]) -> GateResult:

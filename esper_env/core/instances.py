@@ -2,7 +2,7 @@
 
 What differs between the training runs a growth controller faces.
 
-Pure module (stdlib only). An :class:`Instance` fixes seven fields of the env config: the host
+Pure module (stdlib and numpy). An :class:`Instance` fixes seven fields of the env config: the host
 (``host_channels``: widths and depth), where the slots sit (``injection_points``), the host's
 learning rate, how much training data there is (``train_fraction``) and how clean it is
 (``label_noise``), the epoch budget (``max_epochs``) and the parameter budget for added modules
@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from esper_env.errors import ConfigError, unknown_name_message
 
@@ -302,3 +305,52 @@ def load_instance_set(spec: str | Path | list[Any] | tuple[Any, ...], task: str 
         raise ConfigError(f"instance_set={str(spec)!r} holds {type(data).__name__}; allowed: "
                           "a set object or a list of records")
     return InstanceSet.from_dict(data)
+
+
+def pinned_instance(options: dict[str, Any] | None, instances: tuple[Instance, ...],
+                    split: str) -> Instance | None:
+    """The instance ``reset(options=...)`` pins (None: none pinned), validated.
+
+    ``options`` may be None, ``{}`` or ``{"instance": spec}`` with ``spec`` an index into
+    ``instances`` (the env's ``split``) or an instance record.
+    """
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ConfigError(f"reset options={options!r} is invalid; allowed: None or a dict such as "
+                          "{'instance': 0}")
+    if not options:
+        return None
+    unknown = sorted(set(options) - {"instance"})
+    if unknown:
+        raise ConfigError(f"reset options {unknown} are not supported; allowed: 'instance'")
+    spec = options["instance"]
+    if isinstance(spec, (int, np.integer)) and not isinstance(spec, (bool, np.bool_)):
+        n = len(instances)
+        if not 0 <= int(spec) < n:
+            allowed = f"an index in 0..{n - 1} of the {split!r} split" \
+                if n else "an instance record (this env has no instance set)"
+            raise ConfigError(f"reset option instance={spec!r} is invalid; allowed: {allowed}")
+        return instances[int(spec)]
+    if not isinstance(spec, (dict, Instance)):
+        raise ConfigError(f"reset option instance={spec!r} is invalid; allowed: an index into "
+                          "the instance split or an instance record (dict)")
+    return Instance.from_dict(spec)  # a record, validated
+
+
+def episode_config(config: EsperConfig, instance: Instance | None,
+                   settings: dict[str, Any] | None,
+                   injection_points: Callable[[EsperConfig], int]) -> EsperConfig:
+    """The config of an episode on ``instance`` (``config`` itself without one), checked against
+    its host, which has ``injection_points(cfg)`` injection points.
+    """  # noqa: D205
+    cfg = config if instance is None else instance.apply(config, settings)
+    n_points = injection_points(cfg)
+    where = "" if instance is None else f"instance {instance.name!r}: "
+    if cfg.n_slots > n_points:
+        raise ConfigError(f"{where}n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
+                          f"(the {cfg.task} host has {n_points} injection points)")
+    if cfg.injection_points is not None and max(cfg.injection_points) >= n_points:
+        raise ConfigError(f"{where}injection_points={cfg.injection_points} is invalid; "
+                          f"allowed: distinct indices in 0..{n_points - 1}")
+    return cfg

@@ -9,8 +9,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from esper_env.core.alpha import AlphaController
-from esper_env.core.gates import GateResult
 from esper_env.core.lifecycle import MODULE_STAGES, SeedStage
+
+
+@dataclass(frozen=True, slots=True)
+class GateResult:
+    """Outcome of one gate: which gate, whether it passed, and the names of failed checks."""
+
+    gate: str
+    passed: bool
+    failed: tuple[str, ...] = ()
+
+    def to_info(self) -> dict[str, object]:
+        """Plain dict for ``info``."""
+        return {"gate": self.gate, "passed": self.passed, "failed": list(self.failed)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +44,46 @@ class SlotMetrics:
 
 
 @dataclass(frozen=True, slots=True)
+class Germination:
+    """What building a seed module into a slot gave: its parameters and the shape probe (G0)."""
+
+    seed_params: int
+    shape_ok: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TwinReading:
+    """The seedless twin's accuracy (pp) on a split: None while no twin has been forked.
+
+    ``enabled`` is False once the twin has diverged and been dropped (or in a reward mode that
+    keeps none); the no-growth world then has no accuracy any more.
+    """
+
+    acc: float | None = None
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class EpochReport:
-    """One epoch of training and validation (accuracies in pp, losses in nats)."""
+    """One epoch of training and validation (accuracies in pp, losses in nats).
+
+    Attributes:
+        train_loss, train_acc, val_loss, val_acc: the model's measurements.
+        slots: per-slot measurements, in slot order.
+        fault: ``"ExceptionType: message"`` when the model's computation raised (the losses are
+            then NaN and the accuracies 0), None otherwise.
+        germination: the result of the germination requested for this epoch, if any.
+        twin: the seedless twin's validation accuracy (contribution mode).
+    """
 
     train_loss: float
     train_acc: float
     val_loss: float
     val_acc: float
     slots: tuple[SlotMetrics, ...] = ()
+    fault: str | None = None
+    germination: Germination | None = None
+    twin: TwinReading = TwinReading()
 
 
 @dataclass(frozen=True, slots=True)

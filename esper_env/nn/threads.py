@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @contextlib.contextmanager
@@ -25,3 +29,16 @@ def num_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def own_threads(method: _F) -> _F:
+    """Run an env method with the env's ``config.torch_threads`` (if set), restoring the count after.
+
+    Scoping the count to the env's own calls means that another env built (or the caller running)
+    with another count does not change this env's results.
+    """
+    @functools.wraps(method)
+    def scoped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with num_threads(self.config.torch_threads):
+            return method(self, *args, **kwargs)
+    return scoped  # type: ignore[return-value]

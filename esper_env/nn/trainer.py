@@ -1,8 +1,14 @@
-"""Trainer: owns the model, its optimisers, the episode's data-order generator and snapshots.
+"""Trainer: owns the model, its optimisers, the episode's data-order generator and checkpoint.
 
-It trains one epoch, validates (with per-slot counterfactuals), germinates and culls seeds, and
-rolls back to the last good snapshot (the whole model and its optimisers). Everything it returns
-is a Python float or int (the ``.item()`` calls happen here), so the core never sees a tensor.
+It is the torch side of an episode. The episode asks it for three things, each as a plain record
+from :mod:`esper_env.core.episode`: :meth:`Trainer.run_epoch` (germinate a requested seed, set
+every slot's mode, train one epoch, validate with per-slot counterfactuals, validate the twin),
+:meth:`Trainer.roll_back` (restore the governor's checkpoint, the whole model and its optimisers,
+and validate it) and :meth:`Trainer.settle` (the slots' modes after the lifecycle advanced, the
+checkpoint, test accuracies). An exception raised by the model's own computation is a fault: the
+report says so (``fault``) and carries NaN losses; it never reaches the agent. Everything it
+returns is a Python float or int (the ``.item()`` calls happen here), so the core never sees a
+tensor.
 
 With ``twin=True`` it also keeps the *seedless twin*: the host as it would be had no seed ever
 been blended in, trained on the same mini-batches with its own copy of the host optimiser. The
@@ -25,6 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from esper_env.config import EsperConfig
+from esper_env.core.episode import EpochRequest, Settlement, SlotPlan, TestReading
+from esper_env.core.observation import EpisodeFacts
+from esper_env.core.state import EpochReport, Germination, SlotMetrics, TwinReading
 from esper_env.errors import ConfigError
 from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
 from esper_env.nn.data import TaskData, TaskSpec
@@ -53,6 +62,18 @@ def build_seeded(seed: int, factory: callable) -> nn.Module:  # type: ignore[val
         # generator, which fork_rng(devices=[]) does not restore. Modules are built on the CPU.
         torch.default_generator.manual_seed(seed)
         return factory()
+
+
+def check_device(device: str) -> None:
+    """Raise ConfigError if ``device`` does not exist on this machine."""
+    if device.startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= n:
+            raise ConfigError(f"device={device!r} is not available: this machine has {n} CUDA "
+                              f"device(s); allowed: 'cpu'" + (f" or cuda:0..{n - 1}" if n else ""))
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device='mps' is not available on this machine; allowed: 'cpu'")
 
 
 def build_host(cfg: EsperConfig, spec: TaskSpec) -> nn.Module:
@@ -146,7 +167,7 @@ class Trainer:
         clip = cfg.grad_clip if cfg.grad_clip is not None else spec.grad_clip
         self.grad_clip = None if clip is None or math.isinf(clip) else float(clip)
         self.seed_lr = float(cfg.seed_lr if cfg.seed_lr is not None else spec.seed_lr)
-        self._snapshot: dict[str, object] | None = None
+        self._checkpoint: dict[str, object] | None = None
         self.twin_enabled = bool(twin)
         self.twin: nn.Module | None = None
         self.twin_opt: torch.optim.Optimizer | None = None
@@ -407,8 +428,23 @@ class Trainer:
             loss, acc, _ = self.validate((), split)
         return loss, acc
 
-    # -- governor support -----------------------------------------------------------------------
-    def snapshot(self) -> None:
+    # -- what the episode's observation reports of the model --------------------------------------
+    def facts(self) -> EpisodeFacts:
+        """The episode's constants as observed: host size and learning rate, data, slots."""
+        c, model = self.cfg, self.model
+        return EpisodeFacts(
+            host_params=self.host_params, host_lr=c.host_lr, train_fraction=c.train_fraction,
+            label_noise=c.label_noise, param_budget=c.param_budget,
+            slot_channels=tuple(s.channels for s in model.slots),
+            slot_depths=tuple((q + 1) / len(model.host.blocks) for q in model.points))
+
+    def seed_costs(self, blueprints: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+        """``costs[s][b]``: parameters blueprint ``b`` would add at slot ``s``."""
+        return tuple(tuple(self.seed_param_count(k, b) for b in blueprints)
+                     for k in range(len(self.model.slots)))
+
+    # -- the governor's checkpoint ------------------------------------------------------------
+    def checkpoint(self) -> None:
         """Keep the whole model as the last known good state: the host, every seed (live or
         fossilised) with its gate, slot modes and alphas, and the optimisers' states.
 
@@ -417,28 +453,129 @@ class Trainer:
         generator (after a rollback training goes on with fresh mini-batches) and the seedless
         twin (the no-growth world, where nothing panicked, is never rolled back).
         """  # noqa: D205
-        self._snapshot = copy.deepcopy({"model": self.model, "host_opt": self.host_opt,
-                                        "seed_opts": self.seed_opts})
+        self._checkpoint = copy.deepcopy({"model": self.model, "host_opt": self.host_opt,
+                                          "seed_opts": self.seed_opts})
 
     @property
-    def snapshot_slots(self) -> tuple[int, ...]:
-        """Slots that hold a seed (live or fossilised) in the snapshot."""
-        if self._snapshot is None:
+    def checkpoint_slots(self) -> tuple[int, ...]:
+        """Slots that hold a seed (live or fossilised) in the checkpoint."""
+        if self._checkpoint is None:
             return ()
-        model = self._snapshot["model"]
+        model = self._checkpoint["model"]
         assert isinstance(model, MorphogeneticModel)
         return tuple(k for k, s in enumerate(model.slots) if s.seed is not None)
 
-    def rollback(self) -> None:
-        """Put the snapshot back (a fresh copy of it, so it can be restored again)."""
-        if self._snapshot is None:
-            raise RuntimeError("rollback() without a snapshot")
-        state = copy.deepcopy(self._snapshot)
+    def restore_checkpoint(self) -> None:
+        """Put the checkpoint back (a fresh copy of it, so it can be restored again)."""
+        if self._checkpoint is None:
+            raise RuntimeError("restore_checkpoint() without a checkpoint")
+        state = copy.deepcopy(self._checkpoint)
         self.model = state["model"]  # type: ignore[assignment]
         self.host_opt = state["host_opt"]  # type: ignore[assignment]
         self.seed_opts = state["seed_opts"]  # type: ignore[assignment]
         self._module_list = None
         self._host_param_list = self.model.host_parameters()
+
+    # -- what an episode asks of it -----------------------------------------------------------
+    def apply_slots(self, plans: Sequence[SlotPlan | None]) -> None:
+        """Make every slot compute as planned: a plan configures the slot's seed (mode, alpha,
+        isolation); None removes the seed the slot holds. A slot without a seed is left as is.
+        """  # noqa: D205
+        for k, (plan, slot) in enumerate(zip(plans, self.model.slots, strict=True)):
+            if slot.seed is None:
+                continue
+            if plan is None:
+                self.cull(k)
+            else:
+                self.configure(k, plan.mode, plan.alpha, plan.isolate)
+
+    def run_epoch(self, request: EpochRequest) -> EpochReport:
+        """One epoch as ``request`` asks (see :class:`~esper_env.core.episode.EpochRequest`).
+
+        The report carries the germination's result and the twin's validation accuracy. Without
+        ``request.train`` its measurements are placeholders (NaN losses) the episode ignores.
+        """
+        germination = None
+        if request.germinate is not None:
+            g = request.germinate
+            germination = Germination(*self.germinate(g.slot, g.blueprint, g.module_seed))
+        self.apply_slots(request.slots)
+        if request.checkpoint:
+            self.checkpoint()
+        if request.train:
+            if request.poison:
+                self.poison_host()
+            report = self._measure_epoch()
+        else:
+            nan = float("nan")
+            report = EpochReport(nan, 0.0, nan, 0.0, ())
+        twin = self._twin_reading("val") if request.twin else TwinReading()
+        return EpochReport(report.train_loss, report.train_acc, report.val_loss, report.val_acc,
+                           report.slots, report.fault, germination, twin)
+
+    def roll_back(self, plans: Sequence[SlotPlan | None]) -> EpochReport:
+        """Restore the checkpoint, set the slots as planned and describe the restored model
+        (validation, and the training split's loss and accuracy; a fault if it cannot run).
+        """  # noqa: D205
+        self.restore_checkpoint()
+        self.apply_slots(plans)
+        try:
+            return self._validation_report()
+        except Exception as exc:  # noqa: BLE001 - the restored state cannot run either
+            return self._fault_report(exc)
+
+    def settle(self, settlement: Settlement) -> TestReading:
+        """End a step as ``settlement`` asks: slots, checkpoint, then the test accuracies."""
+        self.apply_slots(settlement.slots)
+        if settlement.checkpoint:
+            self.checkpoint()
+        acc, fault = None, None
+        if settlement.test:
+            try:
+                acc = self.evaluate("test")[1]
+            except Exception as exc:  # noqa: BLE001 - a broken model scores 0, the agent sees no error
+                acc, fault = 0.0, _fault_name(exc)
+        twin = self._twin_reading("test") if settlement.twin_test else TwinReading()
+        return TestReading(acc, twin, fault)
+
+    def _measure_epoch(self) -> EpochReport:
+        """Train one epoch and validate; an exception of the model's computation is a fault."""
+        try:
+            train_loss, train_acc, ratios, violations = self.train_epoch()
+            return self._validation_report(train_loss, train_acc, ratios, violations)
+        except Exception as exc:  # noqa: BLE001 - a fault, like a NaN loss (module docstring)
+            return self._fault_report(exc)
+
+    def _validation_report(self, train_loss: float | None = None, train_acc: float | None = None,
+                           ratios: Sequence[float] | None = None,
+                           violations: Sequence[int] | None = None) -> EpochReport:
+        """Validate with the counterfactual of every blended seed (alpha > 0)."""
+        cf_slots = [k for k, s in enumerate(self.model.slots)
+                    if s.is_active and s.mode == "blend" and s.alpha > 0.0]
+        val_loss, val_acc, contributions = self.validate(cf_slots)
+        if train_loss is None:  # after a rollback: describe the restored model
+            train_loss, train_acc, _ = self.validate((), "train")
+        n = len(self.model.slots)
+        ratios = ratios or [0.0] * n
+        violations = violations or [0] * n
+        slots = tuple(SlotMetrics(ratios[k], violations[k], contributions.get(k)) for k in range(n))
+        return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)  # type: ignore[arg-type]
+
+    def _fault_report(self, exc: Exception) -> EpochReport:
+        """The report of an epoch whose computation raised ``exc``: NaN losses, accuracy 0."""
+        nan = float("nan")
+        slots = tuple(SlotMetrics() for _ in self.model.slots)
+        return EpochReport(nan, 0.0, nan, 0.0, slots, _fault_name(exc))
+
+    def _twin_reading(self, split: str) -> TwinReading:
+        """The twin's accuracy on ``split``; a twin whose loss is not finite is dropped (a diverged
+        baseline can neither pay nor charge any more).
+        """  # noqa: D205
+        twin = self.twin_validate(split)
+        if twin is not None and not math.isfinite(twin[0]):
+            self.drop_twin()
+            twin = None
+        return TwinReading(None if twin is None else twin[1], self.twin_enabled)
 
     def poison_host(self) -> None:
         """Fault injection: overwrite every host weight with NaN."""
@@ -450,3 +587,8 @@ class Trainer:
         """True if every model parameter is finite."""
         with torch.no_grad():
             return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+
+def _fault_name(exc: Exception) -> str:
+    """How a fault is named in ``info["fault"]``: ``"ExceptionType: message"``."""
+    return f"{type(exc).__name__}: {exc}"

@@ -182,7 +182,7 @@ def test_render_rgb_array_draws_accuracy_and_stage_strips() -> None:
     assert tuple(img1[48 + 1 * 8, 4 + 1]) == STAGE_COLOURS[SeedStage.TRAINING]
     assert tuple(img1[48 + 1 * 8, 1]) == STAGE_COLOURS[SeedStage.DORMANT]
     # the accuracy bar of epoch 2 is drawn, later epochs are still blank
-    acc = env.unwrapped._report.val_acc
+    acc = env.unwrapped.state.report.val_acc
     assert (img1[:48, 4 + 1] != 255).any() == (acc >= 1.0)
     assert (img1[:, 4 * 3:] == 255).all()
 

@@ -255,10 +255,11 @@ def test_governor_consecutive_spike_counter_restarts_after_a_rollback() -> None:
     env.step(0)
     env.step(0)
     inner = env.unwrapped
-    inner._governor = replace(inner._governor, spikes=2)  # two spikes in a row just before
+    state = inner.state  # two spikes in a row just before
+    inner._state = replace(state, governor=replace(state.governor, spikes=2))
     _, _, _, _, info = env.step(0)
     assert info["rollback"] is True
-    assert inner._governor.spikes == 0
+    assert inner.state.governor.spikes == 0
 
 
 # -- faults never reach the agent as exceptions ----------------------------------------------------

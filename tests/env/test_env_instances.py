@@ -115,7 +115,7 @@ def test_masks_respect_the_parameter_budget(seed: int) -> None:
     u = env.unwrapped
     env.reset(seed=seed)
     limit = 0.6 * u.trainer.host_params
-    costs = u._costs
+    costs = u.state.setup.costs
     rng = np.random.default_rng(seed)
     masked_out = 0
     done = False

@@ -13,8 +13,9 @@ import pytest
 from conftest import tiny_kwargs
 from gymnasium.error import ResetNeeded
 
-from esper_env.env import _EPISODE_FIELDS, EsperEnv
-from esper_env.snapshot import SNAPSHOT_FORMAT, EnvSnapshot, SnapshotError, state_digest
+from esper_env.core.episode import EPISODE_VERSION, EpisodeState
+from esper_env.env import EsperEnv
+from esper_env.snapshot import SNAPSHOT_FORMAT, STATE_FIELDS, EnvSnapshot, SnapshotError, state_digest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -151,14 +152,23 @@ def test_fork_of_fresh_env_needs_reset_and_pickle_keeps_config() -> None:
         env.snapshot()
 
 
+# Where each part of a snapshot lives in the env (``_params`` is derived from ``_cfg``).
+HELD_BY = {"episode": "_state", "cfg": "_cfg", "trainer": "_trainer", "np_random": "_np_random",
+           "np_random_seed": "_np_random_seed", "obs": "_obs", "info": "_info",
+           "warned_done": "_warned_done"}
+
+
 def test_snapshot_fields_cover_every_episode_attribute() -> None:
-    """A new episode attribute that the snapshot forgot would silently not be restored."""
+    """An episode attribute that the snapshot forgot would silently not be restored."""
     env = gym.make("Esper-v0", **tiny_kwargs(n_slots=2)).unwrapped
-    built = set(vars(env))
+    built = dict(vars(env))
     env.reset(seed=0)
     _play(env, _actions(env, SCRIPT))
-    assert set(vars(env)) - built == set(_EPISODE_FIELDS) - built
-    assert set(_EPISODE_FIELDS) <= set(vars(env))
+    changed = {k for k, v in vars(env).items() if k not in built or built[k] is not v}
+    assert set(HELD_BY) == set(STATE_FIELDS)
+    assert changed <= set(HELD_BY.values()) | {"_params"}
+    assert {"_state", "_trainer", "_obs", "_info", "_np_random"} <= changed
+    assert isinstance(env.state, EpisodeState) and env.state.epoch == len(SCRIPT) + 1
 
 
 def test_snapshot_restore_fork_leave_global_rngs_alone(env: gym.Env, rng_guard) -> None:
@@ -181,14 +191,16 @@ def test_digest_changes_with_any_part_of_the_state(env: gym.Env) -> None:
     snap = env.unwrapped.snapshot()
     base = snap.digest()
     state = dict(snap.state)
-    rng = copy.deepcopy(state["_np_random"])
+    rng = copy.deepcopy(state["np_random"])
     rng.random()
-    trainer = copy.deepcopy(state["_trainer"])
+    trainer = copy.deepcopy(state["trainer"])
     trainer.generator.manual_seed(12345)
-    model = copy.deepcopy(state["_trainer"])
+    model = copy.deepcopy(state["trainer"])
     next(model.model.parameters()).data[0] += 1e-6
-    for name, value in (("_np_random", rng), ("_trainer", trainer), ("_trainer", model),
-                        ("_epoch", state["_epoch"] + 1)):
+    episode = state["episode"]
+    for name, value in (("np_random", rng), ("trainer", trainer), ("trainer", model),
+                        ("episode", dataclasses.replace(episode, epoch=episode.epoch + 1)),
+                        ("episode", dataclasses.replace(episode, value_added=0.5))):
         assert state_digest({**state, name: value}) != base, name
     assert state_digest(dict(state)) == base
 
@@ -205,16 +217,20 @@ def test_malformed_snapshots_fail_fast_and_change_nothing(env: gym.Env) -> None:
     _play(env, [0])
     before = _digest(env)
     state = dict(snap.state)
-    missing = {k: v for k, v in state.items() if k != "_trainer"}
+    missing = {k: v for k, v in state.items() if k != "trainer"}
+    episode = state["episode"]
     other = gym.make("Esper-v0", **tiny_kwargs(n_slots=2, max_epochs=13)).unwrapped
     other.reset(seed=0)
     cases = [
         ("not a snapshot", {"a": 1}, "needs an EnvSnapshot"),
         ("other format", _bad(snap, format=SNAPSHOT_FORMAT + 1), "format"),
         ("missing field", _bad(snap, state=missing), "malformed snapshot: state fields"),
-        ("wrong type", _bad(snap, state={**state, "_epoch": "3"}), "_epoch is a str"),
-        ("wrong slots", _bad(snap, state={**state, "_slots": state["_slots"][:1]}),
-         "2 slot records"),
+        ("wrong type", _bad(snap, state={**state, "episode": "3"}), "episode is a str"),
+        ("wrong slots", _bad(snap, state={**state, "episode": dataclasses.replace(
+            episode, slots=episode.slots[:1])}), "2 slot records"),
+        ("other episode version", _bad(snap, episode_version=EPISODE_VERSION + 1),
+         f"episode of version {EPISODE_VERSION + 1}; this esper_env runs episode version "
+         f"{EPISODE_VERSION}"),
         ("wrong epoch", _bad(snap, epoch=snap.epoch + 1), "epoch"),
         ("other config", other.snapshot(), "max_epochs: snapshot 13, env 12"),
     ]

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gymnasium.error import ResetNeeded
 
 from esper_env.config import EsperConfig
 from esper_env.env import EsperEnv
 from esper_env.records import obs_digest, read_records, replay
+from esper_env.snapshot import SnapshotError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -84,15 +86,16 @@ def test_recorded_episode_gives_the_same_steps_and_infos(index: int) -> None:
             k for k in sorted(set(got) | set(want)) if not _same(got.get(k), want.get(k)))
 
 
-@pytest.mark.skipif(not EXACT, reason="the fixtures were recorded with another torch build")
-@pytest.mark.parametrize("name", ["env.pkl", "snapshot.pkl"])
-def test_old_pickles_continue_the_episode(name: str) -> None:
-    actions, rewards = (FIXTURES / "env_pkl_continuation.txt").read_text().splitlines()
-    loaded = pickle.loads((FIXTURES / name).read_bytes())
-    if name == "snapshot.pkl":
-        env = EsperEnv(loaded.config)
-        env.restore(loaded)
-    else:
-        env = loaded
-    got = [env.step(int(a))[1] for a in actions.split()]
-    assert got == [float(r) for r in rewards.split()]
+def test_old_env_pickle_is_refused_with_a_snapshot_error() -> None:
+    # Pickled by the first layout (26 env attributes, snapshot format 1): refused, not misread.
+    with pytest.raises(SnapshotError, match=r"^snapshot format 1 is not supported; allowed: 2"):
+        pickle.loads((FIXTURES / "env.pkl").read_bytes())
+
+
+def test_old_snapshot_is_refused_with_a_snapshot_error() -> None:
+    snap = pickle.loads((FIXTURES / "snapshot.pkl").read_bytes())
+    env = EsperEnv(snap.config)
+    with pytest.raises(SnapshotError, match=r"^snapshot format 1 is not supported; allowed: 2"):
+        env.restore(snap)
+    with pytest.raises(ResetNeeded):  # nothing was adopted
+        env.step(0)

@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 from conftest import tiny_kwargs
 
+from esper_env.core.episode import EPISODE_VERSION
 from esper_env.records import (
     REQUIRED_KEYS,
     RecordEpisodes,
+    RecordVersionError,
     main,
     obs_digest,
     read_records,
+    record_version,
     replay,
 )
 
@@ -122,6 +125,32 @@ def test_replay_runs_at_another_torch_build_in_tolerance_mode(tmp_path) -> None:
     _rewrite(path, lambda r: r.__setitem__("torch", "0.0.1"))
     report = replay(next(read_records(path)))
     assert report.ok and not report.exact and report.tolerance == pytest.approx(1e-3)
+
+
+def test_records_carry_the_episode_version(tmp_path) -> None:
+    path = tmp_path / "eps.jsonl"
+    _record(path, episodes=1, steps=2)
+    record = next(read_records(path))
+    assert record["episode_version"] == EPISODE_VERSION
+    assert record_version(record) == EPISODE_VERSION
+    del record["episode_version"]  # records from before versions are version 1
+    assert record_version(record) == 1
+
+
+def test_a_record_of_another_episode_version_is_refused_exactly_and_compared_in_tolerance(
+        tmp_path, capsys) -> None:
+    path = tmp_path / "eps.jsonl"
+    _record(path, episodes=1)
+    _rewrite(path, lambda r: r.__setitem__("episode_version", EPISODE_VERSION + 1))
+    record = next(read_records(path))
+    message = (f"the record holds an episode of version {EPISODE_VERSION + 1}; this esper_env "
+               f"runs episode version {EPISODE_VERSION}")
+    with pytest.raises(RecordVersionError, match=message):
+        replay(record)
+    assert main([str(path)]) == 2
+    assert message in capsys.readouterr().err
+    report = replay(record, tolerance=1e-3)  # the same episode here, so it matches within it
+    assert report.ok and not report.exact
 
 
 def test_an_unfinished_episode_is_written_on_close_and_on_reset(tmp_path) -> None:

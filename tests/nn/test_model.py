@@ -149,8 +149,8 @@ def test_model_host_optimizer_never_holds_seed_parameters(blend: str) -> None:
             trainer.cull(k)
         trainer.germinate(k, "conv_light", module_seed=99 + k)  # keep one live seed per slot
     assert opt_ids() == host_ids
-    trainer.snapshot()
-    trainer.rollback()  # the restored copies: the host optimiser still holds host parameters only
+    trainer.checkpoint()
+    trainer.restore_checkpoint()  # the restored copies: the host optimiser still holds host parameters only
     assert opt_ids() == {id(p) for p in trainer.model.host_parameters()}
     seeds = {id(p) for s in trainer.model.slots for p in s.seed_parameters()}
     assert seeds and not seeds & opt_ids()

@@ -231,11 +231,11 @@ def test_trainer_rollback_restores_host_and_optimiser_exactly() -> None:
     trainer.train_epoch()
     good, good_opt = host_state(trainer), _opt_state(trainer.host_opt)
     assert good_opt  # momentum buffers exist after an epoch
-    trainer.snapshot()
+    trainer.checkpoint()
     trainer.train_epoch()
     trainer.poison_host()
     assert not trainer.parameters_finite()
-    trainer.rollback()
+    trainer.restore_checkpoint()
     assert trainer.parameters_finite()
     assert_states_equal(host_state(trainer), good)
     restored = _opt_state(trainer.host_opt)
@@ -250,18 +250,18 @@ def test_trainer_rollback_restores_host_and_optimiser_exactly() -> None:
 
 def test_trainer_snapshot_is_a_copy() -> None:
     trainer = make_trainer()
-    trainer.snapshot()
-    snap = trainer._snapshot["model"].host.state_dict()
+    trainer.checkpoint()
+    snap = trainer._checkpoint["model"].host.state_dict()
     saved = {k: v.clone() for k, v in snap.items()}
     trainer.train_epoch()
     for k, v in snap.items():
         assert not v.requires_grad
         assert torch.equal(v, saved[k]), k  # training did not write through into the snapshot
-    assert trainer._snapshot["model"] is not trainer.model
+    assert trainer._checkpoint["model"] is not trainer.model
 
 
 def test_trainer_rollback_without_snapshot_raises() -> None:
-    with pytest.raises(RuntimeError, match="without a snapshot"):
+    with pytest.raises(RuntimeError, match="without a checkpoint"):
         make_trainer().rollback()
 
 
@@ -274,14 +274,14 @@ def test_trainer_snapshot_holds_a_live_seed_with_its_optimiser_and_alpha() -> No
     good = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     good_seed_opt = _opt_state(trainer.seed_opts[2])
     good_val = trainer.validate([2])
-    trainer.snapshot()
-    assert trainer.snapshot_slots == (2,)
+    trainer.checkpoint()
+    assert trainer.checkpoint_slots == (2,)
 
     trainer.train_epoch()
     trainer.configure(2, "blend", 1.0, isolate=True)
     trainer.cull(2)
     trainer.poison_host()
-    trainer.rollback()
+    trainer.restore_checkpoint()
     assert_states_equal(trainer.model.state_dict(), good)
     slot = trainer.model.slots[2]
     assert (slot.mode, slot.alpha, slot.isolate) == ("blend", 0.6, True)
@@ -291,7 +291,7 @@ def test_trainer_snapshot_holds_a_live_seed_with_its_optimiser_and_alpha() -> No
     assert {id(p) for g in trainer.seed_opts[2].param_groups for p in g["params"]} == \
         {id(p) for p in slot.seed_parameters()}
     assert trainer.validate([2]) == good_val
-    trainer.rollback()  # a snapshot can be restored again: the first rollback copied it
+    trainer.restore_checkpoint()  # a snapshot can be restored again: the first rollback copied it
     assert_states_equal(trainer.model.state_dict(), good)
 
 
@@ -301,13 +301,13 @@ def test_trainer_snapshot_rollback_restores_fossil_seed() -> None:
     trainer.configure(1, "blend", 1.0, isolate=False)
     trainer.train_epoch()
     fossil = [p.detach().clone() for p in trainer.model.slots[1].seed_parameters()]
-    trainer.snapshot()
-    assert trainer.snapshot_slots == (1,)
+    trainer.checkpoint()
+    assert trainer.checkpoint_slots == (1,)
     trainer.train_epoch()
     with torch.no_grad():
         for p in trainer.model.slots[1].seed_parameters():
             p.fill_(float("nan"))
-    trainer.rollback()
+    trainer.restore_checkpoint()
     assert trainer.parameters_finite()
     for a, b in zip(fossil, trainer.model.slots[1].seed_parameters(), strict=True):
         assert torch.equal(a, b)
@@ -361,8 +361,8 @@ def test_trainer_leaves_global_rng_untouched(rng_guard) -> None:
     trainer.configure(0, "incubate", 0.0, isolate=True)
     trainer.train_epoch()
     trainer.validate([0])
-    trainer.snapshot()
-    trainer.rollback()
+    trainer.checkpoint()
+    trainer.restore_checkpoint()
 
 
 def test_trainer_does_not_reseed_accelerator_generators(monkeypatch: pytest.MonkeyPatch) -> None:
