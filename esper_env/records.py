@@ -1,6 +1,6 @@
 """Episode records and their replay: ``RecordEpisodes`` writes, ``esper-replay FILE`` checks.
 
-A record is one JSON line per episode (format in the README, "Record and replay"): the env version,
+A record is one JSON line per episode (format in docs/records.md, "Records"): the env version,
 the torch build, the thread count, the full config, the instance, the reset seed (or the episode
 RNG's state when reset had no seed), the reset options, every action, every reward and, for the
 reset observation and every step's observation, its SHA-256 (float32 bytes) and its values.
