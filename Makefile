@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 TORCH_INDEX ?=
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow docs bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,5 +28,8 @@ test: setup
 test-slow: setup
 	$(BIN)/python -m pytest -m slow -q
 
+docs: setup
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

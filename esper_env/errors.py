@@ -1,6 +1,6 @@
 """Exceptions raised by esper_env.
 
-One class per kind of bad input (see the error table in the README):
+One class per kind of bad input (see the error table in docs/config.md):
 
 * :class:`ConfigError` - an invalid configuration value, raised at construction.
 * :class:`UnknownBlueprint` - a blueprint name that is not in the catalog, with a "did you mean".

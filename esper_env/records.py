@@ -1,6 +1,6 @@
 """Episode records and their replay: ``RecordEpisodes`` writes, ``esper-replay FILE`` checks.
 
-A record is one JSON line per episode (format in the README, "Record and replay"): the env version,
+A record is one JSON line per episode (format in docs/records.md, "Records"): the env version,
 the episode version (:data:`~esper_env.core.episode.EPISODE_VERSION`; records written before it
 existed have none and are version 1), the torch build, the thread count, the full config, the
 instance, the reset seed (or the episode RNG's state when reset had no seed), the reset options,

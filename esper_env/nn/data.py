@@ -74,7 +74,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
     "cifar10": TaskSpec("cifar10", "cnn", 3, 32, 10, host_channels=(8, 16, 32), pool_layers=3),
     # nanoGPT's gradient clipping at 1.0: without it an attention seed incubating at the seed
     # learning rate can blow up to NaN within an epoch.
-    # The anchor's seed learning rate: at the CNN tasks' 0.05 the attention seeds hurt (README).
+    # The anchor's seed learning rate: at the CNN tasks' 0.05 the attention seeds hurt (docs/tasks.md).
     "tinytext": TaskSpec("tinytext", "transformer", 0, 0, 0, **TRANSFORMER_DEFAULTS, grad_clip=1.0,
                          seed_lr=0.01),
 }
