@@ -20,7 +20,14 @@ from esper_env import __version__
 from esper_env.config import EsperConfig, from_kwargs
 from esper_env.core import episode as ep
 from esper_env.core.episode import EPISODE_VERSION, EpisodeParams, EpisodeSetup, EpisodeState
-from esper_env.core.instances import Instance, InstanceSet, episode_config, load_instance_set, pinned_instance
+from esper_env.core.instances import (
+    Instance,
+    InstanceSet,
+    episode_config,
+    load_instance_set,
+    pinned_instance,
+    resolve_instance_set,
+)
 from esper_env.core.observation import observation_bounds, observation_features
 from esper_env.core.state import SlotState
 from esper_env.core.view import observe, reset_info, step_info
@@ -141,7 +148,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     In every mode: ``illegal_action`` (-0.1), ``rollback`` (-10) and ``diverged`` (-10).
     ``benchmarks/bench_reward_integrity.py`` measures that the default return ranks growth
-    policies the way final test accuracy does (README, "Reward integrity").
+    policies the way final test accuracy does (the docs' Rewards page, "Reward integrity").
 
     ## Instance sets
 
@@ -182,29 +189,23 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Arguments
 
-    Every field of :class:`~esper_env.config.EsperConfig` is a keyword of ``gym.make``:
+    ``config`` (an :class:`~esper_env.config.EsperConfig`), its sections (``task``, ``host``,
+    ``optimiser``, ``lifecycle``, ``reward``, ``governor``, ``runtime``: a dataclass or a dict
+    each), ``render_mode`` and every flat keyword of :data:`~esper_env.config.FLAT_KEYWORDS`
+    (applied on top of the sections). The most used:
 
-    | argument | default | meaning |
-    |----------|---------|---------|
-    | task | "digits" | "digits", "synthetic", "cifar10" (needs ``data_root``) or "tinytext" (a transformer) |
-    | data_root, download | None, False | CIFAR-10's folder; download into it only when asked |
-    | train_subset | None | train on a fixed subset of this many samples (the CPU option for CIFAR-10) |
-    | block_size, n_layer, n_head, n_embd | None | tinytext's transformer host (None: 32, 2, 2, 32) |
-    | instance_set | None | a shipped set's name (``"digits-mix"``), a JSON file or a list of instance records: each ``reset`` draws an instance (see *Instance sets*) |
-    | instance_split | "train" | "train" or "test" |
-    | train_fraction, label_noise, param_budget | 1, 0, None | training-data subset, label noise, parameter budget (fraction of the host) |
-    | n_slots | 1 | seed slots (at most the host's injection points: 3 in the CNN hosts, n_layer in the transformer) |
-    | max_epochs | 25 | epoch budget |
-    | reward_mode | "contribution" | "contribution", "delta", "sparse" |
-    | blend | "add" | "add", "multiply", "gate" |
-    | alpha_schedule | "sigmoid" | "linear", "cosine", "sigmoid" |
-    | germination_gate | True | mask GERMINATE until the host plateaus |
-    | min_cull_age | 10 | seed age before CULL is legal |
-    | embargo_epochs | 3 | epochs EMBARGOED after a cull |
-    | device | "cpu" | torch device |
-    | report_test_acc | False | also put the test accuracy in every step's ``info["test_acc"]`` (reporting only) |
-    | render_mode | None | "ansi" (text) or "rgb_array" (accuracy bars + stage strips per slot) |
-    | gates, reward, governor | defaults | nested configs (dataclass or dict) |
+    | keyword | section | default | meaning |
+    |---------|---------|---------|---------|
+    | task | task | "digits" | "digits", "synthetic", "cifar10" (needs ``data_root``) or "tinytext" (a transformer) |
+    | max_epochs | task | 25 | epoch budget |
+    | instance_set, instance_split | task | None, "train" | a shipped set's name (``"digits-mix"``), a JSON file or a list of instance records, and its split: each ``reset`` draws an instance (see *Instance sets*) |
+    | n_slots | host | 1 | seed slots (at most the host's injection points: 3 in the CNN hosts, n_layer in the transformer) |
+    | reward_mode | reward | "contribution" | "contribution", "delta", "sparse" |
+    | blend, alpha_schedule | lifecycle | "add", "sigmoid" | blend operator, alpha ramp |
+    | germination_gate, min_cull_age, embargo_epochs | lifecycle | True, 10, 3 | the germination gate, seed age before CULL, epochs EMBARGOED |
+    | gates | lifecycle | defaults | G0-G5 thresholds (dataclass or dict) |
+    | device, report_test_acc | runtime | "cpu", False | torch device; the test accuracy in every step's ``info["test_acc"]`` (reporting only) |
+    | render_mode | - | None | "ansi" (text) or "rgb_array" (accuracy bars + stage strips per slot) |
 
     >>> import gymnasium as gym, esper_env
     >>> env = gym.make("Esper-v0", task="synthetic", max_epochs=3)
@@ -252,28 +253,29 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     def __init__(self, config: EsperConfig | None = None, render_mode: str | None = None,
                  **kwargs: Any) -> None:
-        self.config = cfg = from_kwargs(config, **kwargs)
+        self.config = cfg = resolve_instance_set(from_kwargs(config, **kwargs), kwargs)
         # An unsupported render_mode is accepted (gym.make already warns about it); render() then
         # warns and draws nothing. SB3's make_vec_env passes "rgb_array", which is supported.
         self.render_mode = render_mode
-        self.task_spec = task_spec(cfg.task)
+        task = cfg.task
+        self.task_spec = task_spec(task.name)
         self.instance_set: InstanceSet | None = None
         self.instances: tuple[Instance, ...] = ()
-        if cfg.instance_set is not None:
-            self.instance_set = load_instance_set(cfg.instance_set, cfg.task, cfg.n_slots)
-            self.instances = self.instance_set.split(cfg.instance_split)
+        if task.instance_set is not None:
+            self.instance_set = load_instance_set(task.instance_set, task.name, cfg.host.n_slots)
+            self.instances = self.instance_set.split(task.instance_split)
         self._cfg = self._episode_config(self.instances[0] if self.instances else None)
         for inst in self.instances[1:]:
             self._episode_config(inst)
-        check_device(cfg.device)
-        if cfg.task == "cifar10":  # a missing or malformed folder fails here, not at reset
-            load_task("cifar10", episode_seed=0, device="cpu", data_root=cfg.data_root,
-                      download=cfg.download, train_subset=1)
+        check_device(cfg.runtime.device)
+        if task.name == "cifar10":  # a missing or malformed folder fails here, not at reset
+            load_task("cifar10", episode_seed=0, device="cpu", data_root=task.data_root,
+                      download=task.download, train_subset=1)
         self.blueprints = available_blueprints(self.task_spec.topology)
         self._params = self._episode_params(self._cfg)
         self.codec = self._params.codec
         self.action_space = spaces.Discrete(self.codec.n)
-        self.features = observation_features(cfg.n_slots, self.blueprints)
+        self.features = observation_features(cfg.host.n_slots, self.blueprints)
         self._low, self._high = observation_bounds(self.features)
         self.observation_space = spaces.Box(self._low, self._high, dtype=np.float32)
         self._trainer: Trainer | None = None
@@ -291,8 +293,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         """How many injection points the host of ``cfg`` has."""
         spec = self.task_spec
         if spec.topology == "transformer":
-            return cfg.n_layer or spec.n_layer
-        return len(cfg.host_channels or spec.host_channels)
+            return cfg.host.n_layer or spec.n_layer
+        return len(cfg.host.channels or spec.host_channels)
 
     def _episode_params(self, cfg: EsperConfig) -> EpisodeParams:
         return EpisodeParams.from_config(cfg, self.blueprints, self.task_spec.n_classes,
@@ -349,7 +351,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         RNG (so the same seed gives the same instance); ``options={"instance": k}`` pins the k-th
         instance of the split, ``options={"instance": record}`` any instance record.
         """
-        instance = pinned_instance(options, self.instances, self.config.instance_split)
+        instance = pinned_instance(options, self.instances, self.config.task.instance_split)
         if instance is not None:  # bad options fail before anything changes
             self._episode_config(instance)
         super().reset(seed=seed)
@@ -360,11 +362,12 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self._params = p = self._episode_params(cfg)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         seeds = ep.episode_seeds(episode_seed)
-        data = load_task(cfg.task, episode_seed=episode_seed, device=cfg.device,
-                         synthetic_samples=cfg.synthetic_samples,
-                         train_fraction=cfg.train_fraction, label_noise=cfg.label_noise,
-                         data_root=cfg.data_root, download=cfg.download,
-                         train_subset=cfg.train_subset, block_size=cfg.block_size)
+        task = cfg.task
+        data = load_task(task.name, episode_seed=episode_seed, device=cfg.runtime.device,
+                         synthetic_samples=task.synthetic_samples,
+                         train_fraction=task.train_fraction, label_noise=task.label_noise,
+                         data_root=task.data_root, download=task.download,
+                         train_subset=task.train_subset, block_size=cfg.host.block_size)
         self._trainer = trainer = Trainer(cfg, data, seeds.model, seeds.data, twin=p.twin)
         setup = EpisodeSetup(seeds.module_base, trainer.facts(), trainer.seed_costs(self.blueprints),
                              instance)
@@ -433,12 +436,12 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         """
         if self.render_mode == "rgb_array":
             curve = () if self._state is None else self._state.curve
-            return render_rgb(curve, self._cfg.n_slots, self._cfg.max_epochs)
+            return render_rgb(curve, self._params.n_slots, self._params.max_epochs)
         if self.render_mode != "ansi":
             gym.logger.warn(f"render() with render_mode={self.render_mode!r} draws nothing; "
                             "use render_mode='ansi' or 'rgb_array'")
             return None
-        return render_text(self._state if self._trainer is not None else None, self._cfg.max_epochs)
+        return render_text(self._state if self._trainer is not None else None, self._params.max_epochs)
 
     def close(self) -> None:
         """Release the model and data (safe to call twice)."""
@@ -465,7 +468,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         format, episode version or config, raises :class:`~esper_env.snapshot.SnapshotError` and
         changes nothing.
         """
-        self._adopt(snap, copy.deepcopy(dict(snap.state)) if isinstance(snap, EnvSnapshot) else {})
+        check_snapshot(snap, self.config, self.codec.n, self._low.shape)
+        self._adopt(copy.deepcopy(dict(snap.state)))
 
     def fork(self) -> EsperEnv:
         """An independent env at the same point of the same episode (same config, render mode).
@@ -475,8 +479,7 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         """
         return copy.deepcopy(self)
 
-    def _adopt(self, snap: object, state: dict[str, Any]) -> None:
-        check_snapshot(snap, self.config, self.codec.n, self._low.shape)
+    def _adopt(self, state: dict[str, Any]) -> None:
         for name, attr in _HELD_BY.items():
             setattr(self, attr, state[name])
         self._params = self._episode_params(self._cfg)
@@ -493,8 +496,10 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         self.__init__(state["config"], render_mode=state["render_mode"])  # type: ignore[misc]
         if state.get("spec") is not None:
             self.spec = state["spec"]
-        if state.get("snapshot") is not None:  # already this env's own copy
-            self._adopt(state["snapshot"], dict(getattr(state["snapshot"], "state", {})))
+        snap = state.get("snapshot")
+        if snap is not None:
+            check_snapshot(snap, self.config, self.codec.n, self._low.shape)
+            self._adopt(dict(snap.state))  # already this env's own copy
 
     def __deepcopy__(self, memo: dict[int, Any]) -> EsperEnv:  # noqa: D105
         new = type(self).__new__(type(self))

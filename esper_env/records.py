@@ -101,8 +101,8 @@ class RecordEpisodes(gym.Wrapper):
             "format": RECORD_FORMAT, "env_id": getattr(inner.spec, "id", "Esper-v0"),
             "env_version": __version__, "episode_version": EPISODE_VERSION,
             "torch": torch.__version__,
-            "torch_threads": cfg.torch_threads or torch.get_num_threads(),
-            "device": cfg.device, "config": _jsonable(cfg.to_dict()), "seed": seed,
+            "torch_threads": cfg.runtime.torch_threads or torch.get_num_threads(),
+            "device": cfg.runtime.device, "config": _jsonable(cfg.to_dict()), "seed": seed,
             "rng_state": rng_state, "options": _jsonable(options),
             "instance": None if instance is None else _jsonable(instance.to_dict()),
             "reset_obs_sha256": obs_digest(obs), "reset_obs": obs.astype(float).tolist(),
@@ -207,7 +207,7 @@ def replay(record: dict[str, Any], tolerance: float | None = None) -> ReplayRepo
             f"version {EPISODE_VERSION}, so it cannot replay it exactly; give a tolerance "
             "(esper-replay --tolerance) to compare within it")
     cfg = EsperConfig.from_dict(record["config"])
-    exact = tolerance is None and record["torch"] == torch.__version__ and cfg.device == "cpu"
+    exact = tolerance is None and record["torch"] == torch.__version__ and cfg.runtime.device == "cpu"
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     env = EsperEnv(cfg)
     threads = torch.get_num_threads()

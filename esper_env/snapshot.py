@@ -107,8 +107,8 @@ def check_snapshot(snap: object, config: Any, n_actions: int, obs_shape: tuple[i
             raise SnapshotError(f"malformed snapshot: {name} is a {type(state[name]).__name__}, "
                                 f"expected {kind.__name__}")
     episode = state["episode"]
-    n = config.n_slots
-    if state["cfg"].n_slots != n or len(episode.slots) != n or len(episode.checkpoint_slots) != n:
+    n = config.host.n_slots
+    if state["cfg"].host.n_slots != n or len(episode.slots) != n or len(episode.checkpoint_slots) != n:
         raise SnapshotError(f"malformed snapshot: expected {n} slot records")
     if len(episode.mask) != n_actions or state["obs"].shape != obs_shape:
         raise SnapshotError("malformed snapshot: mask or observation of the wrong shape for this env")

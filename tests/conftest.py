@@ -38,6 +38,14 @@ TINY_CLI = ["--task", "synthetic", "--max-epochs", "12", "--env-kwarg", "germina
 """tiny_kwargs() as esper-train / esper-eval / esper-bench command-line options."""
 
 
+def rules(cfg: EsperConfig, n_classes: int = 10):
+    """The lifecycle and mask rules of ``cfg`` on a CNN task (what the core functions take)."""
+    from esper_env.core.catalog import BLUEPRINT_NAMES
+    from esper_env.core.episode import EpisodeParams
+
+    return EpisodeParams.from_config(cfg, BLUEPRINT_NAMES["cnn"], n_classes, transformer=False)
+
+
 @pytest.fixture
 def tiny_config() -> EsperConfig:
     """A fast config (synthetic task) in which a whole lifecycle fits in a dozen epochs."""

@@ -19,7 +19,7 @@ from esper_env.core.lifecycle import LIVE_STAGES, SeedStage
 from esper_env.core.state import added_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
-    from esper_env.config import EsperConfig
+    from esper_env.core.state import LifecycleRules
     from esper_env.core.state import SlotState
     from esper_env.core.tracker import TrackerState
 
@@ -89,7 +89,7 @@ def decisions_available(codec: ActionCodec, mask: np.ndarray) -> tuple[bool, ...
     return tuple(bool(mask[f] or mask[c]) for f, c in map(codec.slot_actions, range(codec.n_slots)))
 
 
-def germination_gate_open(tracker: TrackerState, epoch: int, cfg: EsperConfig) -> bool:
+def germination_gate_open(tracker: TrackerState, epoch: int, cfg: LifecycleRules) -> bool:
     """The host-side germination gate: epoch, plateau and stabilisation (or switched off)."""
     if not cfg.germination_gate:
         return True
@@ -98,7 +98,7 @@ def germination_gate_open(tracker: TrackerState, epoch: int, cfg: EsperConfig) -
             and tracker.host_stabilized)
 
 
-def budget_left(slots: Sequence[SlotState], host_params: int, cfg: EsperConfig) -> float:
+def budget_left(slots: Sequence[SlotState], host_params: int, cfg: LifecycleRules) -> float:
     """Parameters the seeds may still add under ``cfg.param_budget`` (inf without a budget)."""
     if cfg.param_budget is None:
         return math.inf
@@ -106,7 +106,7 @@ def budget_left(slots: Sequence[SlotState], host_params: int, cfg: EsperConfig) 
 
 
 def legal_action_mask(codec: ActionCodec, slots: Sequence[SlotState], tracker: TrackerState,
-                      epoch: int, cfg: EsperConfig,
+                      epoch: int, cfg: LifecycleRules,
                       germinate_costs: Sequence[Sequence[int]] | None = None,
                       host_params: int = 0) -> np.ndarray:
     """Boolean mask over the action space (MaskablePPO's convention). WAIT is always legal.

@@ -110,20 +110,22 @@ class EpisodeParams:
     def from_config(cls, cfg: EsperConfig, blueprints: tuple[str, ...], n_classes: int,
                     transformer: bool) -> EpisodeParams:
         """The parameters of an episode run with ``cfg`` (already resolved for its instance)."""
+        life = cfg.lifecycle
+        n_slots = cfg.host.n_slots
         return cls(
-            n_slots=cfg.n_slots, max_epochs=cfg.max_epochs, blueprints=tuple(blueprints),
-            n_classes=n_classes, transformer=transformer, reward_mode=cfg.reward_mode,
-            alpha_schedule=cfg.alpha_schedule, blending_epochs=cfg.blending_epochs,
-            germination_gate=cfg.germination_gate, min_germinate_epoch=cfg.min_germinate_epoch,
-            plateau_epochs_to_germinate=cfg.plateau_epochs_to_germinate,
-            plateau_threshold=cfg.plateau_threshold,
-            stabilization_threshold=cfg.stabilization_threshold,
-            stabilization_epochs=cfg.stabilization_epochs, min_cull_age=cfg.min_cull_age,
-            embargo_epochs=cfg.embargo_epochs,
+            n_slots=n_slots, max_epochs=cfg.task.max_epochs, blueprints=tuple(blueprints),
+            n_classes=n_classes, transformer=transformer, reward_mode=cfg.reward.mode,
+            alpha_schedule=life.alpha_schedule, blending_epochs=life.blending_epochs,
+            germination_gate=life.germination_gate, min_germinate_epoch=life.min_germinate_epoch,
+            plateau_epochs_to_germinate=life.plateau_epochs_to_germinate,
+            plateau_threshold=life.plateau_threshold,
+            stabilization_threshold=life.stabilization_threshold,
+            stabilization_epochs=life.stabilization_epochs, min_cull_age=life.min_cull_age,
+            embargo_epochs=life.embargo_epochs,
             effective_probation_timeout=cfg.effective_probation_timeout,
-            param_budget=cfg.param_budget, fault_epochs=tuple(cfg.fault_epochs),
-            report_test_acc=cfg.report_test_acc, gates=cfg.gates, reward=cfg.reward,
-            governor=cfg.governor, codec=ActionCodec(cfg.n_slots, blueprints))
+            param_budget=life.param_budget, fault_epochs=tuple(cfg.runtime.fault_epochs),
+            report_test_acc=cfg.runtime.report_test_acc, gates=life.gates, reward=cfg.reward,
+            governor=cfg.governor, codec=ActionCodec(n_slots, blueprints))
 
     @property
     def twin(self) -> bool:

@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from esper_env.config import FLAT_KEYWORDS, INSTANCE_FIELDS, TASKS, EsperConfig, Instance
 from esper_env.errors import ConfigError, unknown_name_message
 
-if TYPE_CHECKING:  # pragma: no cover
-    from esper_env.config import EsperConfig
-
-INSTANCE_FIELDS = ("host_channels", "injection_points", "host_lr", "train_fraction",
-                   "label_noise", "max_epochs", "param_budget")
-"""The env config fields an instance sets (all of them, always)."""
+__all__ = ["INSTANCE_FIELDS", "INSTANCE_SETS", "Instance", "InstanceSet", "episode_config",
+           "load_instance_set", "pinned_instance", "resolve_instance_set"]
 
 SPLITS = ("train", "test")
 
@@ -46,89 +43,6 @@ SET_CONTROLLED = ("task", "n_slots", "instance_set", "instance_split")
 
 INSTANCE_SETS: dict[str, str] = {"digits-mix": "digits-mix.json"}
 """Named instance sets shipped with the package: name -> file in ``esper_env/instance_sets``."""
-
-
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """One problem instance: the values of :data:`INSTANCE_FIELDS` for an episode.
-
-    Attributes:
-        name: unique within its set (``info["instance"]`` reports it).
-        host_channels: widths of the CNN host's blocks (their number is the depth); ``None``
-            means the task's default host.
-        injection_points: the host block after which each slot sits (one per slot); ``None``
-            means the last ``n_slots`` blocks.
-        host_lr: the host's SGD learning rate.
-        train_fraction: fraction of the training split used, in (0, 1].
-        label_noise: fraction of the used training labels replaced by a wrong class, in [0, 0.9].
-        max_epochs: the epoch budget.
-        param_budget: parameters the seeds may add, as a fraction of the host's; ``None`` means
-            no budget.
-    """
-
-    name: str
-    host_channels: tuple[int, ...] | None = None
-    injection_points: tuple[int, ...] | None = None
-    host_lr: float = 0.01
-    train_fraction: float = 1.0
-    label_noise: float = 0.0
-    max_epochs: int = 25
-    param_budget: float | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ConfigError(f"instance name={self.name!r} is invalid; allowed: a non-empty string")
-        for name in ("host_channels", "injection_points"):
-            value = getattr(self, name)
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
-        # The config's own checks, with the instance's name in the message.
-        from esper_env.config import EsperConfig
-
-        n_slots = len(self.injection_points) if isinstance(self.injection_points, tuple) else 1
-        try:
-            EsperConfig(n_slots=max(1, n_slots), **self.overrides())
-        except ConfigError as e:
-            raise ConfigError(f"instance {self.name!r}: {e}") from None
-        if self.host_channels is not None and self.injection_points is not None and \
-                max(self.injection_points) >= len(self.host_channels):
-            raise ConfigError(f"instance {self.name!r}: injection_points={self.injection_points} "
-                              f"is invalid; allowed: block indices 0..{len(self.host_channels) - 1}"
-                              f" of host_channels={self.host_channels}")
-
-    def overrides(self) -> dict[str, Any]:
-        """The env config fields this instance sets, by name."""
-        return {f: getattr(self, f) for f in INSTANCE_FIELDS}
-
-    def apply(self, cfg: EsperConfig, settings: dict[str, Any] | None = None) -> EsperConfig:
-        """The episode config: ``cfg`` with the set's ``settings`` and this instance's fields set
-        (and no instance set).
-        """  # noqa: D205
-        try:
-            return cfg.replace(instance_set=None, **(settings or {}), **self.overrides())
-        except ConfigError as e:
-            raise ConfigError(f"instance {self.name!r}: {e}") from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON-compatible dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Instance:
-        """Build from a dict such as :meth:`to_dict` returns; unknown keys raise ConfigError."""
-        if isinstance(data, Instance):
-            return data
-        if not isinstance(data, dict):
-            raise ConfigError(f"instance={data!r} is invalid; allowed: a dict of "
-                              f"{('name',) + INSTANCE_FIELDS}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in names:
-                raise ConfigError(unknown_name_message("instance field", key, names))
-        if "name" not in data:
-            raise ConfigError(f"instance {data!r} has no 'name'; every instance needs one")
-        return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -159,10 +73,7 @@ class InstanceSet:
     disjoint: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
-        from esper_env.config import EsperConfig
-
-        names = [f.name for f in dataclasses.fields(EsperConfig)]
-        allowed = [n for n in names if n not in INSTANCE_FIELDS + SET_CONTROLLED]
+        allowed = [n for n in FLAT_KEYWORDS if n not in INSTANCE_FIELDS + SET_CONTROLLED]
         for key in self.settings:
             if key not in allowed:
                 raise ConfigError(f"instance set {self.name!r} settings: " + unknown_name_message(
@@ -221,8 +132,6 @@ class InstanceSet:
                    if k not in data]
         if missing:
             raise ConfigError(f"instance set {data.get('name', '?')!r} lacks {missing}")
-        from esper_env.config import TASKS
-
         if data["task"] not in TASKS:
             raise ConfigError("instance set task: " + unknown_name_message("task", data["task"],
                                                                            TASKS))
@@ -347,10 +256,42 @@ def episode_config(config: EsperConfig, instance: Instance | None,
     cfg = config if instance is None else instance.apply(config, settings)
     n_points = injection_points(cfg)
     where = "" if instance is None else f"instance {instance.name!r}: "
-    if cfg.n_slots > n_points:
-        raise ConfigError(f"{where}n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
-                          f"(the {cfg.task} host has {n_points} injection points)")
-    if cfg.injection_points is not None and max(cfg.injection_points) >= n_points:
-        raise ConfigError(f"{where}injection_points={cfg.injection_points} is invalid; "
+    n_slots, points = cfg.host.n_slots, cfg.host.injection_points
+    if n_slots > n_points:
+        raise ConfigError(f"{where}n_slots={n_slots} is invalid; allowed: 1..{n_points} "
+                          f"(the {cfg.task.name} host has {n_points} injection points)")
+    if points is not None and max(points) >= n_points:
+        raise ConfigError(f"{where}injection_points={points} is invalid; "
                           f"allowed: distinct indices in 0..{n_points - 1}")
     return cfg
+
+
+def resolve_instance_set(config: EsperConfig, given: Collection[str] = ()) -> EsperConfig:
+    """Read ``config``'s instance set and check ``config`` against it (the env does, when built).
+
+    When ``instance_set`` is among the keywords ``given`` by the caller, ``task`` and ``n_slots``
+    follow the set unless they are given too (then they must agree with it); every field an
+    instance or the set's settings fix must be left at its default. Returns the config (with the
+    set's task and slot count). Without an instance set, ``config`` itself.
+    """
+    spec = config.task.instance_set
+    if spec is None:
+        return config
+    iset = load_instance_set(spec, config.task.name, config.host.n_slots)  # type: ignore[arg-type]
+    iset.split(config.task.instance_split)
+    if "instance_set" in given:
+        follow = {k: v for k, v in (("task", iset.task), ("n_slots", iset.n_slots))
+                  if k not in given}
+        if follow:
+            config = config.replace(**follow)
+    flat = config.flat()
+    for name, value in (("task", iset.task), ("n_slots", iset.n_slots)):
+        if flat[name] != value:
+            raise ConfigError(f"{name}={flat[name]!r} conflicts with instance set {iset.name!r} "
+                              f"({name}={value!r}); leave it out or use {value!r}")
+    defaults = EsperConfig().flat()
+    for name in INSTANCE_FIELDS + tuple(iset.settings):
+        if flat[name] != defaults[name]:
+            raise ConfigError(f"{name}={flat[name]!r} is set by every instance of {iset.name!r}; "
+                              "leave it at its default with an instance set")
+    return config

@@ -33,7 +33,7 @@ from esper_env.core.lifecycle import MODULE_STAGES, SeedEvent, SeedStage, next_s
 from esper_env.core.state import SlotMetrics, SlotState
 
 if TYPE_CHECKING:  # pragma: no cover
-    from esper_env.config import EsperConfig
+    from esper_env.core.state import LifecycleRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def germinate(slot: SlotState, *, blueprint: str, seed_id: str, seed_params: int
     return training, g1, events
 
 
-def fossilize(slot: SlotState, cfg: EsperConfig) -> tuple[SlotState, GateResult,
+def fossilize(slot: SlotState, cfg: LifecycleRules) -> tuple[SlotState, GateResult,
                                                           list[LifecycleEvent]]:
     """FOSSILIZE a PROBATIONARY seed if G5 passes; otherwise the slot is unchanged."""
     g5 = check_g5(slot, cfg.gates)
@@ -115,7 +115,7 @@ def record_epoch(slot: SlotState, metrics: SlotMetrics, val_acc: float) -> SlotS
     return replace(slot, epochs_in_stage=slot.epochs_in_stage + 1, current_acc=val_acc)
 
 
-def auto_transition(slot: SlotState, cfg: EsperConfig
+def auto_transition(slot: SlotState, cfg: LifecycleRules
                     ) -> tuple[SlotState, GateResult | None, list[LifecycleEvent]]:
     """Apply the automatic transitions to a slot whose epoch was just recorded.
 
@@ -166,7 +166,7 @@ def auto_transition(slot: SlotState, cfg: EsperConfig
     return slot, None, []
 
 
-def advance_epoch(slot: SlotState, metrics: SlotMetrics, val_acc: float, cfg: EsperConfig
+def advance_epoch(slot: SlotState, metrics: SlotMetrics, val_acc: float, cfg: LifecycleRules
                   ) -> tuple[SlotState, GateResult | None, list[LifecycleEvent]]:
     """:func:`record_epoch` then :func:`auto_transition`."""
     return auto_transition(record_epoch(slot, metrics, val_acc), cfg)

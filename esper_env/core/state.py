@@ -7,9 +7,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from esper_env.core.alpha import AlphaController
 from esper_env.core.lifecycle import MODULE_STAGES, SeedStage
+
+if TYPE_CHECKING:  # pragma: no cover
+    from esper_env.config import GateConfig
+
+
+class LifecycleRules(Protocol):
+    """What the lifecycle and mask functions read: an episode's
+    :class:`~esper_env.core.episode.EpisodeParams` (the config's lifecycle section, resolved).
+    """  # noqa: D205
+
+    @property
+    def gates(self) -> GateConfig: ...  # noqa: D102
+    @property
+    def blending_epochs(self) -> int: ...  # noqa: D102
+    @property
+    def effective_probation_timeout(self) -> int: ...  # noqa: D102
+    @property
+    def embargo_epochs(self) -> int: ...  # noqa: D102
+    @property
+    def germination_gate(self) -> bool: ...  # noqa: D102
+    @property
+    def min_germinate_epoch(self) -> int: ...  # noqa: D102
+    @property
+    def plateau_epochs_to_germinate(self) -> int: ...  # noqa: D102
+    @property
+    def param_budget(self) -> float | None: ...  # noqa: D102
+    @property
+    def min_cull_age(self) -> int: ...  # noqa: D102
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,13 +32,13 @@ def num_threads(n: int | None) -> Iterator[None]:
 
 
 def own_threads(method: _F) -> _F:
-    """Run an env method with the env's ``config.torch_threads`` (if set), restoring the count after.
+    """Run an env method with the env's ``config.runtime.torch_threads`` (if set), restoring the count after.
 
     Scoping the count to the env's own calls means that another env built (or the caller running)
     with another count does not change this env's results.
     """
     @functools.wraps(method)
     def scoped(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with num_threads(self.config.torch_threads):
+        with num_threads(self.config.runtime.torch_threads):
             return method(self, *args, **kwargs)
     return scoped  # type: ignore[return-value]

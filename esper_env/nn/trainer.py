@@ -81,11 +81,12 @@ def build_host(cfg: EsperConfig, spec: TaskSpec) -> nn.Module:
     if spec.topology == "transformer":
         from esper_env.nn.transformer import TransformerHost
 
-        return TransformerHost(spec.n_classes, cfg.block_size or spec.block_size,
-                               cfg.n_layer or spec.n_layer, cfg.n_head or spec.n_head,
-                               cfg.n_embd or spec.n_embd)
-    return CNNHost(spec.in_channels, spec.image_size, cfg.host_channels or spec.host_channels,
-                   spec.pool_layers, spec.n_classes, cfg.host_bn_momentum)
+        h = cfg.host
+        return TransformerHost(spec.n_classes, h.block_size or spec.block_size,
+                               h.n_layer or spec.n_layer, h.n_head or spec.n_head,
+                               h.n_embd or spec.n_embd)
+    return CNNHost(spec.in_channels, spec.image_size, cfg.host.channels or spec.host_channels,
+                   spec.pool_layers, spec.n_classes, cfg.host.bn_momentum)
 
 
 def sgd(params: Sequence[nn.Parameter], lr: float, momentum: float,
@@ -146,16 +147,16 @@ class Trainer:
         spec = data.spec
         self.device = data.train_x.device
         host = build_seeded(model_seed, lambda: build_host(cfg, spec))
-        points = cfg.injection_points
-        n_points = len(host.injection_points)
+        points = cfg.host.injection_points
+        n_points, n_slots = len(host.injection_points), cfg.host.n_slots
         if points is None:
-            if cfg.n_slots > n_points:
-                raise ConfigError(f"n_slots={cfg.n_slots} is invalid; allowed: 1..{n_points} "
+            if n_slots > n_points:
+                raise ConfigError(f"n_slots={n_slots} is invalid; allowed: 1..{n_points} "
                                   f"(the host has {n_points} injection points)")
-            points = tuple(range(n_points - cfg.n_slots, n_points))
+            points = tuple(range(n_points - n_slots, n_points))
         # None: torch's default layout, untouched; channels_last: the model and every batch
-        self.memory_format = torch.channels_last if cfg.channels_last else None
-        self.model = self._to_device(MorphogeneticModel(host, points, cfg.blend))
+        self.memory_format = torch.channels_last if cfg.runtime.channels_last else None
+        self.model = self._to_device(MorphogeneticModel(host, points, cfg.lifecycle.blend))
         self.model.train()
         self.host_params = count_parameters(host)
         self._host_param_list = self.model.host_parameters()
@@ -164,9 +165,10 @@ class Trainer:
         self.host_opt = self._host_optimizer()
         self.seed_opts: list[torch.optim.Optimizer | None] = [None] * len(points)
         self.generator = torch.Generator().manual_seed(data_seed)
-        clip = cfg.grad_clip if cfg.grad_clip is not None else spec.grad_clip
+        opt = cfg.optimiser
+        clip = opt.grad_clip if opt.grad_clip is not None else spec.grad_clip
         self.grad_clip = None if clip is None or math.isinf(clip) else float(clip)
-        self.seed_lr = float(cfg.seed_lr if cfg.seed_lr is not None else spec.seed_lr)
+        self.seed_lr = float(opt.seed_lr if opt.seed_lr is not None else spec.seed_lr)
         self._checkpoint: dict[str, object] | None = None
         self.twin_enabled = bool(twin)
         self.twin: nn.Module | None = None
@@ -174,14 +176,14 @@ class Trainer:
         self._twin_modules: tuple[nn.Module, ...] = ()
 
     def _to_device(self, module: nn.Module) -> nn.Module:
-        """``module`` on the trainer's device, in its memory layout (``cfg.channels_last``)."""
+        """``module`` on the trainer's device, in its memory layout (``cfg.runtime.channels_last``)."""
         if self.memory_format is None:
             return module.to(self.device)
         return module.to(self.device, memory_format=self.memory_format)
 
     def _host_optimizer(self, params: Sequence[nn.Parameter] | None = None
                         ) -> torch.optim.Optimizer:
-        c = self.cfg
+        c = self.cfg.optimiser
         params = self.model.host_parameters() if params is None else params
         return sgd(params, lr=c.host_lr, momentum=c.host_momentum, weight_decay=c.host_weight_decay)
 
@@ -204,7 +206,7 @@ class Trainer:
         """
         s = self.model.slots[slot]
         topology = self.data.spec.topology
-        options = {"checkpoint": True} if self.cfg.seed_checkpointing else {}
+        options = {"checkpoint": True} if self.cfg.runtime.seed_checkpointing else {}
         seed = build_seeded(module_seed, lambda: build_blueprint(topology, blueprint, s.channels,
                                                                  **options))
         gate = build_seeded(module_seed + 1, lambda: SeedGate(s.channels, s.sequence)) \
@@ -227,7 +229,7 @@ class Trainer:
         s.set_seed(seed, gate)
         self._module_list = None
         self.seed_opts[slot] = sgd(s.seed_parameters(), lr=self.seed_lr,
-                                   momentum=self.cfg.seed_momentum)
+                                   momentum=self.cfg.optimiser.seed_momentum)
         return sum(p.numel() for p in s.seed_parameters()), True
 
     def seed_param_count(self, slot: int, blueprint: str) -> int:
@@ -307,7 +309,7 @@ class Trainer:
         opts = [self.host_opt] + [o for o in self.seed_opts if o is not None]
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        bs = self.cfg.batch_size
+        bs = self.cfg.optimiser.batch_size
         active = [k for k, s in enumerate(slots) if s.is_active]
         seed_params = {k: slots[k].seed_parameters() for k in active}
         host_sq = torch.zeros((), device=self.device)
@@ -433,8 +435,9 @@ class Trainer:
         """The episode's constants as observed: host size and learning rate, data, slots."""
         c, model = self.cfg, self.model
         return EpisodeFacts(
-            host_params=self.host_params, host_lr=c.host_lr, train_fraction=c.train_fraction,
-            label_noise=c.label_noise, param_budget=c.param_budget,
+            host_params=self.host_params, host_lr=c.optimiser.host_lr,
+            train_fraction=c.task.train_fraction, label_noise=c.task.label_noise,
+            param_budget=c.lifecycle.param_budget,
             slot_channels=tuple(s.channels for s in model.slots),
             slot_depths=tuple((q + 1) / len(model.host.blocks) for q in model.points))
 

@@ -22,7 +22,7 @@ def test_no_growth_policy_always_waits(env):
     result = run_episode(env, NoGrowthPolicy(env), seed=0)
     assert result.params_added == 0
     assert result.lifecycle == {}
-    assert result.length == env.config.max_epochs - 1
+    assert result.length == env.config.task.max_epochs - 1
 
 
 def test_random_policy_only_picks_legal_actions_and_is_seeded(env):
@@ -72,7 +72,7 @@ def test_scripted_policy_earliest_epoch_delays_germination(env):
     mask = np.zeros(env.codec.n, dtype=bool)
     mask[[0, late.germinate]] = True
     for epoch, want in [(5, 0), (6, late.germinate), (7, late.germinate)]:
-        obs[index] = epoch / env.config.max_epochs
+        obs[index] = epoch / env.config.task.max_epochs
         assert late.predict(obs, mask)[0] == want
     with pytest.raises(ValueError, match="earliest_epoch=-1"):
         ScriptedPolicy(env, "norm", earliest_epoch=-1)

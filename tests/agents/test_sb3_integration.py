@@ -48,5 +48,5 @@ def test_run_episode_evaluates_an_unmasked_sb3_model():
     model = PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0,
                 policy_kwargs={"net_arch": [8]})
     result = run_episode(env, model, seed=2, name="ppo")
-    assert result.policy == "ppo" and result.length == env.unwrapped.config.max_epochs - 1
+    assert result.policy == "ppo" and result.length == env.unwrapped.config.task.max_epochs - 1
     assert 0.0 <= result.final_test_acc <= 100.0

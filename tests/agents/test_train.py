@@ -89,7 +89,7 @@ def test_each_algorithm_trains_saves_and_reloads(tmp_path, algo):
     assert all(h["illegal_fraction"] == 0.0 for h in history), "masked policies play legal actions"
     spec = EnvSpec.load(out / "env_config.json")
     assert spec.mask_observation == (algo != "maskable-ppo")
-    assert spec.esper_config.max_epochs == 12
+    assert spec.esper_config.task.max_epochs == 12
     model, spec2 = load_model(out, which="final")
     assert spec2 == spec
     result = run_episode(spec.make(), model, seed=1000)
@@ -204,7 +204,8 @@ def test_instance_set_runs_validate_on_the_train_split_and_esper_eval_reports_th
                           hyperparams={"n_steps": 48, "batch_size": 48, "n_epochs": 1}, progress_bar=False,
                           tensorboard=False))
     spec = EnvSpec.load(out / "env_config.json")
-    assert spec.esper_config.instance_set == "digits-mix" and spec.esper_config.instance_split == "train"
+    assert spec.esper_config.task.instance_set == "digits-mix"
+    assert spec.esper_config.task.instance_split == "train"
     report = tmp_path / "eval.json"
     done = subprocess.run(_cli("esper-eval") + ["--model", str(out), "--episodes", "2", "--policies",
                                                 "no-growth", "--json", str(report)],
@@ -240,7 +241,7 @@ TINYTEXT = dict(tiny_kwargs(), task="tinytext", train_subset=32, batch_size=16, 
 def test_agents_train_and_play_on_tinytext_with_the_transformer_blueprints(tmp_path, algo):
     out = train(_args(tmp_path, algo, env_kwargs=TINYTEXT, curriculum=algo == "per-dqn"))
     spec = EnvSpec.load(out / "env_config.json")
-    assert spec.esper_config.task == "tinytext"
+    assert spec.esper_config.task.name == "tinytext"
     model, _ = load_model(out, which="final")
     env = spec.make()
     names = env.unwrapped.action_names

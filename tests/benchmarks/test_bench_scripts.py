@@ -300,7 +300,7 @@ def test_bench_cifar_speed_sweeps_channels_last_in_the_envs(tmp_path, monkeypatc
     reset = EsperEnv.reset
 
     def recording(self, *args, **kwargs):
-        layouts.append(self.config.channels_last)
+        layouts.append(self.config.runtime.channels_last)
         return reset(self, *args, **kwargs)
 
     monkeypatch.setattr(EsperEnv, "reset", recording)  # the threads layout: envs in this process

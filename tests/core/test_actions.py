@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import rules
+
 from esper_env.config import EsperConfig
 from esper_env.core.actions import (
     Action,
@@ -78,12 +80,12 @@ OPEN_TRACKER = TrackerState(plateau_epochs=3, host_stabilized=True)
 ])
 def test_germination_gate_open_thresholds(epoch, plateau, stable, open_) -> None:
     t = TrackerState(plateau_epochs=plateau, host_stabilized=stable)
-    assert germination_gate_open(t, epoch, GATED) is open_
+    assert germination_gate_open(t, epoch, rules(GATED)) is open_
 
 
 def test_germination_gate_switched_off_is_always_open() -> None:
     cfg = GATED.replace(germination_gate=False)
-    assert germination_gate_open(TrackerState(), 0, cfg) is True
+    assert germination_gate_open(TrackerState(), 0, rules(cfg)) is True
 
 
 # -- mask --------------------------------------------------------------------------------------
@@ -96,16 +98,16 @@ def slot(i: int, stage: SeedStage, age: int = 0, c: float | None = 5.0) -> SlotS
 def test_legal_action_mask_only_wait_when_nothing_possible() -> None:
     codec = ActionCodec(2, BPS)
     slots = [slot(0, SeedStage.EMBARGOED), slot(1, SeedStage.FOSSILIZED, age=30)]
-    mask = legal_action_mask(codec, slots, OPEN_TRACKER, 10, GATED)
+    mask = legal_action_mask(codec, slots, OPEN_TRACKER, 10, rules(GATED))
     assert mask.dtype == bool and mask.tolist() == [True] + [False] * 14
 
 
 def test_legal_action_mask_germinate_needs_dormant_and_open_gate() -> None:
     codec = ActionCodec(2, BPS)
     slots = [slot(0, SeedStage.DORMANT), slot(1, SeedStage.TRAINING, age=1)]
-    closed = legal_action_mask(codec, slots, OPEN_TRACKER, 4, GATED)
+    closed = legal_action_mask(codec, slots, OPEN_TRACKER, 4, rules(GATED))
     assert closed.tolist() == [True] + [False] * 14
-    opened = legal_action_mask(codec, slots, OPEN_TRACKER, 5, GATED)
+    opened = legal_action_mask(codec, slots, OPEN_TRACKER, 5, rules(GATED))
     assert [codec.name(i) for i in range(codec.n) if opened[i]] == [
         "WAIT"] + [f"GERMINATE_{b}@0" for b in BPS]
 
@@ -115,7 +117,7 @@ def test_legal_action_mask_germinate_needs_dormant_and_open_gate() -> None:
                                    SeedStage.PROBATIONARY])
 def test_legal_action_mask_cull_needs_live_stage_and_min_age(stage, age, legal) -> None:
     codec = ActionCodec(1, BPS)
-    mask = legal_action_mask(codec, [slot(0, stage, age)], OPEN_TRACKER, 10, GATED)
+    mask = legal_action_mask(codec, [slot(0, stage, age)], OPEN_TRACKER, 10, rules(GATED))
     assert bool(mask[codec.encode(Action(K.CULL, 0))]) is legal
     assert mask[codec.encode(Action(K.FOSSILIZE, 0))] == (stage == SeedStage.PROBATIONARY)
 
@@ -126,11 +128,11 @@ def test_legal_action_mask_fossilize_only_when_g5_passes(c: float | None, legal:
     """Issue 5: FOSSILIZE is never unmasked for a seed that cannot pass G5 this epoch."""
     codec = ActionCodec(1, BPS)
     mask = legal_action_mask(codec, [slot(0, SeedStage.PROBATIONARY, 3, c)], OPEN_TRACKER, 10,
-                             GATED)
+                             rules(GATED))
     assert bool(mask[codec.encode(Action(K.FOSSILIZE, 0))]) is legal
     cfg = GATED.replace(gates={"min_fossilize_contribution": 0.25})
     mask = legal_action_mask(codec, [slot(0, SeedStage.PROBATIONARY, 3, 0.5)], OPEN_TRACKER, 10,
-                             cfg)
+                             rules(cfg))
     assert mask[codec.encode(Action(K.FOSSILIZE, 0))]
 
 
@@ -138,7 +140,7 @@ def test_decisions_available_reads_fossilize_and_cull_per_slot() -> None:
     codec = ActionCodec(3, BPS)
     slots = [slot(0, SeedStage.PROBATIONARY, 3, 5.0), slot(1, SeedStage.PROBATIONARY, 3, 0.5),
              slot(2, SeedStage.TRAINING, 12)]
-    mask = legal_action_mask(codec, slots, OPEN_TRACKER, 10, GATED)
+    mask = legal_action_mask(codec, slots, OPEN_TRACKER, 10, rules(GATED))
     assert decisions_available(codec, mask) == (True, False, True)
     assert codec.slot_actions(1) == (codec.encode(Action(K.FOSSILIZE, 1)),
                                      codec.encode(Action(K.CULL, 1)))
@@ -148,7 +150,7 @@ def test_decisions_available_reads_fossilize_and_cull_per_slot() -> None:
                                    SeedStage.EMBARGOED, SeedStage.RESETTING])
 def test_legal_action_mask_no_cull_or_fossilize_outside_live_stages(stage) -> None:
     codec = ActionCodec(1, BPS)
-    mask = legal_action_mask(codec, [slot(0, stage, 99)], OPEN_TRACKER, 10, GATED)
+    mask = legal_action_mask(codec, [slot(0, stage, 99)], OPEN_TRACKER, 10, rules(GATED))
     assert not mask[codec.encode(Action(K.CULL, 0))]
     assert not mask[codec.encode(Action(K.FOSSILIZE, 0))]
     assert mask[0]
@@ -157,5 +159,5 @@ def test_legal_action_mask_no_cull_or_fossilize_outside_live_stages(stage) -> No
 def test_legal_action_mask_min_cull_age_zero_allows_fresh_seed() -> None:
     codec = ActionCodec(1, BPS)
     cfg = GATED.replace(min_cull_age=0)
-    mask = legal_action_mask(codec, [slot(0, SeedStage.TRAINING, 0)], TrackerState(), 0, cfg)
+    mask = legal_action_mask(codec, [slot(0, SeedStage.TRAINING, 0)], TrackerState(), 0, rules(cfg))
     assert mask.tolist() == [True, False, False, False, False, False, False, True]

@@ -9,11 +9,22 @@ import re
 
 import pytest
 
-from esper_env.config import EsperConfig, GateConfig, GovernorConfig, RewardConfig, from_kwargs
+from esper_env.config import (
+    FLAT_KEYWORDS,
+    SECTIONS,
+    EsperConfig,
+    GateConfig,
+    GovernorConfig,
+    HostConfig,
+    LifecycleConfig,
+    RewardConfig,
+    TaskConfig,
+    from_kwargs,
+)
 from esper_env.errors import ConfigError, EsperError
 
 BAD_TOP: dict[str, list[object]] = {
-    "task": ["digit", "cifar", "", None, 3],
+    "task": ["digit", "cifar", "", 3],
     "n_slots": [0, -1, 1.5, True, "1"],
     "max_epochs": [1, 0, 2.0, None],
     "reward_mode": ["contrib", "Delta", None],
@@ -46,7 +57,7 @@ BAD_TOP: dict[str, list[object]] = {
     "train_fraction": [0.0, 1.5, math.nan, "1"],
     "label_noise": [-0.1, 0.95, math.inf],
     "param_budget": [-1.0, math.nan, "0.5"],
-    "instance_set": ["digits-mixx", 5, "missing.json"],
+    "instance_set": [5, ""],  # a name or a file is checked when the env is built (no I/O here)
     "instance_split": ["dev", "validation"],
     # transformer sizes are bad on the (default) CNN task whatever their value
     "block_size": [8, 0],
@@ -130,19 +141,18 @@ def test_tinytext_and_cifar_configs_accept_their_fields(tmp_path) -> None:
                       train_subset=100, seed_checkpointing=True)
     assert EsperConfig.from_json(cfg.to_json()) == cfg
     cifar = EsperConfig(task="cifar10", data_root=tmp_path, download=True)
-    assert cifar.data_root == str(tmp_path)  # a PathLike is kept as its string (JSON-ready)
+    assert cifar.task.data_root == str(tmp_path)  # a PathLike is kept as its string (JSON-ready)
     assert EsperConfig.from_json(cifar.to_json()) == cifar
 
 
 def test_every_field_has_a_bad_value_case() -> None:
-    assert set(BAD_TOP) == {f.name for f in dataclasses.fields(EsperConfig)} - {
-        "gates", "reward", "governor"}
+    assert set(BAD_TOP) == set(FLAT_KEYWORDS) - {"gates"}
     for group, cls in (("gates", GateConfig), ("governor", GovernorConfig)):
         assert {k.split(".")[1] for k in BAD_NESTED if k.startswith(group)} == {
             f.name for f in dataclasses.fields(cls)}
 
 
-@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(RewardConfig)])
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(RewardConfig) if f.name != "mode"])
 def test_reward_config_rejects_nan_for_every_weight(field: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(f"reward.{field}=nan")):
         RewardConfig(**{field: math.nan})
@@ -177,17 +187,17 @@ def test_from_kwargs_nested_dict_updates_only_given_fields() -> None:
     base = EsperConfig(gates=GateConfig(min_training_epochs=1, max_isolation_violations=4))
     c = from_kwargs(base, gates={"min_fossilize_contribution": 2.0},
                     reward={"gamma": 0.9}, max_epochs=40)
-    assert c.gates == GateConfig(min_training_epochs=1, max_isolation_violations=4,
-                                 min_fossilize_contribution=2.0)
+    assert c.lifecycle.gates == GateConfig(min_training_epochs=1, max_isolation_violations=4,
+                                           min_fossilize_contribution=2.0)
     assert c.reward.gamma == 0.9
     assert c.reward.rent_pp_per_doubling == RewardConfig().rent_pp_per_doubling
-    assert c.max_epochs == 40
+    assert c.task.max_epochs == 40
     assert c.governor == base.governor
 
 
 def test_from_kwargs_whole_nested_dataclass_replaces() -> None:
     g = GateConfig(min_blend_alpha=0.5)
-    assert from_kwargs(gates=g).gates is g
+    assert from_kwargs(gates=g).lifecycle.gates is g
 
 
 def test_esper_config_dict_for_nested_builds_dataclass() -> None:
@@ -198,7 +208,7 @@ def test_esper_config_dict_for_nested_builds_dataclass() -> None:
 
 def test_esper_config_replace_validates() -> None:
     c = EsperConfig().replace(n_slots=2, injection_points=[0, 1])
-    assert c.injection_points == (0, 1)
+    assert c.host.injection_points == (0, 1)
     with pytest.raises(ConfigError, match="max_epochs=1"):
         EsperConfig().replace(max_epochs=1)
 
@@ -248,20 +258,22 @@ def test_esper_config_json_round_trip(config: EsperConfig) -> None:
     json.loads(text)  # plain JSON
     back = EsperConfig.from_json(text)
     assert back == config
-    assert isinstance(back.gates, GateConfig) and isinstance(back.reward, RewardConfig)
-    if config.injection_points is not None:
-        assert isinstance(back.injection_points, tuple)
-        assert isinstance(back.fault_epochs, tuple)
+    assert isinstance(back.lifecycle.gates, GateConfig) and isinstance(back.reward, RewardConfig)
+    if config.host.injection_points is not None:
+        assert isinstance(back.host.injection_points, tuple)
+        assert isinstance(back.runtime.fault_epochs, tuple)
 
 
 def test_non_default_config_differs_from_default_in_every_field() -> None:
-    d, n = EsperConfig(), EsperConfig(**NON_DEFAULT)
-    for f in dataclasses.fields(EsperConfig):
-        if f.name in ("instance_set", "instance_split"):  # tested in tests/core/test_instances.py
+    d, n = EsperConfig().flat(), EsperConfig(**NON_DEFAULT).flat()
+    for name in FLAT_KEYWORDS:
+        if name in ("instance_set", "instance_split"):  # tested in tests/core/test_instances.py
             continue
-        if f.name in ("block_size", "n_layer", "n_head", "n_embd", "data_root"):
+        if name in ("block_size", "n_layer", "n_head", "n_embd", "data_root"):
             continue  # other tasks' fields: test_tinytext_and_cifar_configs_accept_their_fields
-        assert getattr(d, f.name) != getattr(n, f.name), f.name
+        assert d[name] != n[name], name
+    for name in ("reward", "governor"):
+        assert getattr(EsperConfig(), name) != getattr(EsperConfig(**NON_DEFAULT), name)
 
 
 @pytest.mark.parametrize(("max_epochs", "timeout", "want"), [
@@ -275,16 +287,19 @@ def test_effective_probation_timeout(max_epochs: int, timeout: int | None, want:
 
 def test_esper_config_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
-        EsperConfig().n_slots = 3  # type: ignore[misc]
+        EsperConfig().host = HostConfig()  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        EsperConfig().host.n_slots = 3  # type: ignore[misc]
 
 
 def test_defaults_are_anchor_values() -> None:
     c = EsperConfig()
-    assert (c.task, c.n_slots, c.max_epochs, c.reward_mode, c.blend, c.alpha_schedule) == (
-        "digits", 1, 25, "contribution", "add", "sigmoid")
-    assert (c.blending_epochs, c.min_germinate_epoch, c.min_cull_age, c.embargo_epochs,
-            c.batch_size) == (5, 5, 10, 3, 128)
-    assert (c.host_lr, c.host_momentum, c.host_weight_decay, c.seed_momentum) == (
+    assert (c.task.name, c.host.n_slots, c.task.max_epochs, c.reward.mode, c.lifecycle.blend,
+            c.lifecycle.alpha_schedule) == ("digits", 1, 25, "contribution", "add", "sigmoid")
+    life, opt = c.lifecycle, c.optimiser
+    assert (life.blending_epochs, life.min_germinate_epoch, life.min_cull_age, life.embargo_epochs,
+            opt.batch_size) == (5, 5, 10, 3, 128)
+    assert (opt.host_lr, opt.host_momentum, opt.host_weight_decay, opt.seed_momentum) == (
         0.01, 0.9, 5e-4, 0.9)
 
 
@@ -292,9 +307,11 @@ def test_defaults_calibrated_for_digits_differ_from_the_anchor_as_documented() -
     # The germination-gate thresholds, BN momentum and seed lr are calibrated for digits
     # (benchmarks/bench_growth.py); the docstring must give the anchor value next to each.
     c = EsperConfig()
-    assert (c.plateau_epochs_to_germinate, c.plateau_threshold, c.stabilization_threshold,
-            c.stabilization_epochs, c.host_bn_momentum, c.seed_lr) == (1, 2.0, 0.05, 2, 0.5, None)
-    doc = " ".join((EsperConfig.__doc__ or "").split())
+    life = c.lifecycle
+    assert (life.plateau_epochs_to_germinate, life.plateau_threshold, life.stabilization_threshold,
+            life.stabilization_epochs, c.host.bn_momentum, c.optimiser.seed_lr) == (
+        1, 2.0, 0.05, 2, 0.5, None)
+    doc = " ".join(" ".join(cls.__doc__ or "" for cls in SECTIONS.values()).split())
     for anchor in ("anchor 3; digits 1", "anchor 0.5", "anchor 0.03; digits 0.05",
                    "anchor 3; digits 2", "anchor 0.01"):
         assert anchor in doc, anchor
@@ -313,9 +330,10 @@ def test_numpy_scalars_are_accepted_as_plain_numbers() -> None:
     assert cfg == EsperConfig(n_slots=2, max_epochs=12, host_lr=0.02, germination_gate=False,
                               host_channels=(2, 4, 8), gates={"min_training_epochs": 2},
                               reward={"gamma": 0.5}, governor={"enabled": True})
-    for value in (cfg.n_slots, cfg.max_epochs, cfg.host_channels[0], cfg.gates.min_training_epochs):
+    for value in (cfg.host.n_slots, cfg.task.max_epochs, cfg.host.channels[0],
+                  cfg.lifecycle.gates.min_training_epochs):
         assert type(value) is int
-    assert type(cfg.host_lr) is float and type(cfg.germination_gate) is bool
+    assert type(cfg.optimiser.host_lr) is float and type(cfg.lifecycle.germination_gate) is bool
     assert EsperConfig.from_json(cfg.to_json()) == cfg  # plain JSON, no NumPy types left
     # a NumPy scalar of the wrong kind or range is still rejected, naming the value
     with pytest.raises(ConfigError, match="n_slots=0"):
@@ -324,3 +342,50 @@ def test_numpy_scalars_are_accepted_as_plain_numbers() -> None:
         EsperConfig(max_epochs=np.float64(2.5))
     with pytest.raises(ConfigError, match="germination_gate"):
         EsperConfig(germination_gate=np.int64(1))
+
+
+# -- sections -----------------------------------------------------------------------------------
+def test_flat_keywords_and_sections_build_the_same_config() -> None:
+    flat = EsperConfig(**NON_DEFAULT)
+    sectioned = EsperConfig(**{name: getattr(flat, name) for name in SECTIONS})
+    assert sectioned == flat and sectioned.flat() == flat.flat()
+    assert [f.name for f in dataclasses.fields(EsperConfig)] == list(SECTIONS)
+    as_dicts = EsperConfig(task={"name": "synthetic", "max_epochs": 40}, host={"n_slots": 2},
+                           lifecycle=LifecycleConfig(blend="gate"))
+    assert as_dicts == EsperConfig(task="synthetic", max_epochs=40, n_slots=2, blend="gate")
+    # flat keywords apply on top of the sections given
+    assert EsperConfig(task=TaskConfig(name="synthetic"), max_epochs=30).task == TaskConfig(
+        name="synthetic", max_epochs=30)
+
+
+def test_every_flat_keyword_reaches_its_section() -> None:
+    n = EsperConfig(**NON_DEFAULT)
+    for key, (section, name) in FLAT_KEYWORDS.items():
+        assert getattr(getattr(n, section), name) == n.flat()[key]
+    assert n.task.name == "synthetic" and n.host.channels == (4, 8, 16)
+    assert n.host.bn_momentum == 0.1 and n.reward.mode == "delta"
+    assert n.effective_probation_timeout == 6
+
+
+def test_to_dict_has_one_entry_per_section_and_flat_dicts_still_load() -> None:
+    n = EsperConfig(**NON_DEFAULT)
+    assert list(n.to_dict()) == list(SECTIONS)
+    old = {**{k: v for k, v in n.flat().items()},  # what the flat config wrote (JSON)
+           "reward": {k: v for k, v in dataclasses.asdict(n.reward).items() if k != "mode"},
+           "governor": dataclasses.asdict(n.governor),
+           "gates": dataclasses.asdict(n.lifecycle.gates)}
+    assert EsperConfig.from_json(json.dumps(old)) == n
+
+
+def test_construction_reads_no_file(tmp_path) -> None:
+    # The instance set is only a name or a path here: the env reads and checks it when built.
+    cfg = EsperConfig(instance_set=str(tmp_path / "missing.json"))
+    assert cfg.task.instance_set == str(tmp_path / "missing.json")
+    assert EsperConfig(instance_set="digits-mixx").task.instance_set == "digits-mixx"
+
+
+def test_from_kwargs_section_none_and_task_none_are_refused() -> None:
+    with pytest.raises(ConfigError, match=r"task: .*None"):
+        from_kwargs(task=None)
+    with pytest.raises(ConfigError, match=r"^host=None is invalid"):
+        from_kwargs(host=None)

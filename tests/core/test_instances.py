@@ -15,8 +15,23 @@ from esper_env.core.instances import (
     Instance,
     InstanceSet,
     load_instance_set,
+    resolve_instance_set,
 )
 from esper_env.errors import ConfigError
+
+
+def resolved(**kwargs):
+    """The config ``gym.make(**kwargs)`` runs with: merged, then checked against its set."""
+    return resolve_instance_set(from_kwargs(**kwargs), kwargs)
+
+
+def test_building_an_env_checks_the_instance_set_name_and_file(tmp_path) -> None:
+    from esper_env.env import EsperEnv
+
+    with pytest.raises(ConfigError, match="digits-mixx"):
+        EsperEnv(instance_set="digits-mixx")
+    with pytest.raises(ConfigError, match="missing.json"):
+        EsperEnv(instance_set=str(tmp_path / "missing.json"))
 
 REC = dict(name="a", host_channels=[2, 4, 8], injection_points=[2], host_lr=0.003,
            train_fraction=0.5, label_noise=0.2, max_epochs=20, param_budget=0.5)
@@ -39,10 +54,10 @@ def test_instance_defaults_are_the_default_task() -> None:
 def test_instance_apply_sets_every_field_and_clears_the_set() -> None:
     base = EsperConfig(instance_set=[REC])
     episode = Instance.from_dict(REC).apply(base)
-    assert episode.instance_set is None
+    assert episode.task.instance_set is None
     for name in INSTANCE_FIELDS:
         want = REC[name]
-        got = getattr(episode, name)
+        got = episode.flat()[name]
         assert (list(got) if isinstance(got, tuple) else got) == want, name
 
 
@@ -141,19 +156,22 @@ def test_config_takes_task_and_slots_from_the_set_and_rejects_instance_fields(tm
     two = _set(n_slots=2, train=[{**REC, "name": "t0", "injection_points": [1, 2]}],
                test=[{**REC, "name": "e0", "injection_points": [0, 2]}])
     path.write_text(json.dumps(two))
-    cfg = from_kwargs(instance_set=str(path), instance_split="test")
-    assert cfg.n_slots == 2 and cfg.instance_split == "test"
+    assert from_kwargs(instance_set=str(path)).host.n_slots == 1  # no file read: a plain config
+    cfg = resolved(instance_set=str(path), instance_split="test")
+    assert cfg.host.n_slots == 2 and cfg.task.instance_split == "test"
     with pytest.raises(ConfigError, match=r"n_slots=3 conflicts with instance set 's'"):
-        from_kwargs(instance_set=str(path), n_slots=3)
+        resolved(instance_set=str(path), n_slots=3)
+    with pytest.raises(ConfigError, match=r"n_slots=3 conflicts with instance set 's'"):
+        resolve_instance_set(from_kwargs(instance_set=str(path), n_slots=3))  # given as a config
     with pytest.raises(ConfigError, match=r"host_lr=0.05 is set by every instance of 's'"):
-        from_kwargs(instance_set=str(path), host_lr=0.05)
+        resolved(instance_set=str(path), host_lr=0.05)
     with pytest.raises(ConfigError, match="instance_split"):
-        from_kwargs(instance_set=str(path), instance_split="val")
+        resolved(instance_set=str(path), instance_split="val")
 
 
 def test_config_with_records_round_trips_through_json() -> None:
     cfg = EsperConfig(instance_set=[REC, {"name": "b", "max_epochs": 12}])
-    assert all(isinstance(i, Instance) for i in cfg.instance_set)
+    assert all(isinstance(i, Instance) for i in cfg.task.instance_set)
     assert EsperConfig.from_json(cfg.to_json()) == cfg
 
 
@@ -170,7 +188,8 @@ def test_shipped_sets_load_and_are_disjoint() -> None:
 def test_instance_set_settings_apply_to_every_instance() -> None:
     s = InstanceSet.from_dict(_set(settings={"germination_gate": False, "min_cull_age": 4}))
     cfg = s.train[0].apply(EsperConfig(), s.settings)
-    assert cfg.germination_gate is False and cfg.min_cull_age == 4 and cfg.host_lr == 0.003
+    assert cfg.lifecycle.germination_gate is False and cfg.lifecycle.min_cull_age == 4
+    assert cfg.optimiser.host_lr == 0.003
     assert InstanceSet.from_dict(json.loads(json.dumps(s.to_dict()))) == s
 
 
@@ -188,6 +207,6 @@ def test_instance_set_bad_settings(settings: dict, match: str) -> None:
 def test_config_rejects_user_values_for_set_settings(tmp_path) -> None:
     path = tmp_path / "gated.json"
     path.write_text(json.dumps(_set(settings={"min_cull_age": 4})))
-    assert from_kwargs(instance_set=str(path)).min_cull_age == 10  # applied per episode
+    assert resolved(instance_set=str(path)).lifecycle.min_cull_age == 10  # applied per episode
     with pytest.raises(ConfigError, match=r"min_cull_age=3 is set by every instance of 's'"):
-        from_kwargs(instance_set=str(path), min_cull_age=3)
+        resolved(instance_set=str(path), min_cull_age=3)

@@ -7,6 +7,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from conftest import rules
+
 from esper_env.config import EsperConfig
 from esper_env.core.actions import ActionCodec, legal_action_mask
 from esper_env.core.alpha import schedule_value
@@ -36,23 +38,23 @@ def fresh(index: int = 0) -> SlotState:
 
 def germinated(cfg: EsperConfig = CFG, val_acc: float = 50.0, params: int = 123) -> SlotState:
     slot, gate, _ = germinate(fresh(), blueprint="conv_light", seed_id="seed0", seed_params=params,
-                              shape_ok=True, val_acc=val_acc, schedule=cfg.alpha_schedule)
+                              shape_ok=True, val_acc=val_acc, schedule=cfg.lifecycle.alpha_schedule)
     assert gate.passed and slot.stage == S.TRAINING
     return slot
 
 
 def to_blending(cfg: EsperConfig = CFG) -> SlotState:
     slot = germinated(cfg)
-    for _ in range(cfg.gates.min_training_epochs):
-        slot, _, _ = advance_epoch(slot, GOOD, 51.0, cfg)
+    for _ in range(cfg.lifecycle.gates.min_training_epochs):
+        slot, _, _ = advance_epoch(slot, GOOD, 51.0, rules(cfg))
     assert slot.stage == S.BLENDING
     return slot
 
 
 def to_probation(cfg: EsperConfig = CFG, c: float = 2.0) -> SlotState:
     slot = to_blending(cfg)
-    for _ in range(cfg.blending_epochs):
-        slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=c), 52.0, cfg)
+    for _ in range(cfg.lifecycle.blending_epochs):
+        slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=c), 52.0, rules(cfg))
     assert slot.stage == S.PROBATIONARY
     return slot
 
@@ -102,11 +104,11 @@ def test_lifecycle_event_to_info_names_stages() -> None:
 def test_advance_training_blends_only_after_min_training_epochs() -> None:
     slot = germinated()
     for epoch in (1, 2):
-        slot, gate, events = advance_epoch(slot, GOOD, 50.0 + epoch, CFG)
+        slot, gate, events = advance_epoch(slot, GOOD, 50.0 + epoch, rules(CFG))
         assert slot.stage == S.TRAINING and events == []
         assert gate is not None and gate.failed == ("training_epochs",)
         assert slot.epochs_in_stage == epoch and slot.seed_age == epoch
-    slot, gate, events = advance_epoch(slot, GOOD, 53.0, CFG)
+    slot, gate, events = advance_epoch(slot, GOOD, 53.0, rules(CFG))
     assert slot.stage == S.BLENDING
     assert gate is not None and gate.gate == "G2" and gate.passed
     assert [(e.before, e.after, e.cause) for e in events] == [(S.TRAINING, S.BLENDING, "G2")]
@@ -121,19 +123,19 @@ def test_advance_training_waits_for_g2_gradient_ratio() -> None:
     slot = germinated()
     weak = SlotMetrics(gradient_ratio=0.01)
     for _ in range(4):
-        slot, gate, _ = advance_epoch(slot, weak, 50.0, CFG)
+        slot, gate, _ = advance_epoch(slot, weak, 50.0, rules(CFG))
     assert slot.stage == S.TRAINING
     assert gate is not None and gate.failed == ("gradient_ratio",)
-    slot, gate, _ = advance_epoch(slot, SlotMetrics(gradient_ratio=0.05), 50.0, CFG)
+    slot, gate, _ = advance_epoch(slot, SlotMetrics(gradient_ratio=0.05), 50.0, rules(CFG))
     assert slot.stage == S.BLENDING
 
 
 def test_advance_training_blocked_by_isolation_violations() -> None:
     slot = germinated()
     slot, _, _ = advance_epoch(slot, SlotMetrics(gradient_ratio=1.0, isolation_violations=11),
-                               50.0, CFG)
+                               50.0, rules(CFG))
     for _ in range(3):
-        slot, gate, _ = advance_epoch(slot, GOOD, 50.0, CFG)
+        slot, gate, _ = advance_epoch(slot, GOOD, 50.0, rules(CFG))
     # violations are cumulative
     assert slot.isolation_violations == 11
     assert slot.stage == S.TRAINING and gate is not None
@@ -145,14 +147,14 @@ def test_advance_training_blocked_by_isolation_violations() -> None:
 def test_advance_blending_ramps_alpha_each_epoch_then_probation_at_exactly_one() -> None:
     slot = to_blending()
     alphas = [slot.alpha.alpha]
-    for _ in range(1, CFG.blending_epochs):
-        slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=1.5), 52.0, CFG)
+    for _ in range(1, CFG.lifecycle.blending_epochs):
+        slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=1.5), 52.0, rules(CFG))
         assert slot.stage == S.BLENDING and events == []
         assert gate is not None and "blending_epochs" in gate.failed
         alphas.append(slot.alpha.alpha)
     assert alphas[:4] == pytest.approx([0.1824, 0.3775, 0.6225, 0.8176], abs=1e-4)
     assert alphas[4] == 1.0
-    slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=1.5), 52.0, CFG)
+    slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=1.5), 52.0, rules(CFG))
     assert slot.stage == S.PROBATIONARY
     assert gate is not None and gate.gate == "G3" and gate.passed
     assert [(e.before, e.after, e.cause) for e in events] == [(S.BLENDING, S.PROBATIONARY, "G3")]
@@ -164,10 +166,10 @@ def test_advance_blending_ramps_alpha_each_epoch_then_probation_at_exactly_one()
 def test_advance_blending_end_without_positive_counterfactual_culls(c: float | None) -> None:
     """Issue 5: a seed whose counterfactual is <= 0 never enters PROBATIONARY."""
     slot = to_blending()
-    for _ in range(1, CFG.blending_epochs):  # a negative counterfactual mid-ramp is tolerated
-        slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=-1.0), 52.0, CFG)
+    for _ in range(1, CFG.lifecycle.blending_epochs):  # a negative counterfactual mid-ramp is tolerated
+        slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=-1.0), 52.0, rules(CFG))
         assert slot.stage == S.BLENDING and events == []
-    slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=c), 52.0, CFG)
+    slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=c), 52.0, rules(CFG))
     assert slot.stage == S.CULLED
     assert gate is not None and gate.gate == "G3" and gate.failed == ("counterfactual",)
     assert [(e.before, e.after, e.cause) for e in events] == [
@@ -178,10 +180,10 @@ def test_advance_blending_end_without_positive_counterfactual_culls(c: float | N
 def test_advance_probation_threshold_is_configurable() -> None:
     cfg = CFG.replace(gates={"min_probation_contribution": -3.0})
     slot = to_blending(cfg)
-    for _ in range(cfg.blending_epochs):
-        slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=-2.0), 52.0, cfg)
+    for _ in range(cfg.lifecycle.blending_epochs):
+        slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=-2.0), 52.0, rules(cfg))
     assert slot.stage == S.PROBATIONARY
-    slot, _, events = advance_epoch(slot, SlotMetrics(counterfactual=-3.0), 52.0, cfg)
+    slot, _, events = advance_epoch(slot, SlotMetrics(counterfactual=-3.0), 52.0, rules(cfg))
     assert slot.stage == S.CULLED and [e.cause for e in events] == ["negative_counterfactual"]
 
 
@@ -189,7 +191,7 @@ def test_advance_blending_single_epoch_ramp_is_one_at_once() -> None:
     cfg = CFG.replace(blending_epochs=1)
     slot = to_blending(cfg)
     assert slot.alpha.alpha == 1.0
-    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=1.0), 52.0, cfg)
+    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=1.0), 52.0, rules(cfg))
     assert slot.stage == S.PROBATIONARY
 
 
@@ -198,7 +200,7 @@ def test_advance_blending_single_epoch_ramp_is_one_at_once() -> None:
 @pytest.mark.parametrize("c", [0.0, -0.01, -5.0])
 def test_advance_probation_culls_at_once_on_non_positive_counterfactual(c: float) -> None:
     slot = to_probation()
-    slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=c), 52.0, CFG)
+    slot, gate, events = advance_epoch(slot, SlotMetrics(counterfactual=c), 52.0, rules(CFG))
     assert slot.stage == S.CULLED and gate is None
     assert [(e.before, e.after, e.cause) for e in events] == [
         (S.PROBATIONARY, S.CULLED, "negative_counterfactual")]
@@ -212,22 +214,22 @@ def test_advance_probation_times_out(max_epochs: int, timeout: int) -> None:
     assert cfg.effective_probation_timeout == timeout
     slot = to_probation(cfg)
     for _ in range(timeout - 1):
-        slot, _, events = advance_epoch(slot, SlotMetrics(counterfactual=0.4), 53.0, cfg)
+        slot, _, events = advance_epoch(slot, SlotMetrics(counterfactual=0.4), 53.0, rules(cfg))
         assert slot.stage == S.PROBATIONARY and events == []
-    slot, _, events = advance_epoch(slot, SlotMetrics(counterfactual=0.4), 53.0, cfg)
+    slot, _, events = advance_epoch(slot, SlotMetrics(counterfactual=0.4), 53.0, rules(cfg))
     assert slot.stage == S.CULLED
     assert [e.cause for e in events] == ["probation_timeout"]
 
 
 def test_advance_probation_unknown_counterfactual_only_times_out() -> None:
     slot = to_probation()
-    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=None), 53.0, CFG)
+    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=None), 53.0, rules(CFG))
     assert slot.stage == S.PROBATIONARY
 
 
 def test_fossilize_passes_through_g5() -> None:
     slot = to_probation(c=2.0)
-    slot, gate, events = fossilize(slot, CFG)
+    slot, gate, events = fossilize(slot, rules(CFG))
     assert gate.gate == "G5" and gate.passed
     assert slot.stage == S.FOSSILIZED and slot.epochs_in_stage == 0
     assert [(e.before, e.after, e.cause) for e in events] == [
@@ -239,34 +241,34 @@ def test_fossilize_passes_through_g5() -> None:
                                            (None, ("counterfactual_known", "contribution"))])
 def test_fossilize_failing_g5_leaves_probation(c: float | None, failed: tuple) -> None:
     slot = to_probation(c=2.0)
-    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=c), 53.0, CFG)
+    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=c), 53.0, rules(CFG))
     assert slot.stage == S.PROBATIONARY
-    after, gate, events = fossilize(slot, CFG)
+    after, gate, events = fossilize(slot, rules(CFG))
     assert not gate.passed and gate.failed == failed
     assert after.stage == S.PROBATIONARY and events == [] and after.last_gate == gate
 
 
 def test_fossilize_outside_probation_raises_even_if_g5_holds() -> None:
     slot = to_blending()
-    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=5.0), 52.0, CFG)
+    slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=5.0), 52.0, rules(CFG))
     assert slot.stage == S.BLENDING
     with pytest.raises(InvalidTransition, match="^no transition from BLENDING on FOSSILIZE$"):
-        fossilize(slot, CFG)
+        fossilize(slot, rules(CFG))
 
 
 def test_fossilize_is_never_automatic() -> None:
     slot = to_probation(CFG.replace(max_epochs=200), c=50.0)
     for _ in range(19):
         slot, _, _ = advance_epoch(slot, SlotMetrics(counterfactual=50.0), 90.0,
-                                   CFG.replace(max_epochs=200))
+                                   rules(CFG.replace(max_epochs=200)))
         assert slot.stage == S.PROBATIONARY
 
 
 def test_advance_fossilized_never_changes_stage() -> None:
-    slot, _, _ = fossilize(to_probation(c=3.0), CFG)
+    slot, _, _ = fossilize(to_probation(c=3.0), rules(CFG))
     for c in (None, -10.0, 0.0, 5.0) * 10:
         slot, gate, events = advance_epoch(slot, SlotMetrics(gradient_ratio=0.0, counterfactual=c),
-                                           40.0, CFG)
+                                           40.0, rules(CFG))
         assert slot.stage == S.FOSSILIZED and gate is None and events == []
         assert slot.alpha.alpha == 1.0 and slot.seed_params == 123
 
@@ -283,7 +285,7 @@ def test_cull_cooldown_then_dormant_and_reusable(embargo: int) -> None:
         None, None, 0, None)
     stages = []
     for _ in range(1 + embargo + 1):
-        slot, gate, events = advance_epoch(slot, GOOD, 50.0, cfg)
+        slot, gate, events = advance_epoch(slot, GOOD, 50.0, rules(cfg))
         stages.append(slot.stage)
         assert gate is None
     assert stages == [S.EMBARGOED] * embargo + [S.RESETTING, S.DORMANT]
@@ -299,7 +301,7 @@ def test_cull_cooldown_states_hold_no_module() -> None:
         assert slot.stage not in MODULE_STAGES
         assert slot.counterfactual is None and slot.gradient_ratio == 0.0
         slot, _, _ = advance_epoch(slot, SlotMetrics(gradient_ratio=3.0, counterfactual=4.0),
-                                   50.0, CFG)
+                                   50.0, rules(CFG))
 
 
 @pytest.mark.parametrize("stage", [S.DORMANT, S.FOSSILIZED, S.CULLED, S.EMBARGOED, S.RESETTING])
@@ -310,7 +312,7 @@ def test_cull_non_live_stage_raises(stage: SeedStage) -> None:
 
 def test_advance_dormant_only_counts_epochs() -> None:
     slot, gate, events = advance_epoch(fresh(), SlotMetrics(counterfactual=3.0, gradient_ratio=2.0),
-                                       42.0, CFG)
+                                       42.0, rules(CFG))
     assert slot.stage == S.DORMANT and gate is None and events == []
     assert slot.counterfactual is None and slot.seed_age == 0 and slot.current_acc == 42.0
 
@@ -319,8 +321,8 @@ def test_record_epoch_then_auto_transition_equals_advance_epoch() -> None:
     slot = germinated()
     m = SlotMetrics(gradient_ratio=0.3, isolation_violations=2, counterfactual=None)
     for _ in range(3):
-        a = advance_epoch(slot, m, 51.0, CFG)
-        b = auto_transition(record_epoch(slot, m, 51.0), CFG)
+        a = advance_epoch(slot, m, 51.0, rules(CFG))
+        b = auto_transition(record_epoch(slot, m, 51.0), rules(CFG))
         assert a == b
         slot = a[0]
 
@@ -353,14 +355,14 @@ def apply_op(slots: tuple[SlotState, ...], op: tuple) -> tuple[SlotState, ...]:
     if kind == "germinate":
         _, i, bp, shape_ok, acc, seed_id = op
         out[i], _, _ = germinate(out[i], blueprint=bp, seed_id=seed_id, seed_params=100 + i,
-                                 shape_ok=shape_ok, val_acc=acc, schedule=MCFG.alpha_schedule)
+                                 shape_ok=shape_ok, val_acc=acc, schedule=MCFG.lifecycle.alpha_schedule)
     elif kind == "fossilize":
-        out[op[1]], _, _ = fossilize(out[op[1]], MCFG)
+        out[op[1]], _, _ = fossilize(out[op[1]], rules(MCFG))
     elif kind == "cull":
         out[op[1]], _ = cull(out[op[1]], "action")
     else:
         _, metrics, acc = op
-        out = [advance_epoch(s, m, acc, MCFG)[0] for s, m in zip(out, metrics, strict=True)]
+        out = [advance_epoch(s, m, acc, rules(MCFG))[0] for s, m in zip(out, metrics, strict=True)]
     return tuple(out)
 
 
@@ -399,7 +401,7 @@ class TwoSlotLifecycle(RuleBasedStateMachine):
         i = data.draw(st.sampled_from(self._indices({S.PROBATIONARY})))
         c = self.slots[i].counterfactual
         self._do(("fossilize", i))
-        ok = c is not None and c >= MCFG.gates.min_fossilize_contribution
+        ok = c is not None and c >= MCFG.lifecycle.gates.min_fossilize_contribution
         assert self.slots[i].stage == (S.FOSSILIZED if ok else S.PROBATIONARY)
 
     @precondition(lambda self: any(s.stage in LIVE_STAGES for s in self.slots))
@@ -437,22 +439,22 @@ class TwoSlotLifecycle(RuleBasedStateMachine):
     @invariant()
     def mask_matches_stages(self) -> None:
         for cfg in (MCFG, MCFG_GATED):
-            mask = legal_action_mask(CODEC, self.slots, self.tracker, self.epoch, cfg)
+            mask = legal_action_mask(CODEC, self.slots, self.tracker, self.epoch, rules(cfg))
             assert mask.dtype == bool and mask.shape == (CODEC.n,)
             assert mask.any() and mask[0]
-            gate_open = (not cfg.germination_gate) or (
-                self.epoch >= cfg.min_germinate_epoch
-                and self.tracker.plateau_epochs >= cfg.plateau_epochs_to_germinate
+            gate_open = (not cfg.lifecycle.germination_gate) or (
+                self.epoch >= cfg.lifecycle.min_germinate_epoch
+                and self.tracker.plateau_epochs >= cfg.lifecycle.plateau_epochs_to_germinate
                 and self.tracker.host_stabilized)
             for s in self.slots:
                 base = 1 + s.index * CODEC.per_slot
                 germ = mask[base:base + len(BPS)]
                 assert (germ == (gate_open and s.stage == S.DORMANT)).all()
                 g5 = s.counterfactual is not None and \
-                    s.counterfactual >= cfg.gates.min_fossilize_contribution
+                    s.counterfactual >= cfg.lifecycle.gates.min_fossilize_contribution
                 assert mask[base + len(BPS)] == (s.stage == S.PROBATIONARY and g5)
                 assert mask[base + len(BPS) + 1] == (s.stage in LIVE_STAGES
-                                                     and s.seed_age >= cfg.min_cull_age)
+                                                     and s.seed_age >= cfg.lifecycle.min_cull_age)
 
     @invariant()
     def probation_only_with_positive_counterfactual(self) -> None:

@@ -119,7 +119,7 @@ def test_action_masks_are_bool_wait_legal_and_match_slot_stages() -> None:
             assert (mask[base:base + nb] == (slot.stage == SeedStage.DORMANT)).all()
             assert mask[base + nb] == (slot.stage == SeedStage.PROBATIONARY)
             assert mask[base + nb + 1] == (slot.stage in LIVE_STAGES
-                                           and slot.seed_age >= cfg.min_cull_age)
+                                           and slot.seed_age >= cfg.lifecycle.min_cull_age)
         legal = np.flatnonzero(mask)
         seen_kinds |= {unwrapped.action_names[i].split("_")[0].split("@")[0] for i in legal}
         action = int(rng.choice(legal))

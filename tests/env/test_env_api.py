@@ -105,7 +105,7 @@ def test_make_kwargs_select_config_fields_and_spaces(kwargs: dict) -> None:
     env = gym.make("Esper-v0", **kwargs)
     cfg = env.unwrapped.config
     for name, value in kwargs.items():
-        assert getattr(cfg, name) == value, name
+        assert cfg.flat()[name] == value, name
     n_bp = len(env.unwrapped.blueprints)
     assert env.action_space == gym.spaces.Discrete(1 + kwargs["n_slots"] * (n_bp + 2))
     obs, info = env.reset(seed=0)
@@ -120,7 +120,7 @@ def test_make_kwargs_select_config_fields_and_spaces(kwargs: dict) -> None:
 
 def test_make_nested_dict_kwarg_updates_only_given_fields() -> None:
     env = gym.make("Esper-v0", gates={"min_fossilize_contribution": 2.5})
-    assert env.unwrapped.config.gates == GateConfig(min_fossilize_contribution=2.5)
+    assert env.unwrapped.config.lifecycle.gates == GateConfig(min_fossilize_contribution=2.5)
 
 
 INVALID = [
@@ -173,7 +173,7 @@ def test_render_rgb_array_draws_accuracy_and_stage_strips() -> None:
     env = gym.make("Esper-v0", render_mode="rgb_array", **tiny_kwargs(n_slots=2))
     env.reset(seed=0)
     img0 = env.render()
-    max_epochs = env.unwrapped.config.max_epochs
+    max_epochs = env.unwrapped.config.task.max_epochs
     assert img0.dtype == np.uint8 and img0.shape == (48 + 2 * 8, 4 * max_epochs, 3)
     env.step(env.unwrapped.action_names.index("GERMINATE_conv_light@1"))
     img1 = env.render()
@@ -199,7 +199,7 @@ def test_render_ansi_returns_text_mentioning_each_slot() -> None:
         assert f"slot{s}" in text
     assert "conv_light" in text
     assert env.unwrapped.slots[1].stage.name in text
-    assert f"epoch 2/{env.unwrapped.config.max_epochs}" in text
+    assert f"epoch 2/{env.unwrapped.config.task.max_epochs}" in text
 
 
 def test_render_without_render_mode_warns_and_returns_none() -> None:

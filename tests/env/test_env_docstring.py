@@ -98,7 +98,7 @@ def test_docstring_block_sizes_match_observation_space(env: EsperEnv) -> None:
     assert m, "the docstring states the block sizes"
     documented_global, documented_slot, documented_fixed = (int(g) for g in m.groups())
     per_block = Counter(SLOT.match(n)[0] if SLOT.match(n) else "global" for n in env.feature_names)
-    n_slots = env.config.n_slots
+    n_slots = env.config.host.n_slots
     actual_slot = per_block["slot0_"]
     actual = (per_block["global"], actual_slot, actual_slot - len(env.blueprints))
     assert (documented_global, documented_slot, documented_fixed) == actual

@@ -62,7 +62,7 @@ def test_governor_fault_triggers_rollback_and_episode_continues(reward: dict, pe
         _check_obs(env, obs)
         assert info["rollback"] is False and info["reward_terms"]["rollback"] == 0.0
         assert math.isfinite(reward_value)
-    assert info["epoch"] == env.unwrapped.config.max_epochs
+    assert info["epoch"] == env.unwrapped.config.task.max_epochs
     assert info["diverged"] is False and not truncated
     assert trainer.parameters_finite()
 
@@ -98,7 +98,7 @@ def test_governor_second_fault_diverges_and_terminates(fault: int) -> None:
         assert reward == pytest.approx(sum(info["reward_terms"].values()), abs=1e-9)
     assert [h for h in history if h[1] or h[2]] == [(fault, True, False, False),
                                                     (fault + 2, False, True, True)]
-    assert history[-1][0] == fault + 2 < env.unwrapped.config.max_epochs
+    assert history[-1][0] == fault + 2 < env.unwrapped.config.task.max_epochs
     assert not truncated
     assert info["reward_terms"]["diverged"] == -env.unwrapped.config.reward.diverged_penalty
     assert info["reward_terms"]["rollback"] == 0.0
@@ -118,7 +118,7 @@ def test_governor_more_rollbacks_allowed_keeps_episode_alive() -> None:
             rollbacks.append(info["epoch"])
         assert not info["diverged"]
     assert rollbacks == [4, 6]
-    assert info["epoch"] == env.unwrapped.config.max_epochs
+    assert info["epoch"] == env.unwrapped.config.task.max_epochs
 
 
 def test_governor_disabled_fault_terminates_as_diverged() -> None:

@@ -134,14 +134,14 @@ def test_lifecycle_default_gates_let_seed_leave_training_on_digits(blueprint: st
     steps = 1
     while info["stages"][0] == "TRAINING":
         ratio = info["gradient_ratios"][0]
-        assert ratio >= cfg.gates.min_gradient_ratio
+        assert ratio >= cfg.lifecycle.gates.min_gradient_ratio
         assert _feature(env, obs, "slot0_gradient_ratio") == pytest.approx(min(ratio / 10, 1.0),
                                                                            rel=1e-6)
-        assert steps <= cfg.gates.min_training_epochs
+        assert steps <= cfg.lifecycle.gates.min_training_epochs
         obs, _, _, _, info = env.step(0)
         steps += 1
     assert info["stages"][0] == "BLENDING"
-    assert steps <= cfg.gates.min_training_epochs + 1
+    assert steps <= cfg.lifecycle.gates.min_training_epochs + 1
     assert ("TRAINING", "BLENDING", "G2") in _events(info)
 
 

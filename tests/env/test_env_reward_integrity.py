@@ -257,7 +257,7 @@ def test_g3_culls_seeds_that_add_nothing_on_digits() -> None:
 
 
 def test_default_gates_config_has_zero_probation_threshold() -> None:
-    assert EsperConfig().gates.min_probation_contribution == 0.0
+    assert EsperConfig().lifecycle.gates.min_probation_contribution == 0.0
 
 
 def test_a_diverged_twin_freezes_value_added() -> None:

@@ -99,3 +99,22 @@ def test_old_snapshot_is_refused_with_a_snapshot_error() -> None:
         env.restore(snap)
     with pytest.raises(ResetNeeded):  # nothing was adopted
         env.step(0)
+
+
+def test_old_pickled_config_loads_into_sections() -> None:
+    # The snapshot's config was pickled by the first, flat EsperConfig (48 fields).
+    snap = pickle.loads((FIXTURES / "snapshot.pkl").read_bytes())
+    assert snap.config == EsperConfig(
+        task="synthetic", max_epochs=12, germination_gate=False, min_cull_age=2, blending_epochs=2,
+        embargo_epochs=1, torch_threads=1, n_slots=2,
+        gates={"min_training_epochs": 1, "min_gradient_ratio": 0.0,
+               "min_probation_contribution": -100.0, "min_fossilize_contribution": -100.0})
+    assert snap.config.reward.mode == "contribution"  # a field the old RewardConfig lacked
+
+
+def test_recorded_configs_are_flat_and_load_into_sections() -> None:
+    for record in RECORDS:
+        assert "n_slots" in record["config"]  # written by the flat config
+        cfg = EsperConfig.from_dict(record["config"])
+        assert cfg.host.n_slots == record["config"]["n_slots"]
+        assert cfg.flat()["reward_mode"] == record["config"]["reward_mode"]

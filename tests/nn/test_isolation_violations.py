@@ -352,7 +352,7 @@ def make_trainer(blend: str = "add") -> Trainer:
 
 
 def n_batches(trainer: Trainer) -> int:
-    return math.ceil(trainer.data.train_x.shape[0] / trainer.cfg.batch_size)
+    return math.ceil(trainer.data.train_x.shape[0] / trainer.cfg.optimiser.batch_size)
 
 
 @pytest.mark.parametrize("leak", [False, True])
