@@ -66,16 +66,19 @@ TEXT_HOST = dict(block_size=8, n_embd=16, n_head=2, n_layer=2)
 
 
 def _task_kwargs(task: str, tmp_path: Path) -> dict:
+    """Tiny settings of ``task`` (one torch thread: the models are tiny)."""
     if task == "cifar10":
         from esper_env.nn.cifar import write_cifar10_folder
 
         root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=20, seed=0)
-        return tiny_kwargs(task="cifar10", data_root=str(root), train_subset=40, batch_size=20)
-    if task == "tinytext":
-        return tiny_kwargs(task="tinytext", **TEXT_HOST, train_subset=64, batch_size=32)
-    if task == "digits":
-        return tiny_kwargs(task="digits", train_subset=100)
-    return tiny_kwargs(task=task)
+        task_kw: dict = dict(data_root=str(root), train_subset=40, batch_size=20)
+    elif task == "tinytext":
+        task_kw = dict(TEXT_HOST, train_subset=64, batch_size=32)
+    elif task == "digits":
+        task_kw = dict(train_subset=100)
+    else:
+        task_kw = {}
+    return tiny_kwargs(task=task, torch_threads=1, **task_kw)
 
 
 @pytest.mark.parametrize("task", ["digits", "synthetic", "tinytext", "cifar10"])
