@@ -28,6 +28,9 @@ from the episode seed).
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -212,13 +215,31 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float, float], 
     return tuple(np.sort(np.concatenate(p)) for p in parts)  # type: ignore[return-value]
 
 
+@contextmanager
+def _global_rngs_kept() -> Iterator[None]:
+    """Restore Python's global ``random``, NumPy's global RNG and torch's CPU RNG on exit.
+
+    For third-party code that draws from them where it need not, at import or otherwise: the env
+    promises never to change them. (Importing ``sklearn.datasets`` imports ``rich`` when it is
+    installed, and ``rich.style`` calls ``random.getrandbits`` at import.)
+    """
+    py, npy, th = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(th)
+
+
 @lru_cache(maxsize=1)
 def _digits_cpu() -> tuple[torch.Tensor, ...]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - scikit-learn is a core dependency
-        raise ImportError("the 'digits' task needs scikit-learn: pip install scikit-learn") from e
-    bunch = load_digits()
+    with _global_rngs_kept():
+        try:
+            from sklearn.datasets import load_digits
+        except ImportError as e:  # pragma: no cover - scikit-learn is a core dependency
+            raise ImportError("the 'digits' task needs scikit-learn: pip install scikit-learn") from e
+        bunch = load_digits()
     x = np.asarray(bunch.images, dtype=np.float32)[:, None]  # (N, 1, 8, 8), values 0..16
     y = np.asarray(bunch.target, dtype=np.int64)
     tr, va, te = stratified_split(y, (0.6, 0.2, 0.2), SPLIT_SEED)
