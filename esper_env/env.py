@@ -176,8 +176,8 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
        the first ``step`` trains nothing and ends the episode like 2, with the usual final keys.
 
     A first governor panic (NaN loss, loss back at chance, a loss spike, or an exception raised by
-    the model's computation, named in ``info["fault"]``) rolls back to the last good state (taken
-    at reset, every ``governor.snapshot_every`` epochs and right after a fossilization): the whole
+    the model's computation, named in ``info["fault"]``) rolls back to the governor's checkpoint
+    (taken at reset, every ``governor.snapshot_every`` epochs and right after a fossilization): the whole
     model with its optimisers, and the records of the slots whose seeds it held; a live seed
     germinated since is culled (cause ``rollback``). It costs the ``rollback`` penalty, sets
     ``info["rollback"]`` and the episode continues; the epoch count, data order and cooldowns go
@@ -224,6 +224,9 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
 
     * v0 (unreleased; changes before the first release):
 
+      - structure (episode version 1 unchanged): the episode is one ``EpisodeState`` record
+        advanced by the pure transition of :mod:`esper_env.core.episode` (``env.state``); the
+        config is in sections (every flat keyword still works); snapshots are format 2.
       - reward integrity: the ``contribution`` reward pays value added over a seedless twin
         (``value_added``) instead of the anchor's bounded counterfactual attribution, proxy
         credit, blending warning, action shaping and terminal bonus, which paid seeds that

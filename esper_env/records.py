@@ -96,7 +96,7 @@ class RecordEpisodes(gym.Wrapper):
         rng_state = None if seed is not None else _jsonable(inner.np_random.bit_generator.state)
         obs, info = self.env.reset(seed=seed, options=options)
         cfg = inner.config
-        instance = getattr(inner, "_instance", None)
+        instance = inner.state.setup.instance
         self._episode = {
             "format": RECORD_FORMAT, "env_id": getattr(inner.spec, "id", "Esper-v0"),
             "env_version": __version__, "episode_version": EPISODE_VERSION,

@@ -116,8 +116,17 @@ def check_snapshot(snap: object, config: Any, n_actions: int, obs_shape: tuple[i
         raise SnapshotError(f"malformed snapshot: epoch {snap.epoch} != state epoch {episode.epoch}")
 
 
+def _flat_view(config: Any) -> dict[str, Any]:
+    """Every value of a config under its flat keyword (``gates.x``, ``reward.x``, ``governor.x``)."""
+    view = {k: v for k, v in config.flat().items() if k != "gates"}
+    for prefix, part in (("gates", config.lifecycle.gates), ("reward", config.reward),
+                         ("governor", config.governor)):
+        view.update({f"{prefix}.{k}": v for k, v in dataclasses.asdict(part).items()})
+    return view
+
+
 def _config_diff(a: Any, b: Any) -> str:
-    da, db = a.to_dict(), b.to_dict()
+    da, db = _flat_view(a), _flat_view(b)
     diff = [f"{k}: snapshot {da.get(k)!r}, env {db.get(k)!r}" for k in sorted(set(da) | set(db))
             if da.get(k) != db.get(k)]
     return "; ".join(diff) or "(configs differ)"
