@@ -347,7 +347,7 @@ def test_a_recorded_episode_replays_exactly(task: str, cifar_root: str, tmp_path
     play(env, [index(env, f"GERMINATE_{u.blueprints[2]}@0"), 0, 0])
     env.close()  # an unfinished episode is written on close
     (rec,) = read_records(path)
-    assert rec["config"]["task"] == task and len(rec["actions"]) == 3
+    assert rec["config"]["task"]["name"] == task and len(rec["actions"]) == 3
     report = replay(rec)
     assert report.ok and report.exact and report.steps == 3, report.first_difference
     rec["rewards"][1] += 1e-9  # replay compares, it does not just re-run

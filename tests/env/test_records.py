@@ -51,10 +51,10 @@ def test_records_hold_what_the_episode_did(tmp_path) -> None:
     for rec, trace in zip(records, played, strict=True):
         assert set(REQUIRED_KEYS) <= set(rec)
         assert rec["complete"] is True and rec["terminated"] is True
-        assert rec["config"]["n_slots"] == 2 and rec["config"]["task"] == "synthetic"
+        assert rec["config"]["host"]["n_slots"] == 2 and rec["config"]["task"]["name"] == "synthetic"
         assert rec["reset_obs_sha256"] == trace[0]
         assert [(r, h) for r, h in zip(rec["rewards"], rec["obs_sha256"], strict=True)] == trace[1:]
-        assert len(rec["actions"]) == len(rec["obs"]) == rec["config"]["max_epochs"] - 1
+        assert len(rec["actions"]) == len(rec["obs"]) == rec["config"]["task"]["max_epochs"] - 1
         assert {"final_val_acc", "final_test_acc", "n_fossilized"} <= set(rec["final"])
         assert not any("time" in k or "wall" in k for k in rec)
     assert records[0]["seed"] == 4 and records[0]["rng_state"] is None
