@@ -15,7 +15,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.error import InvalidAction, ResetNeeded
 
-from esper_env import __version__
+from esper_env._version import __version__
 from esper_env.config import EsperConfig, from_kwargs
 from esper_env.core.actions import (
     ActionCodec,

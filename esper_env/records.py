@@ -29,7 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from esper_env import __version__
+from esper_env._version import __version__
 
 RECORD_FORMAT = 1
 """Version of the record layout (``format`` in every line)."""
