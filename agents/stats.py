@@ -1,15 +1,17 @@
-"""Statistics for comparing policies over seeds: bootstrap intervals, paired differences, rank correlation.
+"""Statistics for comparing policies over seeds: intervals, paired differences, rank correlation.
 
-Every interval here is a 95 % percentile bootstrap over episodes (seeds, or instance × seed cases)
-drawn from a seeded generator, so a table is reproducible; paired statistics resample cases, not
+Intervals are 95 % percentile bootstraps over episodes (seeds, or instance × seed cases) drawn
+from a seeded generator, so a table is reproducible; paired statistics resample cases, not
 policies, so the pairing (same seed, same instance) is kept (Agarwal et al., "Deep RL at the Edge
 of the Statistical Precipice", NeurIPS 2021, argue for exactly these over point estimates).
+:func:`mean_ci95` is still a t interval.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,59 @@ def bootstrap_ci(values: Sequence[float], reps: int = BOOTSTRAP_REPS, seed: int 
     means = x[rng.integers(0, x.size, (reps, x.size))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(x.mean()), float(lo), float(hi)
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and the half-width of a 95 % t confidence interval (0 for a single value)."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), 0.0
+    from scipy import stats  # scipy comes with scikit-learn
+
+    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
+    return float(x.mean()), float(half)
+
+
+def bootstrap_band(curves: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise 2.5 % and 97.5 % bounds of the mean of ``curves`` (episodes, points), resampling episodes."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(curves), (reps, len(curves)))
+    means = curves[idx].mean(axis=1)
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
+
+
+def summarize(results: Iterable[Any], metrics: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per policy (``r.policy``) and metric (an attribute of each result): mean, ``ci95`` and n."""
+    results = list(results)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in dict.fromkeys(r.policy for r in results):
+        rows = [r for r in results if r.policy == name]
+        out[name] = {}
+        for metric in metrics:
+            m, h = mean_ci95([float(getattr(r, metric)) for r in rows])
+            out[name][metric] = {"mean": m, "ci95": h, "n": len(rows)}
+    return out
+
+
+def paired_differences(results: Iterable[Any], reference: str,
+                       metric: str = "final_test_acc") -> dict[str, dict[str, float]]:
+    """Per policy: mean and ``ci95`` of ``metric`` minus the reference's on the same episode.
+
+    Episodes are matched on ``(r.seed, r.instance)``; a policy's episodes that the reference did
+    not play are left out.
+    """
+    results = list(results)
+    ref = {(r.seed, r.instance): float(getattr(r, metric)) for r in results if r.policy == reference}
+    out = {}
+    for name in dict.fromkeys(r.policy for r in results):
+        if name == reference:
+            continue
+        diffs = [float(getattr(r, metric)) - ref[(r.seed, r.instance)]
+                 for r in results if r.policy == name and (r.seed, r.instance) in ref]
+        if diffs:
+            m, h = mean_ci95(diffs)
+            out[name] = {"mean": m, "ci95": h, "n": len(diffs)}
+    return out
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

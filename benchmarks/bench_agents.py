@@ -24,17 +24,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
+from _common import add_output_args, save  # noqa: E402
 
+from agents.algos import ALGOS  # noqa: E402
 from agents.envs import EnvSpec  # noqa: E402
-from agents.evaluate import (  # noqa: E402
-    EpisodeResult,
-    make_baseline,
-    mean_ci95,
-    paired_differences,
-    run_episode,
-)
-from agents.train import ALGOS, TrainArgs, load_model, train  # noqa: E402
+from agents.policies import make_baseline  # noqa: E402
+from agents.provenance import provenance  # noqa: E402
+from agents.rollout import EpisodeResult, run_episode  # noqa: E402
+from agents.runs import load_model  # noqa: E402
+from agents.stats import mean_ci95, paired_differences  # noqa: E402
+from agents.train import TrainArgs, train  # noqa: E402
+from agents.workers import run_tasks  # noqa: E402
 
 
 def _train_and_evaluate(task: dict) -> dict:

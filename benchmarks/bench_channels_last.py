@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import add_output_args, provenance, save, sync, timed_steps  # noqa: E402
 
-from agents.evaluate import mean_ci95  # noqa: E402
-from agents.train import _key_value  # noqa: E402
+from agents.cli import key_value  # noqa: E402
+from agents.stats import mean_ci95  # noqa: E402
 from esper_env.core.actions import Action, ActionKind  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=4, help="timed env steps per env and round")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--env-kwarg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="another EsperConfig field, e.g. data_root=~/data (YAML values; repeatable)")
     add_output_args(p)
     args = p.parse_args(argv)

@@ -26,11 +26,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
+from _common import add_output_args, provenance, save  # noqa: E402
 
-from agents.evaluate import mean_ci95, run_episode  # noqa: E402
+from agents.cli import key_value  # noqa: E402
 from agents.policies import NoGrowthPolicy, ScriptedPolicy  # noqa: E402
-from agents.train import _key_value  # noqa: E402
+from agents.rollout import run_episode  # noqa: E402
+from agents.stats import mean_ci95  # noqa: E402
+from agents.workers import run_tasks  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
 
 _ENVS: dict[str, EsperEnv] = {}
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-epochs", type=int, default=25)
     p.add_argument("--blueprints", default=None,
                    help="comma-separated (default: every blueprint of the task's topology)")
-    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value,
+    p.add_argument("--env-kwarg", action="append", default=[], type=key_value,
                    metavar="KEY=VALUE", help="any other EsperConfig field (repeatable)")
     p.add_argument("--workers", type=int, default=1, help="episode processes (default 1: here)")
     p.add_argument("--torch-threads", type=int, default=1,

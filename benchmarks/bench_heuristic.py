@@ -23,17 +23,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, init_worker, provenance, save  # noqa: E402
+import torch  # noqa: E402
+from _common import add_output_args, provenance, save  # noqa: E402
 
 from agents.envs import EnvSpec  # noqa: E402
-from agents.evaluate import (  # noqa: E402
-    episode_plan,
-    make_baseline,
-    mean_ci95,
-    paired_differences,
-    run_episode,
-)
 from agents.heuristic import HeuristicConfig  # noqa: E402
+from agents.policies import make_baseline  # noqa: E402
+from agents.rollout import episode_plan, run_episode  # noqa: E402
+from agents.stats import mean_ci95, paired_differences  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -49,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
     add_output_args(p)
     args = p.parse_args(argv)
-    init_worker(args.torch_threads)
+    torch.set_num_threads(args.torch_threads)
 
     kwargs: dict = {"task": args.task}
     if args.max_epochs is not None:

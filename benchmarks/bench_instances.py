@@ -38,10 +38,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
+from _common import add_output_args, provenance, save  # noqa: E402
 
-from agents.evaluate import mean_ci95, run_episode  # noqa: E402
 from agents.policies import NoGrowthPolicy, ScriptedPolicy  # noqa: E402
+from agents.rollout import run_episode  # noqa: E402
+from agents.stats import mean_ci95  # noqa: E402
+from agents.workers import run_tasks  # noqa: E402
 from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
 from esper_env.core.instances import load_instance_set  # noqa: E402
 

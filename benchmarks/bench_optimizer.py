@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _common import add_output_args, provenance, save, sync  # noqa: E402
 
-from agents.evaluate import mean_ci95  # noqa: E402
-from agents.train import _key_value  # noqa: E402
+from agents.cli import key_value  # noqa: E402
+from agents.stats import mean_ci95  # noqa: E402
 from esper_env.config import EsperConfig  # noqa: E402
 from esper_env.nn import trainer as trainer_module  # noqa: E402
 from esper_env.nn.data import load_task  # noqa: E402
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per trainer and round")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--env-kwarg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="another EsperConfig field, e.g. data_root=~/data (YAML values; repeatable)")
     add_output_args(p)
     args = p.parse_args(argv)

@@ -53,11 +53,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
+from _common import add_output_args, provenance, save  # noqa: E402
 
-from agents.evaluate import make_baseline, mean_ci95, run_episode  # noqa: E402
-from agents.policies import ScriptedPolicy  # noqa: E402
-from agents.stats import bootstrap_spearman, spearman  # noqa: E402
+from agents.policies import ScriptedPolicy, make_baseline  # noqa: E402
+from agents.rollout import run_episode  # noqa: E402
+from agents.stats import bootstrap_spearman, mean_ci95, spearman  # noqa: E402
+from agents.workers import run_tasks  # noqa: E402
 from esper_env.config import REWARD_MODES  # noqa: E402
 from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
 

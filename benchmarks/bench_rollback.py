@@ -20,8 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_output_args, provenance, save  # noqa: E402
 
-from agents.evaluate import mean_ci95  # noqa: E402
 from agents.policies import ScriptedPolicy  # noqa: E402
+from agents.stats import mean_ci95  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
 
 

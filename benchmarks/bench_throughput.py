@@ -32,7 +32,7 @@ from _common import add_output_args, provenance, save  # noqa: E402
 from bench_env_step import _bare_epochs, _episode_steps  # noqa: E402
 
 from agents.envs import EnvSpec  # noqa: E402
-from agents.evaluate import mean_ci95  # noqa: E402
+from agents.stats import mean_ci95  # noqa: E402
 from agents.train import TrainArgs, train  # noqa: E402
 from esper_env.env import EsperEnv  # noqa: E402
 from esper_env.nn.threads import num_threads  # noqa: E402

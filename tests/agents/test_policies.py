@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from conftest import tiny_kwargs
 
-from agents.evaluate import format_table, mean_ci95, run_episode
+from agents.evaluate import format_table
 from agents.policies import NoGrowthPolicy, RandomPolicy, ScriptedPolicy
+from agents.rollout import run_episode
+from agents.stats import mean_ci95
 from esper_env.core.actions import ActionKind
 from esper_env.env import EsperEnv
 from esper_env.errors import UnknownBlueprint
