@@ -3,12 +3,12 @@
 ``esper-eval`` (:func:`main`) plays N episodes per policy with :func:`agents.rollout.run_episode` —
 by default on seeds 1000, 1001, … (disjoint from training and from esper-train's validation seeds
 500+), or over an instance split (:func:`agents.rollout.episode_plan`) — and prints a table of mean
-± 95 % CI (:mod:`agents.stats`) of the return, final test accuracy, parameters added, seeds
-fossilized and culled and illegal actions, then each policy minus the reference (no-growth) on the
-same episodes, with the per-episode rows in an optional JSON file. Saved agents are evaluated in the
-env they were trained in (``env_config.json`` of their run folder, :mod:`agents.runs`); masks
-always go to models that take them, and a model trained with masks (MaskablePPO) is refused when
-masks are turned off.
+± 95 % CI (:mod:`agents.stats`: a percentile bootstrap over episodes) of the return, final test
+accuracy, parameters added, seeds fossilized and culled and illegal actions, then each policy minus
+the reference (no-growth) on the same episodes, with the per-episode rows in an optional JSON file.
+Saved agents are evaluated in the env they were trained in (``env_config.json`` of their run
+folder, :mod:`agents.runs`); masks always go to models that take them, and a model trained with
+masks (MaskablePPO) is refused when masks are turned off.
 """
 
 from __future__ import annotations

@@ -1,10 +1,19 @@
 """Statistics for comparing policies over seeds: intervals, paired differences, rank correlation.
 
-Intervals are 95 % percentile bootstraps over episodes (seeds, or instance × seed cases) drawn
-from a seeded generator, so a table is reproducible; paired statistics resample cases, not
-policies, so the pairing (same seed, same instance) is kept (Agarwal et al., "Deep RL at the Edge
-of the Statistical Precipice", NeurIPS 2021, argue for exactly these over point estimates).
-:func:`mean_ci95` is still a t interval.
+One convention for every interval of esper-eval, esper-bench, the callbacks and the benchmarks: a
+**95 % percentile bootstrap of the mean over cases** (episodes: seeds, or instance × seed cases;
+for the speed benchmarks, repeats), :data:`BOOTSTRAP_REPS` replicates drawn from a generator
+seeded with 0, so a table is reproducible. A **paired difference** is taken on the same cases (same
+seed, same instance) and bootstrapped as one sample of per-case differences, so the pairing is
+kept; the policy-level rank correlation resamples cases, not policies, for the same reason (Agarwal
+et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021, argue for exactly these
+over point estimates).
+
+:func:`bootstrap_ci` gives the interval itself, ``(mean, lo, hi)``. Tables that print ``mean ± h``
+use :func:`mean_ci95`: ``h`` is the larger distance from the mean to an end of that same interval,
+so ``mean ± h`` contains it; a single case, or cases that all agree, give ``h = 0``. With few cases
+(fewer than about 10) a percentile bootstrap is narrower than it should be: read such intervals as
+a lower bound on the uncertainty.
 """
 
 from __future__ import annotations
@@ -34,17 +43,13 @@ def bootstrap_ci(values: Sequence[float], reps: int = BOOTSTRAP_REPS, seed: int 
 
 
 def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and the half-width of a 95 % t confidence interval (0 for a single value)."""
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), 0.0
-    from scipy import stats  # scipy comes with scikit-learn
-
-    half = stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x))
-    return float(x.mean()), float(half)
+    """Mean and ``h`` such that ``mean ± h`` contains the 95 % bootstrap interval of :func:`bootstrap_ci`."""
+    m, lo, hi = bootstrap_ci(values)
+    return m, max(hi - m, m - lo)
 
 
-def bootstrap_band(curves: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_band(curves: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise 2.5 % and 97.5 % bounds of the mean of ``curves`` (episodes, points), resampling episodes."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(curves), (reps, len(curves)))

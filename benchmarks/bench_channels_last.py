@@ -7,7 +7,7 @@ steps each through the same actions, alternating which env goes first: WAIT thro
 (``--policy wait``), or GERMINATE ``conv_heavy`` at the first step then WAIT (``grow``, with the
 germination gate off: the timed steps train the seed, blend it in, and pay for the seedless twin
 and the counterfactual). The paired ratio (default seconds / channels_last seconds, so > 1 means
-channels_last is faster) is reported as a mean with a 95 % t interval over rounds, with the
+channels_last is faster) is reported as a mean with a 95 % bootstrap interval over rounds, with the
 medians of both. Both layouts run the same episode up to the last bits, which the record shows:
 ``max_val_acc_gap`` is the largest difference of the final validation accuracies of a pair.
 

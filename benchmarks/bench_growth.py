@@ -3,9 +3,9 @@
 For every blueprint of the task's topology, a scripted policy germinates that blueprint into slot 0
 at the first epoch the mask allows (the default germination gate) and fossilizes as soon as
 FOSSILIZE is legal. Each policy runs the same seeds; the table gives mean final *test* accuracy with
-a 95 % t confidence interval, the paired difference to no-growth (same seeds, so the host's own
-noise cancels), how many seeds were fossilised, and the mean return. The claim checked: at least one
-blueprint beats no-growth by >= 2 percentage points.
+a 95 % bootstrap interval (:mod:`agents.stats`), the paired difference to no-growth (same seeds, so
+the host's own noise cancels), how many seeds were fossilised, and the mean return. The claim
+checked: at least one blueprint beats no-growth by >= 2 percentage points.
 
     python benchmarks/bench_growth.py --seeds 10
     python benchmarks/bench_growth.py --task tinytext --seeds 10 --first-seed 1000 --workers 2

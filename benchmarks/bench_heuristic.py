@@ -2,7 +2,7 @@
 
 Every policy plays the same seeded episodes (held-out seeds 1000, 1001, … by default; the heuristic's
 defaults were tuned on seeds 0–19 only), in order (the heuristic's blueprint penalties carry over
-from one episode to the next; random is seeded with ``--first-seed``). Prints mean ± 95 % t CI of
+from one episode to the next; random is seeded with ``--first-seed``). Prints mean ± 95 % bootstrap CI of
 return, final test accuracy, fossilized fraction (episodes with a fossil), parameters added and
 illegal actions, and the paired differences heuristic − random and heuristic − no-growth (same
 episodes); saves one JSON line with provenance (``benchmarks/results/`` only with ``--record``).

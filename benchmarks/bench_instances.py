@@ -17,7 +17,7 @@ Two policies are compared, both chosen from those fixed policies:
 Both choices are made *leave-one-seed-out*: the choice scored on seed s is the best on the other
 seeds, so neither gains from picking the luckiest of many noisy means (the in-sample numbers, which
 do, are printed too, for information). Per instance the held-out scores are averaged over seeds;
-the gaps are means over instances with 95 % t intervals. Claims checked on the test split (spec
+the gaps are means over instances with 95 % bootstrap intervals. Claims checked on the test split (spec
 section 15, issue 6): oracle - best single fixed >= 2 pp and oracle - no-growth >= 3 pp of final
 test accuracy.
 

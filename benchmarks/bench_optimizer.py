@@ -7,7 +7,7 @@ over the parameters on the CPU, ``_foreach`` kernels on CUDA), and times ``train
 alternating which goes first. ``--seed`` grows a blueprint first: the seed is germinated and
 blended in (alpha 0.5), so the epoch trains the host, the seed and the seedless twin, each with its
 own optimiser. The paired ratio (unfused / fused seconds per epoch) is reported as a mean with a
-95 % t interval over rounds, and the medians of both.
+95 % bootstrap interval over rounds, and the medians of both.
 
     python benchmarks/bench_optimizer.py --tasks digits,synthetic --rounds 15
     python benchmarks/bench_optimizer.py --tasks cifar10 --env-kwarg data_root=~/data --device cuda

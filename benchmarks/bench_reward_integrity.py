@@ -18,7 +18,7 @@ With ``--instance-set`` every policy plays every instance of ``--split`` (pinned
 all differences are paired per case.
 
 Printed per mode: for every policy the mean return and final test accuracy, and the paired
-differences to no-growth on the same seeds with 95 % t intervals; the Spearman rank correlation
+differences to no-growth on the same seeds with 95 % bootstrap intervals; the Spearman rank correlation
 between the policies' mean return and mean final test accuracy (with a 95 % bootstrap interval
 over seeds) and, for information, the Spearman correlation of the per-episode paired differences
 (return vs test accuracy, against no-growth on the same seed). Checked for the default mode:

@@ -3,7 +3,7 @@
 For each seed, the scripted ``conv_heavy`` policy plays a digits episode twice: once clean, once with
 the host's weights poisoned (NaN) at epoch ``--fault-epoch`` so that the governor must roll back.
 Reported per seed: validation accuracy at the epoch before the fault, right after the rollback, at
-the end, and the final test accuracy of both runs; then means with 95 % t intervals of the paired
+the end, and the final test accuracy of both runs; then means with 95 % bootstrap intervals of the paired
 drop (before - after rollback) and of the final test-accuracy cost (clean - faulted).
 
     python benchmarks/bench_rollback.py --seeds 10 --fault-epoch 17

@@ -7,7 +7,7 @@ For each task, medians over ``--repeats``:
    stepping WAIT (auto-resets included, as in training), over ``--vec-steps`` steps per worker;
    ``thread``: the same with :class:`agents.vec_env.ThreadVecEnv` (one thread per env in this
    process), timed right after it in each repeat; ``thread_vs_subproc`` is the median of the
-   per-repeat ratios (``_mean`` and ``_ci95``: their mean and 95 % t half-width).
+   per-repeat ratios (``_mean`` and ``_ci95``: their mean and 95 % bootstrap half-width).
 3. ``esper-train``: steps/s of a whole MaskablePPO run (``esper-train`` defaults but
    ``--train-steps`` steps, no evaluation, no TensorBoard, no progress bar; set-up excluded):
    environment steps plus PPO's updates; with ``DummyVecEnv`` (the default) and with
@@ -71,7 +71,7 @@ def _train_steps_per_s(task: str, max_epochs: int, steps: int, seed: int,
 
 
 def _paired(name: str, a: list[float], b: list[float]) -> dict:
-    """Per-repeat ratios ``a/b``: their median, mean and 95 % t half-width, and the list."""
+    """Per-repeat ratios ``a/b``: their median, mean and 95 % bootstrap half-width, and the list."""
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     mean, half = mean_ci95(ratios)
     return {name: statistics.median(ratios), f"{name}_mean": mean, f"{name}_ci95": half,
