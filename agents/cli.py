@@ -25,7 +25,7 @@ from typing import Any
 _MISSING: Any = dataclasses.MISSING
 
 
-def option(default: Any = _MISSING, help: str = "", *, default_factory: Any = _MISSING,  # noqa: A002
+def option(default: Any = _MISSING, help: str = "", *, default_factory: Any = _MISSING,
            group: str | None = None, cli_default: Any = _MISSING,
            convert: Callable[[Any], Any] | None = None, options: type | None = None,
            **argparse_kwargs: Any) -> Any:

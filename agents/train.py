@@ -71,14 +71,15 @@ EVALUATION = "evaluation and logging"
 
 @dataclass
 class TrainArgs:
-    """Options of ``esper-train``, each declared once: the field is the flag (``total_timesteps`` →
-    ``--total-timesteps``; ``policy_mask=True`` → ``--no-policy-mask``), see :mod:`agents.cli`.
+    """Options of ``esper-train``, each declared once, as a field (:mod:`agents.cli` makes the flags).
 
-    Training env i gets seed ``seed + i``; ``env_kwargs`` are EsperConfig overrides (the env
-    options ``--task``, ``--instance-set``, ... and ``--env-kwarg``; the env's own torch device is
-    the env option ``device``); ``curriculum_penalty`` is charged times the blueprint's parameter
-    share; ``torch_threads=None`` keeps torch's default.
-    """  # noqa: D205
+    ``total_timesteps`` is ``--total-timesteps``, ``policy_mask=True`` is ``--no-policy-mask``
+    (``esper-train --help`` lists them). Training env i gets seed ``seed + i``. ``env_kwargs``
+    are EsperConfig overrides: the env options ``--task``, ``--instance-set``, ... and
+    ``--env-kwarg`` (the env's own torch device is the env option ``device``).
+    ``curriculum_penalty`` is charged times the blueprint's parameter share;
+    ``torch_threads=None`` keeps torch's default.
+    """
 
     algo: str = option("maskable-ppo", "algorithm", choices=ALGOS)
     total_timesteps: int | None = option(None, "env steps (default: the YAML's n_timesteps)")
