@@ -11,30 +11,26 @@ saves one JSON line with provenance (``benchmarks/results/`` only with ``--recor
 Claim checked (issue "Agents"): with esper-train's defaults, ppo, dqn and per-dqn play < 5 % illegal
 actions at evaluation on digits.
 
-    python benchmarks/bench_agents.py --algos ppo,dqn,per-dqn --seeds 1 --workers 2
+    python -m benchmarks.bench_agents --algos ppo,dqn,per-dqn --seeds 1 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, save  # noqa: E402
-
-from agents.algos import ALGOS  # noqa: E402
-from agents.envs import EnvSpec  # noqa: E402
-from agents.policies import make_baseline  # noqa: E402
-from agents.provenance import provenance  # noqa: E402
-from agents.rollout import EpisodeResult, run_episode  # noqa: E402
-from agents.runs import load_model  # noqa: E402
-from agents.stats import mean_ci95, paired_differences  # noqa: E402
-from agents.train import TrainArgs, train  # noqa: E402
-from agents.workers import run_tasks  # noqa: E402
+from agents.algos import ALGOS
+from agents.envs import EnvSpec
+from agents.policies import make_baseline
+from agents.provenance import provenance
+from agents.rollout import EpisodeResult, run_episode
+from agents.runs import load_model
+from agents.stats import mean_ci95, paired_differences
+from agents.train import TrainArgs, train
+from agents.workers import run_tasks
+from benchmarks._common import add_output_args, save
 
 
 def _train_and_evaluate(task: dict) -> dict:

@@ -10,27 +10,24 @@ episodes); saves one JSON line with provenance (``benchmarks/results/`` only wit
 Claim checked (issue "Agents"): on digits over 20 seeds the heuristic fossilizes a seed in most
 episodes and beats the random policy in mean return and mean final test accuracy.
 
-    python benchmarks/bench_heuristic.py --seeds 20 --record
-    python benchmarks/bench_heuristic.py --instance-set digits-mix --split test
+    python -m benchmarks.bench_heuristic --seeds 20 --record
+    python -m benchmarks.bench_heuristic --instance-set digits-mix --split test
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-from _common import add_output_args, provenance, save  # noqa: E402
+import torch
 
-from agents.envs import EnvSpec  # noqa: E402
-from agents.heuristic import HeuristicConfig  # noqa: E402
-from agents.policies import make_baseline  # noqa: E402
-from agents.rollout import episode_plan, run_episode  # noqa: E402
-from agents.stats import mean_ci95, paired_differences  # noqa: E402
+from agents.envs import EnvSpec
+from agents.heuristic import HeuristicConfig
+from agents.policies import make_baseline
+from agents.rollout import episode_plan, run_episode
+from agents.stats import mean_ci95, paired_differences
+from benchmarks._common import add_output_args, provenance, save
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -9,30 +9,25 @@ blended in (alpha 0.5), so the epoch trains the host, the seed and the seedless 
 own optimiser. The paired ratio (unfused / fused seconds per epoch) is reported as a mean with a
 95 % bootstrap interval over rounds, and the medians of both.
 
-    python benchmarks/bench_optimizer.py --tasks digits,synthetic --rounds 15
-    python benchmarks/bench_optimizer.py --tasks cifar10 --env-kwarg data_root=~/data --device cuda
+    python -m benchmarks.bench_optimizer --tasks digits,synthetic --rounds 15
+    python -m benchmarks.bench_optimizer --tasks cifar10 --env-kwarg data_root=~/data --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, save, sync  # noqa: E402
-
-from agents.cli import key_value  # noqa: E402
-from agents.stats import mean_ci95  # noqa: E402
-from esper_env.config import EsperConfig  # noqa: E402
-from esper_env.nn import trainer as trainer_module  # noqa: E402
-from esper_env.nn.data import load_task  # noqa: E402
-from esper_env.nn.trainer import Trainer  # noqa: E402
+from agents.cli import key_value
+from agents.stats import mean_ci95
+from benchmarks._common import add_output_args, provenance, save, sync
+from esper_env.config import EsperConfig
+from esper_env.nn import trainer as trainer_module
+from esper_env.nn.data import load_task
+from esper_env.nn.trainer import Trainer
 
 
 def _unfused_sgd(params, lr, momentum, weight_decay=0.0):  # noqa: ANN001, ANN202

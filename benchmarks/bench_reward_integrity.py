@@ -33,9 +33,9 @@ Seeds: the default ``--first-seed 1000`` keeps the reported seeds apart from the
 while designing the reward and calibrating the task. Episodes run in ``--workers`` processes with
 one torch thread each.
 
-    python benchmarks/bench_reward_integrity.py --seeds 20            # digits, ~4 min on 2 cores
-    python benchmarks/bench_reward_integrity.py --seeds 20 --record   # also append to benchmarks/results
-    python benchmarks/bench_reward_integrity.py --instance-set digits-mix --split test --seeds 3
+    python -m benchmarks.bench_reward_integrity --seeds 20            # digits, ~4 min on 2 cores
+    python -m benchmarks.bench_reward_integrity --seeds 20 --record   # also append to benchmarks/results
+    python -m benchmarks.bench_reward_integrity --instance-set digits-mix --split test --seeds 3
 """
 
 from __future__ import annotations
@@ -44,23 +44,18 @@ import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, save  # noqa: E402
-
-from agents.policies import ScriptedPolicy, make_baseline  # noqa: E402
-from agents.rollout import run_episode  # noqa: E402
-from agents.stats import bootstrap_spearman, mean_ci95, spearman  # noqa: E402
-from agents.workers import run_tasks  # noqa: E402
-from esper_env.config import REWARD_MODES  # noqa: E402
-from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
+from agents.policies import ScriptedPolicy, make_baseline
+from agents.rollout import run_episode
+from agents.stats import bootstrap_spearman, mean_ci95, spearman
+from agents.workers import run_tasks
+from benchmarks._common import add_output_args, provenance, save
+from esper_env.config import REWARD_MODES
+from esper_env.core.catalog import BLUEPRINT_NAMES
 
 DEFAULT_MODE = "contribution"
 SPEARMAN_BAR = 0.8

@@ -150,6 +150,14 @@ def test_no_import_cycles():
     assert not cycles, f"{len(cycles)} import cycle(s):\n{format_cycles(cycles)}"
 
 
+def test_no_module_edits_sys_path():
+    """Imports resolve by package names only (benchmarks run as ``python -m benchmarks.x``)."""
+    edits = [f"{p.relative_to(ROOT)}:{n}" for t in TREES for p in sorted((ROOT / t).rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1)
+             if "sys.path.insert" in line or "sys.path.append" in line]
+    assert not edits, edits
+
+
 def test_the_graph_sees_the_repository():
     graph = build_graph(ROOT)
     assert {"esper_env", "esper_env.env", "agents.train", "esper_env.core.state"} <= set(graph)
