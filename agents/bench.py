@@ -16,7 +16,7 @@ test accuracy (bootstrap interval over episodes) and the per-episode Spearman of
 against no-growth. Output: a Markdown table (``table.md``), one JSON line per run with every episode
 and provenance (``bench.jsonl``), and three pictures (:mod:`agents.plots`: test accuracy per epoch,
 lifecycle timelines, accuracy against parameters with the Pareto front). Local worker processes
-with one torch thread each (``--workers``).
+with one torch thread each (``--workers``, :func:`agents.workers.run_tasks`), or Ray (``--ray``).
 """
 
 from __future__ import annotations
@@ -25,18 +25,19 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agents.cli import add_env_arguments, env_kwargs_from
 from agents.envs import EnvSpec
-from agents.evaluate import episode_plan, make_baseline, takes_masks
+from agents.policies import make_baseline
 from agents.provenance import provenance
+from agents.rollout import EpisodeTrace, episode_plan, run_episode, takes_masks
+from agents.runs import load_curriculum, load_model
 from agents.stats import bootstrap_ci, bootstrap_spearman, spearman
-from agents.workers import exit_with_parent
+from agents.workers import run_on_ray, run_tasks
 from esper_env.config import REWARD_MODES
 
 METRICS = ("episode_return", "final_test_acc", "final_val_acc", "params_added", "n_fossilized",
@@ -48,32 +49,14 @@ METRICS = ("episode_return", "final_test_acc", "final_val_acc", "params_added", 
 
 def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, masked: bool) -> dict[str, Any]:
     """One deterministic episode with its curves and lifecycle timeline (plain JSON types)."""
-    t0 = time.perf_counter()
-    obs, info = env.reset(seed=seed, options=options)
-    get_masks = env.get_wrapper_attr("action_masks")
-    rec: dict[str, Any] = {"seed": seed, "instance": info.get("instance"), "val_curve": [info["val_acc"]],
-                           "test_curve": [info["test_acc"]],
-                           "stages": [list(info["stages"])], "actions": [], "episode_return": 0.0,
-                           "illegal_actions": 0, "n_culled": 0}
-    done = False
-    while not done:
-        if masked:
-            action, _ = policy.predict(obs, action_masks=get_masks(), deterministic=True)
-        else:
-            action, _ = policy.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, info = env.step(int(action))
-        done = terminated or truncated
-        rec["episode_return"] += float(reward)
-        rec["illegal_actions"] += int(info["illegal_action"])
-        rec["n_culled"] += sum(e["to"] == "CULLED" for e in info["events"])
-        rec["val_curve"].append(info["val_acc"])
-        rec["test_curve"].append(info["test_acc"])
-        rec["stages"].append(list(info["stages"]))
-        rec["actions"].append(info["action_name"])
-    rec.update(final_test_acc=info["final_test_acc"], final_val_acc=info["final_val_acc"],
-               params_added=info["params_added"], n_fossilized=info["n_fossilized"],
-               wall_s=time.perf_counter() - t0)
-    return rec
+    trace = EpisodeTrace()
+    r = run_episode(env, policy, seed, options=options, use_masks=masked, trace=trace)
+    return {"seed": seed, "instance": r.instance, "val_curve": trace.val_curve,
+            "test_curve": trace.test_curve, "stages": trace.stages, "actions": trace.actions,
+            "episode_return": r.episode_return, "illegal_actions": r.illegal_actions,
+            "n_culled": r.n_culled, "final_test_acc": r.final_test_acc,
+            "final_val_acc": r.final_val_acc, "params_added": r.params_added,
+            "n_fossilized": r.n_fossilized, "wall_s": trace.wall_s}
 
 
 def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
@@ -84,8 +67,6 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     spec = EnvSpec.from_json(task["spec"])
     curriculum = None
     if task["model"] is not None:
-        from agents.train import load_curriculum, load_model
-
         policy, _ = load_model(task["model"], which="best")
         curriculum = load_curriculum(task["model"], "best")
     env = spec.make(curriculum=curriculum)
@@ -99,26 +80,6 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"policy": task["policy"], "reward_mode": task["mode"], **rec})
     env.close()
     return out
-
-
-def _run_on_ray(tasks: list[dict[str, Any]], address: str | None, cpus: int) -> list[list[dict[str, Any]]]:
-    """Run the tasks as Ray tasks (one CPU each); results come back in task order."""
-    try:
-        import ray
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ImportError('esper-bench --ray needs Ray: pip install "esper-env[ray]"') from e
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(cpus, 1), include_dashboard=False, log_to_driver=False)
-    try:
-        remote = ray.remote(num_cpus=1)(_run_task)
-        return ray.get([remote.remote(t) for t in tasks])
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # ---- statistics --------------------------------------------------------------------------------
@@ -195,8 +156,6 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``esper-bench`` argument parser."""
-    from agents.train import add_env_arguments
-
     p = argparse.ArgumentParser(prog="esper-bench", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--policies", default="no-growth,random,heuristic,ucb-heuristic,scripted",
@@ -222,8 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``esper-bench``."""
-    from agents.train import env_kwargs_from
-
     args = build_parser().parse_args(argv)
     modes = [m.strip() for m in args.reward_modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in REWARD_MODES]
@@ -250,12 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"esper-bench: error: {e}", file=sys.stderr)
         return 2
     n_instances = len(probe.unwrapped.instances)
-    if n_instances:
-        per = args.seeds or 3
-        plan = [(args.first_seed + k * per + j, {"instance": k})
-                for k in range(n_instances) for j in range(per)]
-    else:
-        plan = episode_plan(probe, args.first_seed, args.seeds or 20)
+    plan = episode_plan(probe, args.first_seed, args.seeds or 20, per_instance=args.seeds or 3)
     probe.close()
     threads = 1  # one torch thread everywhere: results do not depend on how the episodes were spread
     chunks = [plan[i:i + args.chunk] for i in range(0, len(plan), args.chunk)]
@@ -264,8 +216,6 @@ def main(argv: list[str] | None = None) -> int:
         players = [(name, None, spec.replace_config(reward_mode=mode)) for name in names]
         seq = dict(sequential)
         for run in args.model:
-            from agents.train import load_model
-
             _, run_spec = load_model(run)
             run_spec = run_spec.replace_config(reward_mode=mode, report_test_acc=True)
             if run_spec.esper_config.instance_set is not None:
@@ -278,17 +228,13 @@ def main(argv: list[str] | None = None) -> int:
                   for name, model, s in players for chunk in ([plan] if seq[name] else chunks)]
     t0 = time.perf_counter()
     if args.ray or args.ray_address:
-        done = _run_on_ray(tasks, args.ray_address, args.workers)
-    elif args.workers > 1:
-        with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"),
-                                 initializer=exit_with_parent) as pool:
-            done = list(pool.map(_run_task, tasks, chunksize=1))
+        done = run_on_ray(_run_task, tasks, args.ray_address, args.workers)
     else:
         import torch
 
-        before = torch.get_num_threads()
+        before = torch.get_num_threads()  # each task sets its threads: give this process its count back
         try:
-            done = [_run_task(t) for t in tasks]
+            done = run_tasks(_run_task, tasks, args.workers, None, chunksize=1)
         finally:
             torch.set_num_threads(before)
     episodes = [e for d in done for e in d]

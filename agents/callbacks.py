@@ -7,7 +7,7 @@
 * :class:`EsperEvalCallback` plays seeded episodes (seeds or instances never used for training) with
   the deterministic policy every ``eval_freq`` steps, logs ``eval/*``, keeps the model with the best
   mean return and writes the history to ``evaluations.json``. Unlike SB3's ``EvalCallback`` it passes
-  action masks to models that take them (through :func:`agents.evaluate.run_episode`).
+  action masks to models that take them (through :func:`agents.rollout.run_episode`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.evaluate import EpisodeResult, run_episode
+from agents.rollout import EpisodeResult, run_episode
 
 
 class EsperMetricsCallback(BaseCallback):

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from agents.stats import bootstrap_band
+
 STAGE_COLOURS = {"DORMANT": "#eeeeee", "GERMINATED": "#c6dbef", "TRAINING": "#6baed6",
                  "BLENDING": "#fdae6b", "PROBATIONARY": "#fd8d3c", "FOSSILIZED": "#31a354",
                  "CULLED": "#de2d26", "EMBARGOED": "#fcbba1", "RESETTING": "#bdbdbd"}
@@ -37,13 +39,6 @@ def _policies(episodes: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(e["policy"] for e in episodes))
 
 
-def _band(curves: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(curves), (reps, len(curves)))
-    means = curves[idx].mean(axis=1)
-    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
-
-
 def plot_accuracy_curves(episodes: list[dict[str, Any]], path: str | Path) -> Path:
     """Test accuracy per epoch per policy: mean over episodes with a 95 % bootstrap band."""
     plt = _pyplot()
@@ -55,7 +50,7 @@ def plot_accuracy_curves(episodes: list[dict[str, Any]], path: str | Path) -> Pa
         epochs = np.arange(1, n + 1)
         ax.plot(epochs, arr.mean(0), label=name, lw=1.2)
         if len(arr) > 1:
-            lo, hi = _band(arr)
+            lo, hi = bootstrap_band(arr)
             ax.fill_between(epochs, lo, hi, alpha=0.15)
     ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy per epoch (mean, 95 % band)")
     ax.legend(fontsize=7, ncol=2)

@@ -1,7 +1,10 @@
-"""Baseline policies for Esper-v0 with an SB3-like ``predict``.
+"""Baseline policies for Esper-v0 with an SB3-like ``predict``, and the baselines by name.
 
 Each policy answers ``predict(obs, action_masks=None, deterministic=True) -> (action, None)``
-like a Stable-Baselines3 model, so evaluation code treats baselines and trained agents alike.
+like a Stable-Baselines3 model, so evaluation code treats baselines and trained agents alike:
+:class:`NoGrowthPolicy`, :class:`RandomPolicy`, :class:`ScriptedPolicy` here, the heuristics in
+:mod:`agents.heuristic`. :func:`make_baseline` builds any of them from the name that esper-eval,
+esper-bench and the benchmarks take (:data:`BASELINES`, ``scripted-<blueprint>``).
 Pure Python + numpy: no torch.
 """
 
@@ -94,3 +97,28 @@ class ScriptedPolicy:
         if action_masks[self.germinate] and epoch >= self.earliest_epoch:
             return self.germinate, None
         return 0, None
+
+
+BASELINES = ("no-growth", "random", "heuristic", "ucb-heuristic")
+"""Baseline names esper-eval knows (``scripted-<blueprint>`` is accepted too)."""
+
+
+def make_baseline(name: str, env: Any, seed: int = 0) -> Any:
+    """A baseline policy by name: no-growth, random, heuristic, ucb-heuristic or scripted-<blueprint>."""
+    if name == "no-growth":
+        return NoGrowthPolicy(env)
+    if name == "random":
+        return RandomPolicy(env, seed=seed)
+    if name == "heuristic":
+        from agents.heuristic import HeuristicPolicy
+
+        return HeuristicPolicy(env)
+    if name == "ucb-heuristic":
+        from agents.heuristic import CurriculumHeuristicPolicy
+
+        return CurriculumHeuristicPolicy(env, seed=seed)
+    if name.startswith("scripted-"):
+        return ScriptedPolicy(env, name.removeprefix("scripted-"))
+    from esper_env.errors import unknown_name_message
+
+    raise ValueError(unknown_name_message("baseline", name, [*BASELINES, "scripted-<blueprint>"]))

@@ -1,31 +1,65 @@
-"""Where a result came from: date, commit, machine, cores, torch and Python versions."""
+"""Where a result came from: the one provenance record of esper-train, esper-bench and the benchmarks.
+
+:func:`provenance` is written into ``train_stats.json``, every ``bench.jsonl`` line and every
+``benchmarks/results/*.jsonl`` line, and printed under their tables.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import platform
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+"""The checkout that holds this package (where ``git`` is asked for the commit)."""
+
+
+def git_commit() -> str:
+    """Short hash of HEAD (with '+dirty' if the tree has uncommitted changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               check=True, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (falls back to platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
 
 def provenance() -> dict[str, Any]:
-    """Date (UTC), git commit of the package (``unknown`` outside a checkout), CPU model, cores,
-    torch and Python versions, and the process's torch thread count."""  # noqa: D205, D209
+    """Date, commit, machine and software of this run, as plain JSON values.
+
+    Keys: ``date`` (UTC, ISO 8601), ``commit`` (:func:`git_commit`), ``machine`` (the CPU model,
+    then the GPU's name after a comma when CUDA is available), its parts ``cpu`` and ``cuda``
+    (None without CUDA), ``cores``, ``torch_threads`` (the process's torch thread count now),
+    ``torch`` and ``python`` versions.
+    """
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    machine = platform.processor() or platform.machine()
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        machine = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit,
-            "machine": machine, "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+    cpu = cpu_name()
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": cpu + (f", {cuda}" if cuda else ""),
+        "cpu": cpu,
+        "cuda": cuda,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }

@@ -1,15 +1,26 @@
-"""Statistics for comparing policies over seeds: bootstrap intervals, paired differences, rank correlation.
+"""Statistics for comparing policies over seeds: intervals, paired differences, rank correlation.
 
-Every interval here is a 95 % percentile bootstrap over episodes (seeds, or instance × seed cases)
-drawn from a seeded generator, so a table is reproducible; paired statistics resample cases, not
-policies, so the pairing (same seed, same instance) is kept (Agarwal et al., "Deep RL at the Edge
-of the Statistical Precipice", NeurIPS 2021, argue for exactly these over point estimates).
+One convention for every interval of esper-eval, esper-bench, the callbacks and the benchmarks: a
+**95 % percentile bootstrap of the mean over cases** (episodes: seeds, or instance × seed cases;
+for the speed benchmarks, repeats), :data:`BOOTSTRAP_REPS` replicates drawn from a generator
+seeded with 0, so a table is reproducible. A **paired difference** is taken on the same cases (same
+seed, same instance) and bootstrapped as one sample of per-case differences, so the pairing is
+kept; the policy-level rank correlation resamples cases, not policies, for the same reason (Agarwal
+et al., "Deep RL at the Edge of the Statistical Precipice", NeurIPS 2021, argue for exactly these
+over point estimates).
+
+:func:`bootstrap_ci` gives the interval itself, ``(mean, lo, hi)``. Tables that print ``mean ± h``
+use :func:`mean_ci95`: ``h`` is the larger distance from the mean to an end of that same interval,
+so ``mean ± h`` contains it; a single case, or cases that all agree, give ``h = 0``. With few cases
+(fewer than about 10) a percentile bootstrap is narrower than it should be: read such intervals as
+a lower bound on the uncertainty.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +40,55 @@ def bootstrap_ci(values: Sequence[float], reps: int = BOOTSTRAP_REPS, seed: int 
     means = x[rng.integers(0, x.size, (reps, x.size))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(x.mean()), float(lo), float(hi)
+
+
+def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and ``h`` such that ``mean ± h`` contains the 95 % bootstrap interval of :func:`bootstrap_ci`."""
+    m, lo, hi = bootstrap_ci(values)
+    return m, max(hi - m, m - lo)
+
+
+def bootstrap_band(curves: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise 2.5 % and 97.5 % bounds of the mean of ``curves`` (episodes, points), resampling episodes."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(curves), (reps, len(curves)))
+    means = curves[idx].mean(axis=1)
+    return np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
+
+
+def summarize(results: Iterable[Any], metrics: Sequence[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per policy (``r.policy``) and metric (an attribute of each result): mean, ``ci95`` and n."""
+    results = list(results)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name in dict.fromkeys(r.policy for r in results):
+        rows = [r for r in results if r.policy == name]
+        out[name] = {}
+        for metric in metrics:
+            m, h = mean_ci95([float(getattr(r, metric)) for r in rows])
+            out[name][metric] = {"mean": m, "ci95": h, "n": len(rows)}
+    return out
+
+
+def paired_differences(results: Iterable[Any], reference: str,
+                       metric: str = "final_test_acc") -> dict[str, dict[str, float]]:
+    """Per policy: mean and ``ci95`` of ``metric`` minus the reference's on the same episode.
+
+    Episodes are matched on ``(r.seed, r.instance)``; a policy's episodes that the reference did
+    not play are left out.
+    """
+    results = list(results)
+    ref = {(r.seed, r.instance): float(getattr(r, metric)) for r in results if r.policy == reference}
+    out = {}
+    for name in dict.fromkeys(r.policy for r in results):
+        if name == reference:
+            continue
+        diffs = [float(getattr(r, metric)) - ref[(r.seed, r.instance)]
+                 for r in results if r.policy == name and (r.seed, r.instance) in ref]
+        if diffs:
+            m, h = mean_ci95(diffs)
+            out[name] = {"mean": m, "ci95": h, "n": len(diffs)}
+    return out
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:

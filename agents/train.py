@@ -25,246 +25,115 @@ Same arguments and seed ⇒ the same learned policy on CPU. ``esper-train --help
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from agents.algos import ALGOS, TRAIN_EXTRA, UNMASKED, algo_class, load_hyperparams, split_hyperparams
+from agents.cli import (
+    ENV_GROUP,
+    EnvOptions,
+    add_env_arguments,
+    add_options,
+    env_kwargs_from,
+    from_namespace,
+    key_value,
+    option,
+)
 from agents.envs import EnvSpec
 from agents.provenance import provenance
+from agents.rollout import episode_plan
+from agents.runs import (
+    load_curriculum,
+    load_model,
+    open_run_folder,
+    save_curriculum,
+    save_run_config,
+    save_train_stats,
+)
 from esper_env.errors import ConfigError
 
-ALGOS = ("ppo", "maskable-ppo", "dqn", "per-dqn")
-"""Algorithms ``esper-train`` knows, in the order of ``--help``."""
-UNMASKED = ("ppo", "dqn", "per-dqn")
-"""Algorithms that cannot take ``action_masks()``: they see the mask in the observation."""
+__all__ = ["ALGOS", "TRAIN_EXTRA", "UNMASKED", "VEC_ENVS", "TrainArgs", "add_env_arguments",
+           "build_parser", "env_kwargs_from", "load_curriculum", "load_hyperparams", "load_model",
+           "main", "parse_args", "train"]
+# (ALGOS ... load_model are re-exported: they lived here before agents.algos, agents.cli and
+# agents.runs)
+
 VEC_ENVS = ("dummy", "subproc", "thread")
 """``--vec-env`` choices: ``DummyVecEnv``, ``SubprocVecEnv``, :class:`agents.vec_env.ThreadVecEnv`."""
-TRAIN_EXTRA = 'pip install "esper-env[train]"'
+AGENT = "agent"
+EVALUATION = "evaluation and logging"
 
 
 @dataclass
 class TrainArgs:
-    """Options of ``esper-train`` (each is a flag: ``total_timesteps`` → ``--total-timesteps``)."""
+    """Options of ``esper-train``, each declared once, as a field (:mod:`agents.cli` makes the flags).
 
-    algo: str = "maskable-ppo"
-    """ppo, maskable-ppo, dqn or per-dqn."""
-    total_timesteps: int | None = None
-    """Environment steps to train for (default: the YAML's n_timesteps)."""
-    n_envs: int | None = None
-    """Parallel envs (default: the YAML's n_envs)."""
-    vec_env: str = "dummy"
-    """dummy (one process, envs in turn), subproc (one worker process per env) or thread (one thread
-    per env in this process, all stepping at once); subproc and thread: one torch thread per env."""
-    seed: int = 0
-    """Seed of the agent and of the training envs (env i gets seed + i)."""
-    output: str | None = None
-    """Run folder (default: runs/<algo>-seed<seed>)."""
-    overwrite: bool = False
-    """Allow writing into an output folder that already holds a model."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Esper config overrides (task, instance_set, reward_mode, n_slots, max_epochs, ...)."""
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the YAML hyperparameters."""
-    hyperparams_file: str | None = None
-    """A YAML file to read instead of agents/hyperparams/<algo>.yml."""
-    curriculum: bool = False
-    """Let a UCB1 blueprint curriculum choose blueprints (one GERMINATE action per slot)."""
-    curriculum_c: float = float(np.sqrt(2.0))
-    """UCB1 exploration constant c."""
-    curriculum_penalty: float = 0.0
-    """Complexity penalty of the curriculum (times the blueprint's parameter share)."""
-    policy_mask: bool = True
-    """For ppo/dqn/per-dqn: masked policy heads (else only the mask feature and the penalty)."""
-    eval_freq: int = 2400
-    """Evaluate every this many steps (0: never)."""
-    eval_episodes: int = 5
-    """Episodes per evaluation."""
-    eval_seed: int = 500
-    """First validation seed (esper-eval's default test seeds start at 1000)."""
-    eval_split: str = "train"
-    """With an instance set: the split evaluated during training (test is for reporting)."""
-    tensorboard: bool = True
-    """Log to TensorBoard under <output>/tb."""
-    progress_bar: bool = True
-    """Show SB3's progress bar."""
-    device: str = "auto"
-    """Torch device of the agent (the env's is the env option 'device')."""
-    torch_threads: int | None = None
-    """torch threads of the whole process (agent and envs); None: torch's default."""
-    verbose: int = 0
-    """SB3 verbosity."""
+    ``total_timesteps`` is ``--total-timesteps``, ``policy_mask=True`` is ``--no-policy-mask``
+    (``esper-train --help`` lists them). Training env i gets seed ``seed + i``. ``env_kwargs``
+    are EsperConfig overrides: the env options ``--task``, ``--instance-set``, ... and
+    ``--env-kwarg`` (the env's own torch device is the env option ``device``).
+    ``curriculum_penalty`` is charged times the blueprint's parameter share;
+    ``torch_threads=None`` keeps torch's default.
+    """
+
+    algo: str = option("maskable-ppo", "algorithm", choices=ALGOS)
+    total_timesteps: int | None = option(None, "env steps (default: the YAML's n_timesteps)")
+    n_envs: int | None = option(None, "parallel envs (default: the YAML's n_envs)")
+    vec_env: str = option("dummy", "vectorization: one process (envs in turn), one worker process per "
+                                   "env, or one thread per env in this process (envs step at once)",
+                          choices=VEC_ENVS)
+    seed: int = option(0, "seed of the agent and the envs")
+    output: str | None = option(None, "run folder (default: runs/<algo>-seed<seed>)")
+    overwrite: bool = option(False, "reuse an output folder with a model")
+    env_kwargs: dict[str, Any] = option(default_factory=dict, help="Esper config overrides",
+                                        group=ENV_GROUP, options=EnvOptions)
+    hyperparams: dict[str, Any] = option(
+        default_factory=dict, help="override a YAML hyperparameter (repeatable), e.g. "
+                                   "--hyperparams learning_rate=1e-3",
+        group=AGENT, action="append", type=key_value, metavar="KEY=VALUE", cli_default=[],
+        convert=dict)
+    hyperparams_file: str | None = option(None, "YAML file instead of agents/hyperparams/<algo>.yml",
+                                          group=AGENT)
+    curriculum: bool = option(False, "UCB1 blueprint curriculum: the agent picks when, the curriculum "
+                                     "which", group=AGENT)
+    curriculum_c: float = option(float(np.sqrt(2.0)), "UCB1 constant c", group=AGENT)
+    curriculum_penalty: float = option(0.0, "complexity penalty on the recorded reward", group=AGENT)
+    policy_mask: bool = option(True, "ppo/dqn/per-dqn: plain policy heads (mask feature and penalty "
+                                     "only)", group=AGENT)
+    device: str = option("auto", "torch device of the agent", group=AGENT)
+    torch_threads: int | None = option(None, "torch threads of the process, agent and envs (e.g. 1 "
+                                             "for runs side by side)", group=AGENT)
+    eval_freq: int = option(2400, "evaluate every N steps (0: never)", group=EVALUATION)
+    eval_episodes: int = option(5, "episodes per evaluation", group=EVALUATION)
+    eval_seed: int = option(500, "first validation seed", group=EVALUATION)
+    eval_split: str = option("train", "instance split evaluated during training", group=EVALUATION,
+                             choices=("train", "test"))
+    tensorboard: bool = option(True, "no TensorBoard log", group=EVALUATION)
+    progress_bar: bool = option(True, "no progress bar", group=EVALUATION)
+    verbose: int = option(0, "SB3 verbosity", group=EVALUATION)
 
 
 # ---- command line ------------------------------------------------------------------------------
 
-def _key_value(text: str) -> tuple[str, Any]:
-    import yaml
-
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    key, value = text.split("=", 1)
-    parsed = yaml.safe_load(value)
-    if isinstance(parsed, str):  # YAML 1.1 reads 1e-3 as a string; users mean the number
-        try:
-            parsed = float(parsed)
-        except ValueError:
-            pass
-    return key.strip(), parsed
-
-
-def add_env_arguments(p: argparse.ArgumentParser) -> None:
-    """Env options shared by esper-train and esper-eval."""
-    g = p.add_argument_group("env (Esper config; see the EsperEnv docstring)")
-    g.add_argument("--task", help="task: digits (default), synthetic, ...")
-    g.add_argument("--instance-set", help="instance set name or JSON file (e.g. digits-mix)")
-    g.add_argument("--instance-split", choices=("train", "test"),
-                   help="instance split to train on (default train)")
-    g.add_argument("--reward-mode", help="contribution (default), delta or sparse")
-    g.add_argument("--n-slots", type=int, help="seed slots")
-    g.add_argument("--max-epochs", type=int, help="epochs per episode (default 25: 24 steps)")
-    g.add_argument("--env-kwarg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
-                   help="any other EsperConfig field, value in YAML (repeatable), "
-                        "e.g. --env-kwarg 'gates={min_fossilize_contribution: 2.0}'")
-
-
-def env_kwargs_from(ns: argparse.Namespace) -> dict[str, Any]:
-    """The env kwargs given on the command line."""
-    kw = {k: getattr(ns, k) for k in ("task", "instance_set", "instance_split", "reward_mode",
-                                      "n_slots", "max_epochs") if getattr(ns, k) is not None}
-    kw.update(dict(ns.env_kwarg))
-    return kw
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The ``esper-train`` argument parser."""
-    d = TrainArgs()
+    """The ``esper-train`` argument parser (derived from :class:`TrainArgs`)."""
     p = argparse.ArgumentParser(prog="esper-train", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--algo", choices=ALGOS, default=d.algo, help="algorithm")
-    p.add_argument("--total-timesteps", type=int, help="env steps (default: the YAML's n_timesteps)")
-    p.add_argument("--n-envs", type=int, help="parallel envs (default: the YAML's n_envs)")
-    p.add_argument("--vec-env", choices=VEC_ENVS, default=d.vec_env,
-                   help="vectorization: one process (envs in turn), one worker process per env, or "
-                        "one thread per env in this process (envs step at once)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the agent and the envs")
-    p.add_argument("--output", help="run folder (default: runs/<algo>-seed<seed>)")
-    p.add_argument("--overwrite", action="store_true", help="reuse an output folder with a model")
-    add_env_arguments(p)
-    g = p.add_argument_group("agent")
-    g.add_argument("--hyperparams", action="append", default=[], type=_key_value,
-                   metavar="KEY=VALUE", help="override a YAML hyperparameter (repeatable), e.g. "
-                                              "--hyperparams learning_rate=1e-3")
-    g.add_argument("--hyperparams-file", help="YAML file instead of agents/hyperparams/<algo>.yml")
-    g.add_argument("--curriculum", action="store_true",
-                   help="UCB1 blueprint curriculum: the agent picks when, the curriculum which")
-    g.add_argument("--curriculum-c", type=float, default=d.curriculum_c, help="UCB1 constant c")
-    g.add_argument("--curriculum-penalty", type=float, default=d.curriculum_penalty,
-                   help="complexity penalty on the recorded reward")
-    g.add_argument("--no-policy-mask", dest="policy_mask", action="store_false",
-                   help="ppo/dqn/per-dqn: plain policy heads (mask feature and penalty only)")
-    g.add_argument("--device", default=d.device, help="torch device of the agent")
-    g.add_argument("--torch-threads", type=int, default=d.torch_threads,
-                   help="torch threads of the process, agent and envs (e.g. 1 for runs side by side)")
-    g = p.add_argument_group("evaluation and logging")
-    g.add_argument("--eval-freq", type=int, default=d.eval_freq, help="evaluate every N steps (0: never)")
-    g.add_argument("--eval-episodes", type=int, default=d.eval_episodes, help="episodes per evaluation")
-    g.add_argument("--eval-seed", type=int, default=d.eval_seed, help="first validation seed")
-    g.add_argument("--eval-split", choices=("train", "test"), default=d.eval_split,
-                   help="instance split evaluated during training")
-    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", help="no TensorBoard log")
-    g.add_argument("--no-progress-bar", dest="progress_bar", action="store_false", help="no progress bar")
-    g.add_argument("--verbose", type=int, default=d.verbose, help="SB3 verbosity")
+    add_options(p, TrainArgs)
     return p
 
 
 def parse_args(argv: list[str] | None = None) -> TrainArgs:
     """Command line → :class:`TrainArgs`."""
-    ns = build_parser().parse_args(argv)
-    names = {f for f in TrainArgs.__dataclass_fields__}
-    values = {k: v for k, v in vars(ns).items() if k in names - {"hyperparams", "env_kwargs"}}
-    return TrainArgs(**values, env_kwargs=env_kwargs_from(ns), hyperparams=dict(ns.hyperparams))
-
-
-# ---- hyperparameters ---------------------------------------------------------------------------
-
-def load_hyperparams(algo: str, path: str | None = None, env_id: str = "Esper-v0") -> dict[str, Any]:
-    """The rl-zoo3-style hyperparameters of ``algo`` for ``env_id`` (from ``path`` if given)."""
-    import yaml
-
-    if algo not in ALGOS:
-        raise ConfigError(f"algo={algo!r} is invalid; allowed: {', '.join(ALGOS)}")
-    if path is None:
-        text = resources.files("agents").joinpath("hyperparams", f"{algo}.yml").read_text()
-    else:
-        text = Path(path).read_text()
-    table = yaml.safe_load(text) or {}
-    if env_id not in table:
-        raise ConfigError(f"{path or algo + '.yml'} has no entry for {env_id!r}; it has {sorted(table)}")
-    return dict(table[env_id])
-
-
-def _algo_class(algo: str, policy_mask: bool) -> type:
-    try:
-        if algo == "maskable-ppo":
-            from sb3_contrib import MaskablePPO
-
-            return MaskablePPO
-        if algo == "ppo":
-            from stable_baselines3 import PPO
-
-            return PPO
-        if policy_mask:
-            from agents.masking import MaskedDQN, MaskedPERDQN
-
-            return MaskedDQN if algo == "dqn" else MaskedPERDQN
-        if algo == "dqn":
-            from stable_baselines3 import DQN
-
-            return DQN
-        from agents.dqn_per import PERDQN
-
-        return PERDQN
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise ImportError(f"esper-train needs Stable-Baselines3 and sb3-contrib: {TRAIN_EXTRA}") from e
-
-
-def load_model(run: str | Path, which: str = "best", device: str = "cpu") -> tuple[Any, EnvSpec]:
-    """Load a saved agent and the spec of its env from an esper-train run folder.
-
-    Args:
-        run: the run folder (or a ``.zip`` inside one).
-        which: ``best`` (``best_model.zip``, falling back to ``model.zip``) or ``final``.
-        device: torch device of the loaded model.
-    """
-    path = Path(run)
-    folder = path.parent if path.suffix == ".zip" else path
-    meta_path = folder / "args.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{folder} is not an esper-train run folder (no args.json)")
-    meta = json.loads(meta_path.read_text())
-    if path.suffix == ".zip":
-        zip_path = path
-    else:
-        zip_path = folder / ("best_model.zip" if which == "best" else "model.zip")
-        if not zip_path.exists():
-            zip_path = folder / "model.zip"
-    cls = _algo_class(meta["algo"], meta["policy_mask"])
-    return cls.load(zip_path, device=device), EnvSpec.load(folder / "env_config.json")
+    return from_namespace(TrainArgs, build_parser().parse_args(argv))
 
 
 # ---- training ----------------------------------------------------------------------------------
-
-def _split_hyperparams(hp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(run-level settings, algorithm kwargs) of a hyperparameter table."""
-    run = {k: hp.pop(k) for k in ("n_timesteps", "n_envs", "policy", "normalize") if k in hp}
-    return run, hp
-
 
 def _vec_normalize(venv: Any, normalize: Any, gamma: float) -> Any:
     if not normalize:
@@ -282,7 +151,7 @@ def _vec_normalize(venv: Any, normalize: Any, gamma: float) -> Any:
 def train(args: TrainArgs) -> Path:
     """Run one training job described by ``args``; returns the run folder."""
     try:
-        import yaml
+        import yaml  # noqa: F401 - agents.runs writes hyperparams.yml with it
         from stable_baselines3.common.env_util import make_vec_env
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
     except ImportError as e:  # pragma: no cover - depends on the installation
@@ -292,7 +161,7 @@ def train(args: TrainArgs) -> Path:
     hp = load_hyperparams(args.algo, args.hyperparams_file)
     hp.update(args.hyperparams)
     resolved = dict(hp)
-    run_hp, algo_kwargs = _split_hyperparams(hp)
+    run_hp, algo_kwargs = split_hyperparams(hp)
     total = int(args.total_timesteps or run_hp.get("n_timesteps", 20_000))
     n_envs = int(args.n_envs or run_hp.get("n_envs", 1))
     if total <= 0 or n_envs <= 0:
@@ -316,10 +185,7 @@ def train(args: TrainArgs) -> Path:
                              "seed": args.seed}
     spec = EnvSpec.from_kwargs(mask_observation=masked_obs, curriculum=curriculum_kwargs,
                                **args.env_kwargs)
-    out = Path(args.output or f"runs/{args.algo}-seed{args.seed}")
-    if (out / "model.zip").exists() and not args.overwrite:
-        raise FileExistsError(f"{out} already holds a model; pass --overwrite or another --output")
-    out.mkdir(parents=True, exist_ok=True)
+    out = open_run_folder(args.output or f"runs/{args.algo}-seed{args.seed}", args.overwrite)
 
     # one curriculum shared by the envs of this process (each subprocess or thread worker has its own,
     # so that the update order never depends on the threads' timing; then
@@ -336,7 +202,7 @@ def train(args: TrainArgs) -> Path:
     venv = make_vec_env(make_env, n_envs=n_envs, seed=args.seed, vec_env_cls=vec_cls)
     venv = _vec_normalize(venv, run_hp.get("normalize", False), float(algo_kwargs.get("gamma", 0.99)))
 
-    cls = _algo_class(args.algo, args.policy_mask)
+    cls = algo_class(args.algo, args.policy_mask)
     policy = run_hp.get("policy", "MlpPolicy")
     if args.algo == "ppo" and args.policy_mask and policy == "MlpPolicy":
         from agents.masking import MaskedActorCriticPolicy
@@ -352,7 +218,7 @@ def train(args: TrainArgs) -> Path:
         if spec.esper_config.instance_set is not None:
             eval_spec = spec.replace_config(instance_split=args.eval_split)
         eval_env = eval_spec.make(curriculum=_frozen_copy(shared))
-        episodes = _eval_episodes(eval_env, args.eval_seed, args.eval_episodes)
+        episodes = episode_plan(eval_env, args.eval_seed, args.eval_episodes)
         hooks: dict[str, Any] = {}
         if args.curriculum:  # evaluate with a copy of the curriculum as it stands, learning nothing back
             env_ = eval_env
@@ -361,14 +227,12 @@ def train(args: TrainArgs) -> Path:
                 env_.set_wrapper_attr("curriculum", _frozen_copy(_training_curriculum(venv, shared)))
 
             hooks["before_eval"] = before_eval
-            hooks["on_best"] = lambda: _save_curriculum(_training_curriculum(venv, shared),
+            hooks["on_best"] = lambda: save_curriculum(_training_curriculum(venv, shared),
                                                         out / "best_curriculum.json")
         callbacks.append(EsperEvalCallback(eval_env, episodes, eval_freq=args.eval_freq, save_path=out,
                                            verbose=args.verbose, **hooks))
 
-    (out / "args.json").write_text(json.dumps(asdict(args), indent=1, sort_keys=True) + "\n")
-    spec.save(out / "env_config.json")
-    (out / "hyperparams.yml").write_text(yaml.safe_dump({"Esper-v0": resolved}, sort_keys=True))
+    save_run_config(out, asdict(args), spec, resolved)
     from esper_env.nn.threads import num_threads
 
     t0 = time.perf_counter()
@@ -380,11 +244,11 @@ def train(args: TrainArgs) -> Path:
                  "steps_per_s": round(model.num_timesteps / wall, 2) if wall > 0 else None,
                  **provenance()}  # inside: provenance records the training's thread count
     model.save(out / "model")
-    (out / "train_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    save_train_stats(out, stats)
     if hasattr(venv, "obs_rms"):  # VecNormalize (rewards only)
         venv.save(str(out / "vecnormalize.pkl"))
     if args.curriculum:
-        _save_curriculum(_training_curriculum(venv, shared), out / "curriculum.json")
+        save_curriculum(_training_curriculum(venv, shared), out / "curriculum.json")
     venv.close()
     if eval_env is not None:
         eval_env.close()
@@ -409,30 +273,6 @@ def _frozen_copy(curriculum: Any) -> Any:
     import copy
 
     return copy.deepcopy(curriculum) if curriculum is not None else None
-
-
-def _save_curriculum(curriculum: Any, path: Path) -> None:
-    path.write_text(json.dumps(curriculum.state_dict(), indent=1, sort_keys=True) + "\n")
-
-
-def load_curriculum(run: str | Path, which: str = "best") -> Any:
-    """The curriculum saved with a run's best (``best_curriculum.json``) or final model, or None."""
-    from agents.curriculum import BlueprintCurriculum
-
-    folder = Path(run).parent if Path(run).suffix == ".zip" else Path(run)
-    names = ["best_curriculum.json", "curriculum.json"] if which == "best" else ["curriculum.json"]
-    for name in names:
-        if (folder / name).exists():
-            return BlueprintCurriculum.from_state_dict(json.loads((folder / name).read_text()))
-    return None
-
-
-def _eval_episodes(env: Any, first_seed: int, n: int) -> list[tuple[int, dict[str, Any] | None]]:
-    """``n`` (seed, options) pairs: seeds from ``first_seed``; with instances, cycle through them."""
-    n_instances = len(env.unwrapped.instances)
-    if n_instances:
-        return [(first_seed + i, {"instance": i % n_instances}) for i in range(n)]
-    return [(first_seed + i, None) for i in range(n)]
 
 
 def main(argv: list[str] | None = None) -> int:

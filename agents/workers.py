@@ -5,12 +5,17 @@ scheduler's time limit) is not told: it finishes its task, then waits for the ne
 holding its memory and, for a training job, its cores. :func:`exit_with_parent`, run in each
 worker (the pool's ``initializer``), ends the worker within about a second of its parent's death.
 ``esper-bench --workers`` and the benchmarks' ``--workers`` use it.
+
+The one pool of esper-bench and the benchmarks: :func:`run_tasks` maps a function over tasks here
+or in spawned worker processes that end with their parent; :func:`run_on_ray` does it on Ray.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 
 def exit_with_parent(poll_s: float = 1.0) -> None:
@@ -60,3 +65,60 @@ def init_pool_worker(threads: int | None = None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, threads: int | None,
+              chunksize: int = 4, progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """``[worker(t) for t in tasks]``, in this process or in ``workers`` spawned processes.
+
+    Each process uses ``threads`` torch threads (this one too, without workers; None: leave the
+    count alone); results come back in task order. Worker processes end with this one
+    (:func:`exit_with_parent`). ``worker`` must be a module-level function of an importable module
+    (spawned workers import it). ``progress(done, total)``, if given, is called here as each result
+    arrives (in task order).
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    def collect(results: Any) -> list[Any]:
+        out = []
+        for r in results:
+            out.append(r)
+            if progress is not None:
+                progress(len(out), len(tasks))
+        return out
+
+    if workers <= 1:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        return collect(worker(t) for t in tasks)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_pool_worker,
+                             initargs=(threads,)) as pool:
+        return collect(pool.map(worker, tasks, chunksize=chunksize))
+
+
+def run_on_ray(worker: Callable[[Any], Any], tasks: list[Any], address: str | None, cpus: int
+               ) -> list[Any]:
+    """``[worker(t) for t in tasks]`` as Ray tasks of one CPU each; results come back in task order.
+
+    Connects to the cluster at ``address`` (e.g. ``auto``), or starts a local Ray instance with
+    ``cpus`` CPUs, shut down afterwards.
+    """
+    try:
+        import ray
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise ImportError('esper-bench --ray needs Ray: pip install "esper-env[ray]"') from e
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(cpus, 1), include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(worker)
+        return ray.get([remote.remote(t) for t in tasks])
+    finally:
+        if started:
+            ray.shutdown()

@@ -11,30 +11,26 @@ saves one JSON line with provenance (``benchmarks/results/`` only with ``--recor
 Claim checked (issue "Agents"): with esper-train's defaults, ppo, dqn and per-dqn play < 5 % illegal
 actions at evaluation on digits.
 
-    python benchmarks/bench_agents.py --algos ppo,dqn,per-dqn --seeds 1 --workers 2
+    python -m benchmarks.bench_agents --algos ppo,dqn,per-dqn --seeds 1 --workers 2
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
-
-from agents.envs import EnvSpec  # noqa: E402
-from agents.evaluate import (  # noqa: E402
-    EpisodeResult,
-    make_baseline,
-    mean_ci95,
-    paired_differences,
-    run_episode,
-)
-from agents.train import ALGOS, TrainArgs, load_model, train  # noqa: E402
+from agents.algos import ALGOS
+from agents.envs import EnvSpec
+from agents.policies import make_baseline
+from agents.provenance import provenance
+from agents.rollout import EpisodeResult, run_episode
+from agents.runs import load_model
+from agents.stats import mean_ci95, paired_differences
+from agents.train import TrainArgs, train
+from agents.workers import run_tasks
+from benchmarks._common import add_output_args, save
 
 
 def _train_and_evaluate(task: dict) -> dict:

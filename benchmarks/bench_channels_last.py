@@ -7,12 +7,12 @@ steps each through the same actions, alternating which env goes first: WAIT thro
 (``--policy wait``), or GERMINATE ``conv_heavy`` at the first step then WAIT (``grow``, with the
 germination gate off: the timed steps train the seed, blend it in, and pay for the seedless twin
 and the counterfactual). The paired ratio (default seconds / channels_last seconds, so > 1 means
-channels_last is faster) is reported as a mean with a 95 % t interval over rounds, with the
+channels_last is faster) is reported as a mean with a 95 % bootstrap interval over rounds, with the
 medians of both. Both layouts run the same episode up to the last bits, which the record shows:
 ``max_val_acc_gap`` is the largest difference of the final validation accuracies of a pair.
 
-    python benchmarks/bench_channels_last.py --tasks digits --rounds 10
-    python benchmarks/bench_channels_last.py --tasks cifar10 --env-kwarg data_root=~/data \\
+    python -m benchmarks.bench_channels_last --tasks digits --rounds 10
+    python -m benchmarks.bench_channels_last --tasks cifar10 --env-kwarg data_root=~/data \\
         --env-kwarg train_subset=2000 --rounds 10
 """
 
@@ -20,19 +20,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, save, sync, timed_steps  # noqa: E402
-
-from agents.evaluate import mean_ci95  # noqa: E402
-from agents.train import _key_value  # noqa: E402
-from esper_env.core.actions import Action, ActionKind  # noqa: E402
-from esper_env.env import EsperEnv  # noqa: E402
+from agents.cli import key_value
+from agents.stats import mean_ci95
+from benchmarks._common import add_output_args, provenance, save, sync, timed_steps
+from esper_env.core.actions import Action, ActionKind
+from esper_env.env import EsperEnv
 
 
 def _run(env: EsperEnv, actions: list[int], device: str) -> tuple[float, float]:
@@ -76,7 +71,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=4, help="timed env steps per env and round")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--env-kwarg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="another EsperConfig field, e.g. data_root=~/data (YAML values; repeatable)")
     add_output_args(p)
     args = p.parse_args(argv)

@@ -14,11 +14,11 @@ Speed does not depend on the pixel values, so ``--fake-data`` writes a full-size
 CIFAR-10 format with random images (the real dataset is only needed for accuracy, never for
 speed); the output says which it used.
 
-    python benchmarks/bench_cifar_speed.py --data-root ~/data --device cuda --envs 4
-    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --envs 4 --batch-size 512
-    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --cudnn-benchmark off,on
-    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --layout processes,threads
-    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --channels-last off,on
+    python -m benchmarks.bench_cifar_speed --data-root ~/data --device cuda --envs 4
+    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --envs 4 --batch-size 512
+    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --cudnn-benchmark off,on
+    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --layout processes,threads
+    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --channels-last off,on
 
 ``--cudnn-benchmark on`` sets ``torch.backends.cudnn.benchmark`` in the env processes (the env
 itself never changes that process-wide flag).
@@ -30,7 +30,7 @@ whether the step is GPU-bound or waits for the CPU that launches them), the time
 a step (train_epoch, validate, twin_validate, snapshot) and the costliest kernels and operators;
 ``--trace-dir`` also writes each configuration's trace (gzipped Chrome/Perfetto JSON):
 
-    python benchmarks/bench_cifar_speed.py --fake-data --device cuda --batch-size 512 \
+    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --batch-size 512 \
         --profile --steps 4 --trace-dir /tmp/traces
 """
 
@@ -44,15 +44,13 @@ import multiprocessing as mp
 import queue
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, save, sync, timed_steps  # noqa: E402
+from benchmarks._common import add_output_args, provenance, save, sync, timed_steps
 
 
 def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool,

@@ -16,24 +16,20 @@ For each task, three measurements in one process, on the same data and config:
 Medians over ``--repeats`` repetitions; the machines are shared, so quote medians and ratios.
 Targets (2-core CPU): digits >= 25 steps/s single env, overhead <= 1.15.
 
-    python benchmarks/bench_env_step.py --repeats 5
+    python -m benchmarks.bench_env_step --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, save  # noqa: E402
-
-from agents.policies import ScriptedPolicy  # noqa: E402
-from esper_env.env import EsperEnv  # noqa: E402
-from esper_env.nn.data import load_task  # noqa: E402
-from esper_env.nn.trainer import Trainer  # noqa: E402
+from agents.policies import ScriptedPolicy
+from benchmarks._common import add_output_args, provenance, save
+from esper_env.env import EsperEnv
+from esper_env.nn.data import load_task
+from esper_env.nn.trainer import Trainer
 
 
 def _episode_steps(env: EsperEnv, seed: int, policy=None) -> tuple[float, int, float]:

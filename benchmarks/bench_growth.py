@@ -3,13 +3,13 @@
 For every blueprint of the task's topology, a scripted policy germinates that blueprint into slot 0
 at the first epoch the mask allows (the default germination gate) and fossilizes as soon as
 FOSSILIZE is legal. Each policy runs the same seeds; the table gives mean final *test* accuracy with
-a 95 % t confidence interval, the paired difference to no-growth (same seeds, so the host's own
-noise cancels), how many seeds were fossilised, and the mean return. The claim checked: at least one
-blueprint beats no-growth by >= 2 percentage points.
+a 95 % bootstrap interval (:mod:`agents.stats`), the paired difference to no-growth (same seeds, so
+the host's own noise cancels), how many seeds were fossilised, and the mean return. The claim
+checked: at least one blueprint beats no-growth by >= 2 percentage points.
 
-    python benchmarks/bench_growth.py --seeds 10
-    python benchmarks/bench_growth.py --task tinytext --seeds 10 --first-seed 1000 --workers 2
-    python benchmarks/bench_growth.py --task cifar10 --env-kwarg data_root=~/data \
+    python -m benchmarks.bench_growth --seeds 10
+    python -m benchmarks.bench_growth --task tinytext --seeds 10 --first-seed 1000 --workers 2
+    python -m benchmarks.bench_growth --task cifar10 --env-kwarg data_root=~/data \
         --env-kwarg device=cuda --env-kwarg batch_size=512 --workers 4
 
 ``--env-kwarg KEY=VALUE`` sets any other EsperConfig field (YAML values). With ``--workers`` > 1
@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
-
-from agents.evaluate import mean_ci95, run_episode  # noqa: E402
-from agents.policies import NoGrowthPolicy, ScriptedPolicy  # noqa: E402
-from agents.train import _key_value  # noqa: E402
-from esper_env.env import EsperEnv  # noqa: E402
+from agents.cli import key_value
+from agents.policies import NoGrowthPolicy, ScriptedPolicy
+from agents.rollout import run_episode
+from agents.stats import mean_ci95
+from agents.workers import run_tasks
+from benchmarks._common import add_output_args, provenance, save
+from esper_env.env import EsperEnv
 
 _ENVS: dict[str, EsperEnv] = {}
 
@@ -59,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-epochs", type=int, default=25)
     p.add_argument("--blueprints", default=None,
                    help="comma-separated (default: every blueprint of the task's topology)")
-    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value,
+    p.add_argument("--env-kwarg", action="append", default=[], type=key_value,
                    metavar="KEY=VALUE", help="any other EsperConfig field (repeatable)")
     p.add_argument("--workers", type=int, default=1, help="episode processes (default 1: here)")
     p.add_argument("--torch-threads", type=int, default=1,

@@ -2,7 +2,7 @@
 
 Every policy plays the same seeded episodes (held-out seeds 1000, 1001, … by default; the heuristic's
 defaults were tuned on seeds 0–19 only), in order (the heuristic's blueprint penalties carry over
-from one episode to the next; random is seeded with ``--first-seed``). Prints mean ± 95 % t CI of
+from one episode to the next; random is seeded with ``--first-seed``). Prints mean ± 95 % bootstrap CI of
 return, final test accuracy, fossilized fraction (episodes with a fossil), parameters added and
 illegal actions, and the paired differences heuristic − random and heuristic − no-growth (same
 episodes); saves one JSON line with provenance (``benchmarks/results/`` only with ``--record``).
@@ -10,30 +10,24 @@ episodes); saves one JSON line with provenance (``benchmarks/results/`` only wit
 Claim checked (issue "Agents"): on digits over 20 seeds the heuristic fossilizes a seed in most
 episodes and beats the random policy in mean return and mean final test accuracy.
 
-    python benchmarks/bench_heuristic.py --seeds 20 --record
-    python benchmarks/bench_heuristic.py --instance-set digits-mix --split test
+    python -m benchmarks.bench_heuristic --seeds 20 --record
+    python -m benchmarks.bench_heuristic --instance-set digits-mix --split test
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import asdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, init_worker, provenance, save  # noqa: E402
+import torch
 
-from agents.envs import EnvSpec  # noqa: E402
-from agents.evaluate import (  # noqa: E402
-    episode_plan,
-    make_baseline,
-    mean_ci95,
-    paired_differences,
-    run_episode,
-)
-from agents.heuristic import HeuristicConfig  # noqa: E402
+from agents.envs import EnvSpec
+from agents.heuristic import HeuristicConfig
+from agents.policies import make_baseline
+from agents.rollout import episode_plan, run_episode
+from agents.stats import mean_ci95, paired_differences
+from benchmarks._common import add_output_args, provenance, save
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -49,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
     add_output_args(p)
     args = p.parse_args(argv)
-    init_worker(args.torch_threads)
+    torch.set_num_threads(args.torch_threads)
 
     kwargs: dict = {"task": args.task}
     if args.max_epochs is not None:

@@ -17,11 +17,11 @@ Two policies are compared, both chosen from those fixed policies:
 Both choices are made *leave-one-seed-out*: the choice scored on seed s is the best on the other
 seeds, so neither gains from picking the luckiest of many noisy means (the in-sample numbers, which
 do, are printed too, for information). Per instance the held-out scores are averaged over seeds;
-the gaps are means over instances with 95 % t intervals. Claims checked on the test split (spec
+the gaps are means over instances with 95 % bootstrap intervals. Claims checked on the test split (spec
 section 15, issue 6): oracle - best single fixed >= 2 pp and oracle - no-growth >= 3 pp of final
 test accuracy.
 
-    python benchmarks/bench_instances.py --instance-set digits-mix --split test --seeds 3
+    python -m benchmarks.bench_instances --instance-set digits-mix --split test --seeds 3
 """
 
 from __future__ import annotations
@@ -29,21 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
-
-from agents.evaluate import mean_ci95, run_episode  # noqa: E402
-from agents.policies import NoGrowthPolicy, ScriptedPolicy  # noqa: E402
-from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
-from esper_env.core.instances import load_instance_set  # noqa: E402
+from agents.policies import NoGrowthPolicy, ScriptedPolicy
+from agents.rollout import run_episode
+from agents.stats import mean_ci95
+from agents.workers import run_tasks
+from benchmarks._common import add_output_args, provenance, save
+from esper_env.core.catalog import BLUEPRINT_NAMES
+from esper_env.core.instances import load_instance_set
 
 ORACLE_VS_FIXED_BAR = 2.0
 ORACLE_VS_NO_GROWTH_BAR = 3.0

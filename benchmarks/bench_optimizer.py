@@ -7,32 +7,27 @@ over the parameters on the CPU, ``_foreach`` kernels on CUDA), and times ``train
 alternating which goes first. ``--seed`` grows a blueprint first: the seed is germinated and
 blended in (alpha 0.5), so the epoch trains the host, the seed and the seedless twin, each with its
 own optimiser. The paired ratio (unfused / fused seconds per epoch) is reported as a mean with a
-95 % t interval over rounds, and the medians of both.
+95 % bootstrap interval over rounds, and the medians of both.
 
-    python benchmarks/bench_optimizer.py --tasks digits,synthetic --rounds 15
-    python benchmarks/bench_optimizer.py --tasks cifar10 --env-kwarg data_root=~/data --device cuda
+    python -m benchmarks.bench_optimizer --tasks digits,synthetic --rounds 15
+    python -m benchmarks.bench_optimizer --tasks cifar10 --env-kwarg data_root=~/data --device cuda
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, save, sync  # noqa: E402
-
-from agents.evaluate import mean_ci95  # noqa: E402
-from agents.train import _key_value  # noqa: E402
-from esper_env.config import EsperConfig  # noqa: E402
-from esper_env.nn import trainer as trainer_module  # noqa: E402
-from esper_env.nn.data import load_task  # noqa: E402
-from esper_env.nn.trainer import Trainer  # noqa: E402
+from agents.cli import key_value
+from agents.stats import mean_ci95
+from benchmarks._common import add_output_args, provenance, save, sync
+from esper_env.config import EsperConfig
+from esper_env.nn import trainer as trainer_module
+from esper_env.nn.data import load_task
+from esper_env.nn.trainer import Trainer
 
 
 def _unfused_sgd(params, lr, momentum, weight_decay=0.0):  # noqa: ANN001, ANN202
@@ -97,7 +92,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per trainer and round")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--env-kwarg", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+    p.add_argument("--env-kwarg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="another EsperConfig field, e.g. data_root=~/data (YAML values; repeatable)")
     add_output_args(p)
     args = p.parse_args(argv)

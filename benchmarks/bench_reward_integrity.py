@@ -18,7 +18,7 @@ With ``--instance-set`` every policy plays every instance of ``--split`` (pinned
 all differences are paired per case.
 
 Printed per mode: for every policy the mean return and final test accuracy, and the paired
-differences to no-growth on the same seeds with 95 % t intervals; the Spearman rank correlation
+differences to no-growth on the same seeds with 95 % bootstrap intervals; the Spearman rank correlation
 between the policies' mean return and mean final test accuracy (with a 95 % bootstrap interval
 over seeds) and, for information, the Spearman correlation of the per-episode paired differences
 (return vs test accuracy, against no-growth on the same seed). Checked for the default mode:
@@ -33,9 +33,9 @@ Seeds: the default ``--first-seed 1000`` keeps the reported seeds apart from the
 while designing the reward and calibrating the task. Episodes run in ``--workers`` processes with
 one torch thread each.
 
-    python benchmarks/bench_reward_integrity.py --seeds 20            # digits, ~4 min on 2 cores
-    python benchmarks/bench_reward_integrity.py --seeds 20 --record   # also append to benchmarks/results
-    python benchmarks/bench_reward_integrity.py --instance-set digits-mix --split test --seeds 3
+    python -m benchmarks.bench_reward_integrity --seeds 20            # digits, ~4 min on 2 cores
+    python -m benchmarks.bench_reward_integrity --seeds 20 --record   # also append to benchmarks/results
+    python -m benchmarks.bench_reward_integrity --instance-set digits-mix --split test --seeds 3
 """
 
 from __future__ import annotations
@@ -44,22 +44,18 @@ import argparse
 import importlib.util
 import json
 import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import add_output_args, provenance, run_tasks, save  # noqa: E402
-
-from agents.evaluate import make_baseline, mean_ci95, run_episode  # noqa: E402
-from agents.policies import ScriptedPolicy  # noqa: E402
-from agents.stats import bootstrap_spearman, spearman  # noqa: E402
-from esper_env.config import REWARD_MODES  # noqa: E402
-from esper_env.core.catalog import BLUEPRINT_NAMES  # noqa: E402
+from agents.policies import ScriptedPolicy, make_baseline
+from agents.rollout import run_episode
+from agents.stats import bootstrap_spearman, mean_ci95, spearman
+from agents.workers import run_tasks
+from benchmarks._common import add_output_args, provenance, save
+from esper_env.config import REWARD_MODES
+from esper_env.core.catalog import BLUEPRINT_NAMES
 
 DEFAULT_MODE = "contribution"
 SPEARMAN_BAR = 0.8

@@ -3,26 +3,22 @@
 For each seed, the scripted ``conv_heavy`` policy plays a digits episode twice: once clean, once with
 the host's weights poisoned (NaN) at epoch ``--fault-epoch`` so that the governor must roll back.
 Reported per seed: validation accuracy at the epoch before the fault, right after the rollback, at
-the end, and the final test accuracy of both runs; then means with 95 % t intervals of the paired
+the end, and the final test accuracy of both runs; then means with 95 % bootstrap intervals of the paired
 drop (before - after rollback) and of the final test-accuracy cost (clean - faulted).
 
-    python benchmarks/bench_rollback.py --seeds 10 --fault-epoch 17
+    python -m benchmarks.bench_rollback --seeds 10 --fault-epoch 17
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, save  # noqa: E402
-
-from agents.evaluate import mean_ci95  # noqa: E402
-from agents.policies import ScriptedPolicy  # noqa: E402
-from esper_env.env import EsperEnv  # noqa: E402
+from agents.policies import ScriptedPolicy
+from agents.stats import mean_ci95
+from benchmarks._common import add_output_args, provenance, save
+from esper_env.env import EsperEnv
 
 
 def _episode(seed: int, fault: int | None, task: str) -> dict:

@@ -7,7 +7,7 @@ the process's resident memory (RSS) every ``--every`` episodes. The verdict comp
 sample with the first (taken after ``--every`` episodes, once caches and allocator pools have
 warmed up): flat means growth <= 5 %.
 
-    python benchmarks/bench_soak.py --episodes 1000 --every 50 --record
+    python -m benchmarks.bench_soak --episodes 1000 --every 50 --record
 """
 
 from __future__ import annotations
@@ -16,17 +16,14 @@ import argparse
 import gc
 import os
 import pickle
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, save  # noqa: E402
-
-from esper_env.env import EsperEnv  # noqa: E402
+from benchmarks._common import add_output_args, provenance, save
+from esper_env.env import EsperEnv
 
 FLAT_LIMIT = 0.05
 """Largest allowed RSS growth over the first sample (5 %)."""

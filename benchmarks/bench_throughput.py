@@ -7,7 +7,7 @@ For each task, medians over ``--repeats``:
    stepping WAIT (auto-resets included, as in training), over ``--vec-steps`` steps per worker;
    ``thread``: the same with :class:`agents.vec_env.ThreadVecEnv` (one thread per env in this
    process), timed right after it in each repeat; ``thread_vs_subproc`` is the median of the
-   per-repeat ratios (``_mean`` and ``_ci95``: their mean and 95 % t half-width).
+   per-repeat ratios (``_mean`` and ``_ci95``: their mean and 95 % bootstrap half-width).
 3. ``esper-train``: steps/s of a whole MaskablePPO run (``esper-train`` defaults but
    ``--train-steps`` steps, no evaluation, no TensorBoard, no progress bar; set-up excluded):
    environment steps plus PPO's updates; with ``DummyVecEnv`` (the default) and with
@@ -15,27 +15,23 @@ For each task, medians over ``--repeats``:
 4. ``bare``: epochs/s of the same host trained by a bare loop (``Trainer.train_epoch`` +
    ``validate``), 1 thread. Overheads are the bare epochs/s divided by the steps/s per worker.
 
-    python benchmarks/bench_throughput.py --repeats 3
+    python -m benchmarks.bench_throughput --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_output_args, provenance, save  # noqa: E402
-from bench_env_step import _bare_epochs, _episode_steps  # noqa: E402
-
-from agents.envs import EnvSpec  # noqa: E402
-from agents.evaluate import mean_ci95  # noqa: E402
-from agents.train import TrainArgs, train  # noqa: E402
-from esper_env.env import EsperEnv  # noqa: E402
-from esper_env.nn.threads import num_threads  # noqa: E402
+from agents.envs import EnvSpec
+from agents.stats import mean_ci95
+from agents.train import TrainArgs, train
+from benchmarks._common import add_output_args, provenance, save
+from benchmarks.bench_env_step import _bare_epochs, _episode_steps
+from esper_env.env import EsperEnv
+from esper_env.nn.threads import num_threads
 
 
 def _vec_steps_per_s(task: str, max_epochs: int, workers: int, steps: int, seed: int,
@@ -71,7 +67,7 @@ def _train_steps_per_s(task: str, max_epochs: int, steps: int, seed: int,
 
 
 def _paired(name: str, a: list[float], b: list[float]) -> dict:
-    """Per-repeat ratios ``a/b``: their median, mean and 95 % t half-width, and the list."""
+    """Per-repeat ratios ``a/b``: their median, mean and 95 % bootstrap half-width, and the list."""
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     mean, half = mean_ci95(ratios)
     return {name: statistics.median(ratios), f"{name}_mean": mean, f"{name}_ci95": half,

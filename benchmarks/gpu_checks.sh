@@ -32,11 +32,11 @@ timeout 150 "$py" -m pytest -q -rs -p no:cacheprovider "${cuda_tests[@]}" 2>&1 |
   | tee "$out/cuda_tests.txt"
 
 echo "== 2. profile of one env's step"
-timeout 120 "$py" benchmarks/bench_cifar_speed.py --fake-data --device cuda --batch-size 512 \
+timeout 120 "$py" -m benchmarks.bench_cifar_speed --fake-data --device cuda --batch-size 512 \
   --policy grow --steps 3 --profile --channels-last off,on --cudnn-benchmark off,on \
   --trace-dir "$out/traces" --out "$out" 2>&1 | tee "$out/profile.txt"
 
 echo "== 3. speed of 4 envs"
-timeout 300 "$py" benchmarks/bench_cifar_speed.py --fake-data --device cuda --envs 4 \
+timeout 300 "$py" -m benchmarks.bench_cifar_speed --fake-data --device cuda --envs 4 \
   --batch-size 512 --policy wait,grow --layout processes,threads --channels-last off,on \
   --cudnn-benchmark on --steps 6 --out "$out" "$@" 2>&1 | tee "$out/speed.txt"

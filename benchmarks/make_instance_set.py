@@ -11,8 +11,8 @@ and where a parameter budget rules out the largest seeds, so most instances are 
 minority have hosts that learn fast, where growth pays little and an agent should learn to hold
 back.
 
-    python benchmarks/make_instance_set.py            # rewrite the shipped file
-    python benchmarks/make_instance_set.py --check    # exit 1 if the shipped file differs
+    python -m benchmarks.make_instance_set            # rewrite the shipped file
+    python -m benchmarks.make_instance_set --check    # exit 1 if the shipped file differs
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from esper_env.core.instances import Instance, InstanceSet
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from esper_env.core.instances import Instance, InstanceSet  # noqa: E402
 
 TARGET = ROOT / "esper_env" / "instance_sets" / "digits-mix.json"
 VERSION = 2

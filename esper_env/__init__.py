@@ -10,7 +10,7 @@ from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
-__version__ = "0.1.0"
+from esper_env._version import __version__
 
 if "Esper-v0" not in registry:
     register(id="Esper-v0", entry_point="esper_env.env:EsperEnv", nondeterministic=False)

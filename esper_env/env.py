@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import InvalidAction, ResetNeeded
 
-from esper_env import __version__
+from esper_env._version import __version__
 from esper_env.config import EsperConfig, from_kwargs
 from esper_env.core import episode as ep
 from esper_env.core.episode import EPISODE_VERSION, EpisodeParams, EpisodeSetup, EpisodeState

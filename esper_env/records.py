@@ -33,7 +33,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from esper_env import __version__
+from esper_env._version import __version__
 from esper_env.core.episode import EPISODE_VERSION
 from esper_env.errors import EsperError
 

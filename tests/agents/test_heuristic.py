@@ -10,9 +10,9 @@ import pytest
 from conftest import tiny_kwargs
 
 import esper_env  # noqa: F401
-from agents.evaluate import run_episode
 from agents.heuristic import CurriculumHeuristicPolicy, HeuristicConfig, HeuristicPolicy
 from agents.policies import RandomPolicy
+from agents.rollout import run_episode
 from esper_env.core.actions import Action, ActionKind
 from esper_env.errors import ConfigError
 

@@ -11,7 +11,6 @@ from stable_baselines3 import DQN, PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import esper_env  # noqa: F401
-from agents.evaluate import run_episode
 from agents.masking import (
     MASKED_VALUE,
     ActionMaskObservation,
@@ -20,6 +19,7 @@ from agents.masking import (
     MaskedPERDQN,
     find_action_masks,
 )
+from agents.rollout import run_episode
 from agents.wrappers import BlueprintCurriculumWrapper
 
 

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from conftest import tiny_kwargs
 
-from agents.evaluate import format_table, mean_ci95, run_episode
+from agents.evaluate import format_table
 from agents.policies import NoGrowthPolicy, RandomPolicy, ScriptedPolicy
+from agents.rollout import run_episode
+from agents.stats import bootstrap_ci, mean_ci95
 from esper_env.core.actions import ActionKind
 from esper_env.env import EsperEnv
 from esper_env.errors import UnknownBlueprint
@@ -99,12 +101,15 @@ def test_scripted_policy_rejects_unknown_blueprint_with_hint(env):
         ScriptedPolicy(env, "norm", slot=5)
 
 
-def test_mean_ci95_matches_t_interval():
-    m, h = mean_ci95([1.0, 2.0, 3.0, 4.0])
-    assert m == pytest.approx(2.5)
-    # t(0.975, 3) = 3.18245, sd = 1.29099, n = 4
-    assert h == pytest.approx(3.18245 * 1.29099 / 2, rel=1e-4)
-    assert mean_ci95([5.0]) == (5.0, 0.0)
+def test_mean_ci95_is_the_bootstrap_interval_as_plus_minus():
+    x = [1.0, 2.0, 3.0, 4.0]
+    m, h = mean_ci95(x)
+    _, lo, hi = bootstrap_ci(x)
+    assert m == pytest.approx(2.5) and lo < m < hi
+    assert h == max(hi - m, m - lo) and m - h <= lo and hi <= m + h  # mean ± h contains it
+    assert mean_ci95(x) == (m, h)  # seeded: reproducible
+    assert 0.9 < h < 1.5  # the bootstrap's 95 % range of the mean of 1..4 (a t interval: 2.05)
+    assert mean_ci95([5.0]) == (5.0, 0.0) and mean_ci95([2.0, 2.0]) == (2.0, 0.0)
 
 
 def test_format_table_has_a_row_per_episode(env):

@@ -42,7 +42,7 @@ def test_maskable_ppo_learns_a_few_steps_and_only_takes_legal_actions():
 def test_run_episode_evaluates_an_unmasked_sb3_model():
     from stable_baselines3 import PPO
 
-    from agents.evaluate import run_episode
+    from agents.rollout import run_episode
 
     env = gym.make("Esper-v0", **tiny_kwargs())
     model = PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0,

@@ -12,9 +12,11 @@ import pytest
 import torch as th
 from conftest import TINY_CLI, tiny_kwargs
 
+from agents.algos import ALGOS, load_hyperparams
 from agents.envs import EnvSpec
-from agents.evaluate import MasksRequired, run_episode
-from agents.train import ALGOS, TrainArgs, load_hyperparams, load_model, parse_args, train
+from agents.rollout import MasksRequired, run_episode
+from agents.runs import load_model
+from agents.train import TrainArgs, parse_args, train
 from esper_env.errors import ConfigError
 
 SMALL = {"ppo": {"n_steps": 22, "batch_size": 22, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}},
@@ -180,7 +182,7 @@ def test_esper_eval_rejects_unknown_baseline():
 def test_curriculum_run_logs_arm_statistics_and_evaluates_with_its_curriculum(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from agents.train import load_curriculum
+    from agents.runs import load_curriculum
 
     out = train(_args(tmp_path, "ppo", curriculum=True, total_timesteps=176))
     spec = EnvSpec.load(out / "env_config.json")

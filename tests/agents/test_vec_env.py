@@ -147,7 +147,7 @@ def test_thread_vec_env_rejects_a_bad_thread_count_and_envs_that_scope_another()
 
 
 def _params(run) -> list[torch.Tensor]:
-    from agents.train import load_model
+    from agents.runs import load_model
 
     model, _ = load_model(run, which="final")
     return [p.detach().clone() for p in model.policy.parameters()]

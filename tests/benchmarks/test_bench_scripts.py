@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
 
 def test_bench_growth_runs_and_saves_provenance(tmp_path, capsys):
-    import bench_growth
+    from benchmarks import bench_growth
 
     rec = bench_growth.main(["--task", "synthetic", "--seeds", "2", "--max-epochs", "3",
                              "--blueprints", "norm,conv_light", "--out", str(tmp_path)])
@@ -28,7 +25,7 @@ def test_bench_growth_runs_and_saves_provenance(tmp_path, capsys):
 
 
 def test_bench_env_step_runs_and_reports_ratios(tmp_path):
-    import bench_env_step
+    from benchmarks import bench_env_step
 
     (r,) = bench_env_step.main(["--tasks", "synthetic", "--repeats", "1", "--max-epochs", "3",
                                 "--out", str(tmp_path)])
@@ -40,7 +37,7 @@ def test_bench_env_step_runs_and_reports_ratios(tmp_path):
 
 
 def test_bench_reward_integrity_runs_on_a_tiny_config(tmp_path, capsys):
-    import bench_reward_integrity
+    from benchmarks import bench_reward_integrity
 
     env_json = json.dumps({"germination_gate": False, "min_cull_age": 2, "blending_epochs": 2,
                            "embargo_epochs": 1,
@@ -67,7 +64,7 @@ def test_bench_reward_integrity_runs_on_a_tiny_config(tmp_path, capsys):
 
 
 def test_bench_reward_integrity_statistics_on_hand_made_rows():
-    import bench_reward_integrity as b
+    from benchmarks import bench_reward_integrity as b
 
     seeds = [0, 1, 2, 3]
     rows = []
@@ -108,7 +105,7 @@ def _tiny_set(tmp_path) -> str:
 
 
 def test_bench_instances_runs_on_a_tiny_set(tmp_path, capsys):
-    import bench_instances
+    from benchmarks import bench_instances
 
     rec = bench_instances.main(["--instance-set", _tiny_set(tmp_path), "--split", "test",
                                 "--seeds", "2", "--workers", "1",
@@ -127,7 +124,7 @@ def test_bench_instances_runs_on_a_tiny_set(tmp_path, capsys):
 
 
 def test_bench_instances_gaps_on_hand_made_accuracies():
-    import bench_instances as b
+    from benchmarks import bench_instances as b
 
     pols = ["no-growth", "a", "b"]
     # instance 0: a wins by 4; instance 1: b wins by 4; a and b tie overall
@@ -143,7 +140,7 @@ def test_bench_instances_gaps_on_hand_made_accuracies():
 
 
 def test_bench_reward_integrity_on_an_instance_split(tmp_path):
-    import bench_reward_integrity
+    from benchmarks import bench_reward_integrity
 
     rec = bench_reward_integrity.main([
         "--instance-set", _tiny_set(tmp_path), "--split", "test", "--seeds", "2",
@@ -155,7 +152,7 @@ def test_bench_reward_integrity_on_an_instance_split(tmp_path):
 
 
 def test_make_instance_set_check_matches_the_shipped_file():
-    import make_instance_set
+    from benchmarks import make_instance_set
 
     assert make_instance_set.main(["--check"]) == 0
     s = make_instance_set.make(5, 3, seed=1)
@@ -164,7 +161,7 @@ def test_make_instance_set_check_matches_the_shipped_file():
 
 
 def test_bench_heuristic_runs_and_reports_paired_differences(tmp_path, capsys):
-    import bench_heuristic
+    from benchmarks import bench_heuristic
 
     rec = bench_heuristic.main(["--task", "synthetic", "--seeds", "2", "--max-epochs", "6",
                                 "--out", str(tmp_path)])
@@ -176,7 +173,7 @@ def test_bench_heuristic_runs_and_reports_paired_differences(tmp_path, capsys):
 
 
 def test_bench_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, capsys):
-    import bench_agents
+    from benchmarks import bench_agents
 
     rec = bench_agents.main(["--task", "synthetic", "--max-epochs", "6", "--algos", "ppo,per-dqn",
                              "--total-timesteps", "40", "--eval-episodes", "2",
@@ -189,7 +186,7 @@ def test_bench_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, cap
 
 
 def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
-    import bench_throughput
+    from benchmarks import bench_throughput
 
     (r,) = bench_throughput.main(["--tasks", "synthetic", "--repeats", "1", "--max-epochs", "4",
                                   "--vec-steps", "6", "--train-steps", "24", "--out", str(tmp_path)])
@@ -206,7 +203,7 @@ def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
 
 
 def test_bench_soak_runs_and_reports_rss_samples(tmp_path, capsys):
-    import bench_soak
+    from benchmarks import bench_soak
 
     rec = bench_soak.main(["--task", "synthetic", "--episodes", "4", "--every", "2",
                            "--max-epochs", "4", "--out", str(tmp_path)])
@@ -222,7 +219,7 @@ def test_bench_soak_runs_and_reports_rss_samples(tmp_path, capsys):
 
 
 def test_bench_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
-    import bench_rollback
+    from benchmarks import bench_rollback
 
     rec = bench_rollback.main(["--task", "synthetic", "--seeds", "2", "--fault-epoch", "4",
                                "--out", str(tmp_path)])
@@ -234,7 +231,7 @@ def test_bench_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
 
 
 def test_bench_growth_on_tinytext_with_env_kwargs_and_workers(tmp_path, capsys):
-    import bench_growth
+    from benchmarks import bench_growth
 
     rec = bench_growth.main(["--task", "tinytext", "--seeds", "2", "--max-epochs", "3",
                              "--blueprints", "lora", "--env-kwarg", "train_subset=16",
@@ -259,8 +256,7 @@ def test_bench_growth_on_tinytext_with_env_kwargs_and_workers(tmp_path, capsys):
 
 
 def test_bench_cifar_speed_runs_on_a_small_folder(tmp_path, capsys):
-    import bench_cifar_speed
-
+    from benchmarks import bench_cifar_speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
@@ -277,8 +273,7 @@ def test_bench_cifar_speed_runs_on_a_small_folder(tmp_path, capsys):
 
 
 def test_bench_cifar_speed_sweeps_cudnn_benchmark_in_the_env_processes(tmp_path):
-    import bench_cifar_speed
-
+    from benchmarks import bench_cifar_speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
@@ -291,8 +286,7 @@ def test_bench_cifar_speed_sweeps_cudnn_benchmark_in_the_env_processes(tmp_path)
 
 
 def test_bench_cifar_speed_sweeps_channels_last_in_the_envs(tmp_path, monkeypatch):
-    import bench_cifar_speed
-
+    from benchmarks import bench_cifar_speed
     from esper_env.env import EsperEnv
     from esper_env.nn.cifar import write_cifar10_folder
 
@@ -315,9 +309,9 @@ def test_bench_cifar_speed_sweeps_channels_last_in_the_envs(tmp_path, monkeypatc
 
 
 def test_bench_cifar_speed_threads_layout_runs_the_same_episodes_as_processes(tmp_path):
-    import bench_cifar_speed
     import torch
 
+    from benchmarks import bench_cifar_speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
@@ -335,7 +329,7 @@ def test_bench_cifar_speed_threads_layout_runs_the_same_episodes_as_processes(tm
 
 
 def test_bench_cifar_speed_reports_an_env_that_fails_instead_of_waiting(tmp_path):
-    import bench_cifar_speed
+    from benchmarks import bench_cifar_speed
 
     kwargs = {"task": "cifar10", "data_root": str(tmp_path / "missing"), "device": "cpu",
               "batch_size": 25, "max_epochs": 3, "germination_gate": False, "train_subset": None}
@@ -345,8 +339,7 @@ def test_bench_cifar_speed_reports_an_env_that_fails_instead_of_waiting(tmp_path
 
 
 def test_bench_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
-    import bench_optimizer
-
+    from benchmarks import bench_optimizer
     from esper_env.config import EsperConfig
     from esper_env.nn import trainer as trainer_module
     from esper_env.nn.data import load_task
@@ -371,9 +364,9 @@ def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_p
     import gzip
     import json
 
-    import bench_cifar_speed
     import torch
 
+    from benchmarks import bench_cifar_speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
@@ -413,8 +406,7 @@ def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_p
 
 def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path, capsys,
                                                                         monkeypatch):
-    import bench_channels_last
-
+    from benchmarks import bench_channels_last
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
@@ -447,7 +439,7 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
     import shlex
     import subprocess
 
-    import bench_cifar_speed
+    from benchmarks import bench_cifar_speed
 
     repo = Path(__file__).resolve().parents[2]
     log = tmp_path / "calls.txt"
@@ -465,7 +457,7 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
     test_files = [a for a in pytest_calls[0] if a.startswith("tests/")]
     assert "tests/env/test_env_device.py" in test_files
     assert all((repo / f).is_file() for f in test_files)
-    benches = [c[1:] for c in calls if c[0] == "benchmarks/bench_cifar_speed.py"]
+    benches = [c[2:] for c in calls if c[:2] == ["-m", "benchmarks.bench_cifar_speed"]]
     assert len(benches) == 2 and "--profile" in benches[0] and benches[1][-2:] == ["--steps", "4"]
     for argv in benches:
         args = bench_cifar_speed.parse_args(argv)  # exits on a flag the script no longer knows
@@ -478,8 +470,9 @@ def test_bench_cifar_speed_profile_summary_of_a_gpu_trace_counts_kernels_not_ann
     """What --profile makes of CUDA events (CI has no GPU): fake profiler events of two steps."""
     from types import SimpleNamespace
 
-    import bench_cifar_speed
     from torch.autograd import DeviceType
+
+    from benchmarks import bench_cifar_speed
 
     def event(name, device=DeviceType.CPU, cpu=0.0, self_cpu=0.0, dev=0.0, self_dev=0.0,
               annotation=False):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 from pathlib import Path
 
@@ -12,12 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import cifar10_from_npm as npm  # noqa: E402
-
-from esper_env.errors import ConfigError  # noqa: E402
-from esper_env.nn.cifar import load_cifar10_arrays  # noqa: E402
+from benchmarks import cifar10_from_npm as npm
+from esper_env.errors import ConfigError
+from esper_env.nn.cifar import load_cifar10_arrays
 
 PER_PNG, N_TEST = 6, 4
 

@@ -160,7 +160,7 @@ def test_divergence_in_reset_epoch_ends_at_the_first_step_with_penalty_and_final
     """host_lr=1e9 diverges inside reset: a defined terminal first step, not an "after the end" one."""
     import warnings
 
-    from agents.evaluate import run_episode
+    from agents.rollout import run_episode
 
     env = gym.make("Esper-v0", **tiny_kwargs(host_lr=1e9, reward_mode=mode, torch_threads=1))
     obs, info = env.reset(seed=0)
@@ -325,7 +325,7 @@ def test_train_mode_is_restored_after_every_counterfactual() -> None:
 @pytest.mark.parametrize("lr", [30.0, 1e4, 1e9])
 @pytest.mark.parametrize("governor", [True, False])
 def test_exploding_learning_rates_never_raise(lr: float, governor: bool) -> None:
-    from agents.evaluate import run_episode
+    from agents.rollout import run_episode
 
     env = gym.make("Esper-v0", **tiny_kwargs(host_lr=lr, seed_lr=lr, governor={"enabled": governor}))
     result = run_episode(env, ScriptedPolicy(env, "conv_heavy", 0), 0)

@@ -1,0 +1,167 @@
+"""Playing episodes: the one episode loop of esper-eval, esper-bench, the callbacks and the benchmarks.
+
+* :func:`run_episode` plays one seeded episode of anything with an SB3-like ``predict`` (the
+  baselines, SB3 and sb3-contrib models) and returns its :class:`EpisodeResult`; given an
+  :class:`EpisodeTrace` it also records the episode epoch by epoch (accuracy curves, the stage of
+  every slot, the actions taken, wall time).
+* :func:`episode_plan` says which episodes to play: ``(seed, reset options)`` pairs from a first
+  seed, over an instance split when the env has one.
+
+Masks always go to policies that take them, and a model trained with masks (MaskablePPO) is
+refused when there are none, instead of silently playing masked-out actions as
+``stable_baselines3.common.evaluation.evaluate_policy`` would.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class EpisodeResult:
+    """Outcome of one episode."""
+
+    policy: str
+    seed: int
+    episode_return: float
+    final_val_acc: float
+    final_test_acc: float
+    params_added: int
+    n_fossilized: int
+    lifecycle: dict[str, int] = field(default_factory=dict)
+    illegal_actions: int = 0
+    rollbacks: int = 0
+    length: int = 0
+    instance: str | None = None
+
+    @property
+    def n_culled(self) -> int:
+        """Seeds culled (by the agent or by a gate)."""
+        return self.lifecycle.get("culled", 0)
+
+
+@dataclass
+class EpisodeTrace:
+    """An episode epoch by epoch, filled in by :func:`run_episode` (plain JSON types).
+
+    ``val_curve``, ``test_curve`` and ``stages`` (one stage name per slot) start with the reset's
+    values, so they hold one entry more than ``actions`` (the action names, in order).
+    """
+
+    val_curve: list[float] = field(default_factory=list)
+    test_curve: list[float] = field(default_factory=list)
+    stages: list[list[str]] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def record(self, info: dict[str, Any], action: str | None = None) -> None:
+        """Append the epoch that ``info`` describes (and the action that led to it)."""
+        self.val_curve.append(info["val_acc"])
+        self.test_curve.append(info["test_acc"])
+        self.stages.append(list(info["stages"]))
+        if action is not None:
+            self.actions.append(action)
+
+
+class MasksRequired(ValueError):
+    """A model trained with action masks was asked to act without them."""
+
+
+def takes_masks(policy: Any) -> bool:
+    """True if ``policy.predict`` accepts ``action_masks`` (baselines, MaskablePPO)."""
+    try:
+        return "action_masks" in inspect.signature(policy.predict).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def requires_masks(policy: Any) -> bool:
+    """True for models trained with masks (sb3-contrib's maskable policies)."""
+    try:
+        from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
+    except ImportError:  # the train extra is not installed: no maskable model can exist
+        return False
+    return isinstance(getattr(policy, "policy", None), MaskableActorCriticPolicy)
+
+
+def run_episode(env: Any, policy: Any, seed: int, name: str | None = None,
+                options: dict[str, Any] | None = None, use_masks: bool = True,
+                trace: EpisodeTrace | None = None) -> EpisodeResult:
+    """Play one episode from ``reset(seed=seed, options=options)`` with ``policy.predict``.
+
+    Policies whose ``predict`` takes ``action_masks`` (the baselines, sb3-contrib's MaskablePPO)
+    get the mask of the outermost wrapper that has ``action_masks()``; others (SB3's PPO, DQN) are
+    called without it. Deterministic actions; ``options={"instance": k}`` pins an instance of the
+    env's instance split. ``trace``, if given (empty), is filled with the episode's epochs.
+
+    Raises:
+        MasksRequired: ``use_masks=False`` (or an env without ``action_masks``) for a model trained
+            with masks.
+    """
+    t0 = time.perf_counter()
+    masked = takes_masks(policy) and use_masks
+    get_masks = None
+    if masked:
+        try:
+            get_masks = env.get_wrapper_attr("action_masks")
+        except AttributeError:
+            masked = False
+    if not masked and requires_masks(policy):
+        raise MasksRequired(
+            f"{name or type(policy).__name__} was trained with action masks and would play "
+            "masked-out actions without them; evaluate it with masks (drop --no-masks) in an env "
+            "that has action_masks()")
+    obs, info = env.reset(seed=seed, options=options)
+    if trace is not None:
+        trace.record(info)
+    instance = info.get("instance")
+    total, done, steps = 0.0, False, 0
+    counts: Counter[str] = Counter()
+    illegal = rollbacks = 0
+    while not done:
+        if masked:
+            action, _ = policy.predict(obs, action_masks=get_masks(), deterministic=True)
+        else:
+            action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(int(action))
+        total += float(reward)
+        steps += 1
+        done = terminated or truncated
+        illegal += int(info["illegal_action"])
+        rollbacks += int(info["rollback"])
+        for e in info["events"]:
+            counts[e["to"].lower()] += 1
+        if trace is not None:
+            trace.record(info, info["action_name"])
+    if trace is not None:
+        trace.wall_s = time.perf_counter() - t0
+    return EpisodeResult(
+        policy=name or getattr(policy, "name", type(policy).__name__), seed=seed,
+        episode_return=total, final_val_acc=info["final_val_acc"],
+        final_test_acc=info["final_test_acc"], params_added=info["params_added"],
+        n_fossilized=info["n_fossilized"], lifecycle=dict(counts), illegal_actions=illegal,
+        rollbacks=rollbacks, length=steps, instance=instance)
+
+
+def episode_plan(env: Any, first_seed: int, episodes: int | None = None,
+                 per_instance: int | None = None) -> list[tuple[int, dict[str, Any] | None]]:
+    """(seed, reset options) of each episode to play in ``env``.
+
+    Without an instance split: ``episodes`` (default 20) seeds from ``first_seed``. Over an
+    instance split: with ``per_instance``, that many episodes of every instance, instance by
+    instance, each on a seed of its own (``first_seed + k·per_instance + j`` for episode j of
+    instance k); without, ``episodes`` episodes on seeds from ``first_seed`` cycling through the
+    instances (default: every instance once).
+    """
+    n_instances = len(env.unwrapped.instances)
+    if n_instances and per_instance is not None:
+        return [(first_seed + k * per_instance + j, {"instance": k})
+                for k in range(n_instances) for j in range(per_instance)]
+    if n_instances:
+        n = episodes or n_instances
+        return [(first_seed + i, {"instance": i % n_instances}) for i in range(n)]
+    return [(first_seed + i, None) for i in range(episodes or 20)]
