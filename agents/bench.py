@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # test accuracy every epoch, for the pictures (reporting only: nothing else changes)
     spec = EnvSpec.from_kwargs(**env_kwargs_from(args), report_test_acc=True)
-    if spec.esper_config.instance_set is not None:
+    if spec.esper_config.task.instance_set is not None:
         spec = spec.replace_config(instance_split=args.split)
     probe = spec.make()
     names = []
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in args.model:
             _, run_spec = load_model(run)
             run_spec = run_spec.replace_config(reward_mode=mode, report_test_acc=True)
-            if run_spec.esper_config.instance_set is not None:
+            if run_spec.esper_config.task.instance_set is not None:
                 run_spec = run_spec.replace_config(instance_split=args.split)
             players.append((Path(run).name, str(run), run_spec))
             seq[Path(run).name] = False
@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"(95 % bootstrap interval {lo:.2f}–{hi:.2f}); per-episode Spearman of the paired "
                      f"deltas against no-growth = {c['episode_spearman']:.2f}")
     prov = provenance()
-    where = (f"{spec.esper_config.instance_set} {args.split} split, {len(plan)} episodes"
-             if n_instances else f"{spec.esper_config.task}, seeds {plan[0][0]}–{plan[-1][0]}")
+    where = (f"{spec.esper_config.task.instance_set} {args.split} split, {len(plan)} episodes"
+             if n_instances else f"{spec.esper_config.task.name}, seeds {plan[0][0]}–{plan[-1][0]}")
     lines.append(f"\n{where}; table under reward mode `{modes[0]}`; {prov['machine']}, {prov['cores']} "
                  f"cores, torch {prov['torch']}, commit {prov['commit']}; {time.perf_counter() - t0:.0f} s")
     text = "\n".join(lines)

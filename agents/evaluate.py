@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         players += [(b, None, base_spec) for b in baselines]
         results: list[EpisodeResult] = []
         for name, model, spec in players:
-            if spec.esper_config.instance_set is not None:
+            if spec.esper_config.task.instance_set is not None:
                 spec = spec.replace_config(instance_split=args.split)
             env = spec.make(curriculum=curricula.get(name))
             policy = model if model is not None else make_baseline(name, env, seed=args.first_seed)

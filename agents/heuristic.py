@@ -150,7 +150,7 @@ class HeuristicPolicy:
         self.config = cfg = config if config is not None else HeuristicConfig()
         self.codec = base.codec
         self._f = {n: i for i, n in enumerate(base.feature_names)}
-        self._max_epochs = int(base.config.max_epochs)
+        self._max_epochs = int(base.config.task.max_epochs)
         self._stages = [[(k.rsplit("_", 1)[-1], i) for k, i in self._f.items()
                          if k.startswith(f"slot{s}_stage_")] for s in range(self.codec.n_slots)]
         blueprints = tuple(self.codec.blueprints)
@@ -230,7 +230,7 @@ class HeuristicPolicy:
 
     def _culled(self, s: int, blueprint: str | None) -> None:
         """Slot ``s``'s seed was culled: embargo the slot, penalise the blueprint, move the rotation."""
-        self._embargo[s] = self.config.embargo_epochs
+        self._embargo[s] = self.config.lifecycle.embargo_epochs
         if blueprint is not None:
             self.penalties[blueprint] += self.config.cull_penalty
             if self.order[self._turn % len(self.order)] == blueprint:

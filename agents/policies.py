@@ -82,7 +82,7 @@ class ScriptedPolicy:
         self.name = f"scripted-{blueprint}" + (f"-from{earliest_epoch}" if earliest_epoch else "")
         self.earliest_epoch = earliest_epoch
         self._epoch_index = base.feature_names.index("epoch_fraction")
-        self._max_epochs = base.config.max_epochs
+        self._max_epochs = base.config.task.max_epochs
         self.germinate = codec.encode(Action(ActionKind.GERMINATE, slot, blueprint))
         self.fossilize = codec.encode(Action(ActionKind.FOSSILIZE, slot))
 

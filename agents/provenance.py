@@ -46,9 +46,13 @@ def provenance() -> dict[str, Any]:
     Keys: ``date`` (UTC, ISO 8601), ``commit`` (:func:`git_commit`), ``machine`` (the CPU model,
     then the GPU's name after a comma when CUDA is available), its parts ``cpu`` and ``cuda``
     (None without CUDA), ``cores``, ``torch_threads`` (the process's torch thread count now),
-    ``torch`` and ``python`` versions.
+    ``torch`` and ``python`` versions, and ``episode_version``
+    (:data:`esper_env.core.episode.EPISODE_VERSION`: results of the same episode version are
+    comparable episode for episode).
     """
     import torch
+
+    from esper_env.core.episode import EPISODE_VERSION
 
     cpu = cpu_name()
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -62,4 +66,5 @@ def provenance() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
+        "episode_version": EPISODE_VERSION,
     }

@@ -215,7 +215,7 @@ def train(args: TrainArgs) -> Path:
     eval_env = None
     if args.eval_freq > 0:
         eval_spec = spec
-        if spec.esper_config.instance_set is not None:
+        if spec.esper_config.task.instance_set is not None:
             eval_spec = spec.replace_config(instance_split=args.eval_split)
         eval_env = eval_spec.make(curriculum=_frozen_copy(shared))
         episodes = episode_plan(eval_env, args.eval_seed, args.eval_episodes)

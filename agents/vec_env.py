@@ -43,12 +43,12 @@ from esper_env.nn.threads import num_threads
 
 
 def _config(env: gym.Env, field: str) -> Any:
-    """``env.unwrapped.config.<field>`` (Esper-v0's config), or None for other envs."""
-    return getattr(getattr(env.unwrapped, "config", None), field, None)
+    """``env.unwrapped.config.runtime.<field>`` (Esper-v0's config), or None for other envs."""
+    return getattr(getattr(getattr(env.unwrapped, "config", None), "runtime", None), field, None)
 
 
 def _cuda_stream(env: gym.Env) -> torch.cuda.Stream | None:
-    """A new CUDA stream on ``env``'s device when the env reports a CUDA ``config.device``."""
+    """A new CUDA stream on ``env``'s device when the env reports a CUDA ``config.runtime.device``."""
     device = _config(env, "device")
     if not isinstance(device, str) or not device.startswith("cuda") or not torch.cuda.is_available():
         return None

@@ -65,8 +65,8 @@ def _episode_steps(env: EsperEnv, seed: int, policy=None) -> tuple[float, int, f
 def _bare_epochs(env: EsperEnv, seed: int, epochs: int) -> float:
     """Seconds per epoch of train_epoch + validate on a fresh trainer of the same config."""
     cfg = env.config
-    data = load_task(cfg.task, episode_seed=seed, device=cfg.device,
-                     synthetic_samples=cfg.synthetic_samples)
+    data = load_task(cfg.task.name, episode_seed=seed, device=cfg.runtime.device,
+                     synthetic_samples=cfg.task.synthetic_samples)
     trainer = Trainer(cfg, data, model_seed=seed, data_seed=seed + 1)
     trainer.train_epoch()
     trainer.validate(())

@@ -64,9 +64,9 @@ def _time(t: Trainer, epochs: int, device: str) -> float:
 def bench_task(task: str, blueprint: str | None, rounds: int, epochs: int, device: str,
                kwargs: dict) -> dict:
     cfg = EsperConfig(task=task, device=device, **kwargs)
-    data = load_task(cfg.task, episode_seed=0, device=device, data_root=cfg.data_root,
-                     train_subset=cfg.train_subset, synthetic_samples=cfg.synthetic_samples,
-                     block_size=cfg.block_size)
+    data = load_task(cfg.task.name, episode_seed=0, device=device, data_root=cfg.task.data_root,
+                     train_subset=cfg.task.train_subset, synthetic_samples=cfg.task.synthetic_samples,
+                     block_size=cfg.host.block_size)
     fused_s, unfused_s = [], []
     for r in range(rounds):
         pair = {True: _trainer(cfg, data, r, blueprint, True),

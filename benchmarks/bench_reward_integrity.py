@@ -92,7 +92,7 @@ def run_one(task: tuple[str, str, int, int | None, str, float]) -> dict[str, Any
 
         _ENVS[key] = EsperEnv(**{**json.loads(env_json), "reward_mode": mode})
     env = _ENVS[key]
-    max_epochs = env.config.max_epochs if k is None else env.instances[k].max_epochs
+    max_epochs = env.config.task.max_epochs if k is None else env.instances[k].max_epochs
     late = int(round(late_fraction * max_epochs))
     options = None if k is None else {"instance": k}
     t = time.perf_counter()

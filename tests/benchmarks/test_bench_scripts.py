@@ -18,6 +18,9 @@ def test_bench_growth_runs_and_saves_provenance(tmp_path, capsys):
     line = json.loads((tmp_path / "growth.jsonl").read_text().splitlines()[-1])
     for key in ("commit", "torch", "cpu", "summary"):
         assert key in line
+    from esper_env.core.episode import EPISODE_VERSION
+
+    assert line["episode_version"] == EPISODE_VERSION
     captured = capsys.readouterr()
     assert "vs no-growth" in captured.out
     assert [line.split()[0] for line in captured.err.splitlines() if "episodes" in line] == [
