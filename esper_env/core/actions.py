@@ -19,8 +19,7 @@ from esper_env.core.lifecycle import LIVE_STAGES, SeedStage
 from esper_env.core.state import added_parameters
 
 if TYPE_CHECKING:  # pragma: no cover
-    from esper_env.core.state import LifecycleRules
-    from esper_env.core.state import SlotState
+    from esper_env.core.state import LifecycleRules, SlotState
     from esper_env.core.tracker import TrackerState
 
 

@@ -20,7 +20,6 @@ JSON file or a list of records.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field

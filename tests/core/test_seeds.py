@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import rules
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-from conftest import rules
 
 from esper_env.config import EsperConfig
 from esper_env.core.actions import ActionCodec, legal_action_mask
