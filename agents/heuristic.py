@@ -230,7 +230,7 @@ class HeuristicPolicy:
 
     def _culled(self, s: int, blueprint: str | None) -> None:
         """Slot ``s``'s seed was culled: embargo the slot, penalise the blueprint, move the rotation."""
-        self._embargo[s] = self.config.lifecycle.embargo_epochs
+        self._embargo[s] = self.config.embargo_epochs
         if blueprint is not None:
             self.penalties[blueprint] += self.config.cull_penalty
             if self.order[self._turn % len(self.order)] == blueprint:
