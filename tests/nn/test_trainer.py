@@ -262,7 +262,7 @@ def test_trainer_snapshot_is_a_copy() -> None:
 
 def test_trainer_rollback_without_snapshot_raises() -> None:
     with pytest.raises(RuntimeError, match="without a checkpoint"):
-        make_trainer().rollback()
+        make_trainer().restore_checkpoint()
 
 
 def test_trainer_snapshot_holds_a_live_seed_with_its_optimiser_and_alpha() -> None:
