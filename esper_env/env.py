@@ -16,10 +16,9 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import InvalidAction, ResetNeeded
 
-from esper_env._version import __version__
 from esper_env.config import EsperConfig, from_kwargs
 from esper_env.core import episode as ep
-from esper_env.core.episode import EPISODE_VERSION, EpisodeParams, EpisodeSetup, EpisodeState
+from esper_env.core.episode import EpisodeParams, EpisodeSetup, EpisodeState
 from esper_env.core.instances import (
     Instance,
     InstanceSet,
@@ -36,11 +35,11 @@ from esper_env.nn.data import load_task, task_spec
 from esper_env.nn.threads import own_threads
 from esper_env.nn.trainer import Trainer, check_device
 from esper_env.render import STAGE_COLOURS, render_rgb, render_text
-from esper_env.snapshot import SNAPSHOT_FORMAT, EnvSnapshot, check_snapshot
+from esper_env.snapshot import EpisodeSnapshots
 
 __all__ = ["STAGE_COLOURS", "EsperEnv"]
 
-class EsperEnv(gym.Env[np.ndarray, np.int64]):
+class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
     r"""A host network that grows while it trains; the agent decides when and how.
 
     ## Description
@@ -450,70 +449,3 @@ class EsperEnv(gym.Env[np.ndarray, np.int64]):
         """Release the model and data (safe to call twice)."""
         self._trainer = None
         self._state = None
-
-    # -- snapshot, restore, fork, copy, pickle -------------------------------------------------------
-    def snapshot(self) -> EnvSnapshot:
-        """Freeze the episode as it is now (see :mod:`esper_env.snapshot` for what it holds).
-
-        ``restore(snap)`` followed by the same actions gives the identical continuation; the
-        snapshot is independent of this env (later steps do not change it) and pickles.
-        """
-        if self._state is None or self._trainer is None:
-            raise ResetNeeded("call reset() before snapshot()")
-        held = {name: getattr(self, attr) for name, attr in _HELD_BY.items()}
-        return EnvSnapshot(SNAPSHOT_FORMAT, __version__, self.config, self._state.epoch,
-                           copy.deepcopy(held), EPISODE_VERSION)
-
-    def restore(self, snap: EnvSnapshot) -> None:
-        """Put this env at the point ``snap`` was taken (a copy: ``snap`` can be restored again).
-
-        The env must have been built with the same config. A malformed snapshot, one of another
-        format, episode version or config, raises :class:`~esper_env.snapshot.SnapshotError` and
-        changes nothing.
-        """
-        check_snapshot(snap, self.config, self.codec.n, self._low.shape)
-        self._adopt(copy.deepcopy(dict(snap.state)))
-
-    def fork(self) -> EsperEnv:
-        """An independent env at the same point of the same episode (same config, render mode).
-
-        Stepping either does not affect the other; the same actions give the same results. The
-        dataset's tensors are shared (never changed in place), everything else is copied.
-        """
-        return copy.deepcopy(self)
-
-    def _adopt(self, state: dict[str, Any]) -> None:
-        for name, attr in _HELD_BY.items():
-            setattr(self, attr, state[name])
-        self._params = self._episode_params(self._cfg)
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Pickle the config, and mid-episode a snapshot (the dataset as its recipe)."""
-        state: dict[str, Any] = {"config": self.config, "render_mode": self.render_mode,
-                                 "spec": getattr(self, "spec", None)}
-        if self._state is not None and self._trainer is not None:
-            state["snapshot"] = self.snapshot()
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:  # noqa: D105
-        self.__init__(state["config"], render_mode=state["render_mode"])  # type: ignore[misc]
-        if state.get("spec") is not None:
-            self.spec = state["spec"]
-        snap = state.get("snapshot")
-        if snap is not None:
-            check_snapshot(snap, self.config, self.codec.n, self._low.shape)
-            self._adopt(dict(snap.state))  # already this env's own copy
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> EsperEnv:  # noqa: D105
-        new = type(self).__new__(type(self))
-        memo[id(self)] = new
-        state = self.__getstate__()
-        state["spec"] = copy.deepcopy(state["spec"], memo)
-        new.__setstate__(state)
-        return new
-
-
-_HELD_BY = {"episode": "_state", "cfg": "_cfg", "trainer": "_trainer", "np_random": "_np_random",
-            "np_random_seed": "_np_random_seed", "obs": "_obs", "info": "_info",
-            "warned_done": "_warned_done"}
-"""Where each part of a snapshot (:data:`~esper_env.snapshot.STATE_FIELDS`) lives in the env."""

@@ -18,6 +18,7 @@ lifecycle records), so two episodes can be compared without comparing objects.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import hashlib
@@ -29,8 +30,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.error import ResetNeeded
 from torch import nn
 
+from esper_env._version import __version__
+from esper_env.core.episode import EPISODE_VERSION
 from esper_env.errors import EsperError
 
 SNAPSHOT_FORMAT = 2
@@ -78,7 +82,7 @@ def check_snapshot(snap: object, config: Any, n_actions: int, obs_shape: tuple[i
     ``n_actions`` and ``obs_shape`` are that env's action count and observation shape.
     """
     from esper_env.config import EsperConfig
-    from esper_env.core.episode import EPISODE_VERSION, EpisodeState
+    from esper_env.core.episode import EpisodeState
     from esper_env.nn.trainer import Trainer
 
     if not isinstance(snap, EnvSnapshot):
@@ -204,3 +208,82 @@ def _feed(h: Any, obj: Any) -> None:  # noqa: C901 - one branch per kind of valu
         _feed(h, {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
     else:
         raise TypeError(f"state_digest cannot hash a {type(obj).__name__!r} value")
+
+
+class EpisodeSnapshots:
+    """``snapshot``, ``restore``, ``fork``, ``copy.deepcopy`` and ``pickle`` of an env's episode.
+
+    Mixed into :class:`~esper_env.env.EsperEnv`, whose attributes :data:`HELD_BY` names.
+    """
+
+    HELD_BY = {"episode": "_state", "cfg": "_cfg", "trainer": "_trainer",
+               "np_random": "_np_random", "np_random_seed": "_np_random_seed", "obs": "_obs",
+               "info": "_info", "warned_done": "_warned_done"}
+    """Where each part of a snapshot (:data:`STATE_FIELDS`) lives in the env."""
+
+    def snapshot(self) -> EnvSnapshot:
+        """Freeze the episode as it is now (see :mod:`esper_env.snapshot` for what it holds).
+
+        ``restore(snap)`` followed by the same actions gives the identical continuation; the
+        snapshot is independent of this env (later steps do not change it) and pickles.
+        """
+        env: Any = self
+        if env._state is None or env._trainer is None:
+            raise ResetNeeded("call reset() before snapshot()")
+        held = {name: getattr(env, attr) for name, attr in self.HELD_BY.items()}
+        return EnvSnapshot(SNAPSHOT_FORMAT, __version__, env.config, env._state.epoch,
+                           copy.deepcopy(held), EPISODE_VERSION)
+
+    def restore(self, snap: EnvSnapshot) -> None:
+        """Put this env at the point ``snap`` was taken (a copy: ``snap`` can be restored again).
+
+        The env must have been built with the same config. A malformed snapshot, one of another
+        format, episode version or config, raises :class:`SnapshotError` and changes nothing.
+        """
+        self._check(snap)
+        self._adopt(copy.deepcopy(dict(snap.state)))
+
+    def fork(self) -> Any:
+        """An independent env at the same point of the same episode (same config, render mode).
+
+        Stepping either does not affect the other; the same actions give the same results. The
+        dataset's tensors are shared (never changed in place), everything else is copied.
+        """
+        return copy.deepcopy(self)
+
+    def _check(self, snap: object) -> None:
+        env: Any = self
+        check_snapshot(snap, env.config, env.codec.n, env._low.shape)
+
+    def _adopt(self, state: dict[str, Any]) -> None:
+        env: Any = self
+        for name, attr in self.HELD_BY.items():
+            setattr(env, attr, state[name])
+        env._params = env._episode_params(env._cfg)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the config, and mid-episode a snapshot (the dataset as its recipe)."""
+        env: Any = self
+        state: dict[str, Any] = {"config": env.config, "render_mode": env.render_mode,
+                                 "spec": getattr(env, "spec", None)}
+        if env._state is not None and env._trainer is not None:
+            state["snapshot"] = self.snapshot()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # noqa: D105
+        env: Any = self
+        env.__init__(state["config"], render_mode=state["render_mode"])
+        if state.get("spec") is not None:
+            env.spec = state["spec"]
+        snap = state.get("snapshot")
+        if snap is not None:
+            self._check(snap)
+            self._adopt(dict(snap.state))  # already this env's own copy
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:  # noqa: D105
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        state = self.__getstate__()
+        state["spec"] = copy.deepcopy(state["spec"], memo)
+        new.__setstate__(state)
+        return new
