@@ -15,7 +15,14 @@ from gymnasium.error import ResetNeeded
 
 from esper_env.core.episode import EPISODE_VERSION, EpisodeState
 from esper_env.env import EsperEnv
-from esper_env.snapshot import SNAPSHOT_FORMAT, STATE_FIELDS, EnvSnapshot, SnapshotError, state_digest
+from esper_env.snapshot import (
+    SNAPSHOT_FORMAT,
+    STATE_FIELDS,
+    EnvSnapshot,
+    EpisodeSnapshots,
+    SnapshotError,
+    state_digest,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -153,9 +160,7 @@ def test_fork_of_fresh_env_needs_reset_and_pickle_keeps_config() -> None:
 
 
 # Where each part of a snapshot lives in the env (``_params`` is derived from ``_cfg``).
-HELD_BY = {"episode": "_state", "cfg": "_cfg", "trainer": "_trainer", "np_random": "_np_random",
-           "np_random_seed": "_np_random_seed", "obs": "_obs", "info": "_info",
-           "warned_done": "_warned_done"}
+HELD_BY = EpisodeSnapshots.HELD_BY
 
 
 def test_snapshot_fields_cover_every_episode_attribute() -> None:
