@@ -29,12 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from esper_env.errors import ConfigError, unknown_name_message
+from esper_env.tasks import TASKS
 
-TASKS = ("digits", "synthetic", "cifar10", "tinytext")
-TEXT_TASKS = ("tinytext",)
-"""Tasks whose host is a transformer (the others are CNN tasks)."""
-TRANSFORMER_DEFAULTS = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}
-"""The default transformer host of ``tinytext`` (each field can be set in the config)."""
 REWARD_MODES = ("contribution", "delta", "sparse")
 BLENDS = ("add", "multiply", "gate")
 ALPHA_SCHEDULES = ("linear", "cosine", "sigmoid")
@@ -302,7 +298,7 @@ class TaskConfig:
         if isinstance(self.instance_set, (list, tuple)):
             object.__setattr__(self, "instance_set",
                                tuple(Instance.from_dict(r) for r in self.instance_set))
-        _check_choice("task", self.name, TASKS)
+        _check_choice("task", self.name, tuple(TASKS))
         _check_int("max_epochs", self.max_epochs, 2)
         _check_float("train_fraction", self.train_fraction, 0.0, 1.0, low_open=True)
         _check_float("label_noise", self.label_noise, 0.0, 0.9)
@@ -338,7 +334,7 @@ class HostConfig:
             swings by ~4 pp from epoch to epoch; 0.5 halves that).
         block_size, n_layer, n_head, n_embd: the transformer host of ``tinytext`` (window length,
             blocks, attention heads, width); ``None`` means the task's default
-            (:data:`TRANSFORMER_DEFAULTS`).
+            (:data:`esper_env.tasks.tinytext.SPEC`).
     """
 
     n_slots: int = 1
@@ -646,12 +642,13 @@ class EsperConfig:
     def _validate_across(self) -> None:
         """The checks that involve two sections: the host and the memory layout of a task."""
         task, host = self.task, self.host
-        text = task.name in TEXT_TASKS
+        spec = TASKS[task.name].spec
+        text = spec.is_transformer
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(host, name)
             if value is not None:
-                _check(text, name, value, f"None unless the task has a transformer host "
-                                          f"({', '.join(repr(t) for t in TEXT_TASKS)})")
+                texts = ", ".join(repr(t.spec.name) for t in TASKS.values() if t.spec.is_transformer)
+                _check(text, name, value, f"None unless the task has a transformer host ({texts})")
         if not text:
             return
         _check(host.channels is None, "host_channels", host.channels,
@@ -659,8 +656,8 @@ class EsperConfig:
         _check(not self.runtime.channels_last, "channels_last", self.runtime.channels_last,
                f"False for task={task.name!r} (a memory layout of images; a transformer has none)")
         if host.n_head is not None or host.n_embd is not None:
-            head = host.n_head or TRANSFORMER_DEFAULTS["n_head"]
-            embd = host.n_embd or TRANSFORMER_DEFAULTS["n_embd"]
+            sized = spec.sized(host)
+            head, embd = sized.n_head, sized.n_embd
             _check(embd % head == 0, "n_embd", embd,
                    f"a multiple of n_head={head} (each head gets n_embd / n_head features)")
         for name, default in (("train_fraction", 1.0), ("label_noise", 0.0)):

@@ -31,11 +31,12 @@ from esper_env.core.observation import observation_bounds, observation_features
 from esper_env.core.state import SlotState
 from esper_env.core.view import observe, reset_info, step_info
 from esper_env.nn.blueprints import available_blueprints
-from esper_env.nn.data import load_task, task_spec
+from esper_env.nn.data import load_config_task
 from esper_env.nn.threads import own_threads
 from esper_env.nn.trainer import Trainer, check_device
 from esper_env.render import STAGE_COLOURS, render_rgb, render_text
 from esper_env.snapshot import EpisodeSnapshots
+from esper_env.tasks import task_spec
 
 __all__ = ["STAGE_COLOURS", "EsperEnv"]
 
@@ -271,8 +272,7 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
             self._episode_config(inst)
         check_device(cfg.runtime.device)
         if task.name == "cifar10":  # a missing or malformed folder fails here, not at reset
-            load_task("cifar10", episode_seed=0, device="cpu", data_root=task.data_root,
-                      download=task.download, train_subset=1)
+            load_config_task(cfg, 0, device="cpu", train_subset=1)
         self.blueprints = available_blueprints(self.task_spec.topology)
         self._params = self._episode_params(self._cfg)
         self.codec = self._params.codec
@@ -289,18 +289,12 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
     def _episode_config(self, instance: Instance | None) -> EsperConfig:
         """The config of an episode on ``instance`` (the env's own without one), checked."""
         settings = self.instance_set.settings if self.instance_set is not None else None
-        return episode_config(self.config, instance, settings, self._injection_points)
-
-    def _injection_points(self, cfg: EsperConfig) -> int:
-        """How many injection points the host of ``cfg`` has."""
-        spec = self.task_spec
-        if spec.topology == "transformer":
-            return cfg.host.n_layer or spec.n_layer
-        return len(cfg.host.channels or spec.host_channels)
+        return episode_config(self.config, instance, settings,
+                              lambda cfg: self.task_spec.sized(cfg.host).n_injection_points)
 
     def _episode_params(self, cfg: EsperConfig) -> EpisodeParams:
         return EpisodeParams.from_config(cfg, self.blueprints, self.task_spec.n_classes,
-                                         self.task_spec.topology == "transformer")
+                                         self.task_spec.is_transformer)
 
     # -- public helpers ---------------------------------------------------------------------------
     @property
@@ -364,12 +358,7 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
         self._params = p = self._episode_params(cfg)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         seeds = ep.episode_seeds(episode_seed)
-        task = cfg.task
-        data = load_task(task.name, episode_seed=episode_seed, device=cfg.runtime.device,
-                         synthetic_samples=task.synthetic_samples,
-                         train_fraction=task.train_fraction, label_noise=task.label_noise,
-                         data_root=task.data_root, download=task.download,
-                         train_subset=task.train_subset, block_size=cfg.host.block_size)
+        data = load_config_task(cfg, episode_seed)
         self._trainer = trainer = Trainer(cfg, data, seeds.model, seeds.data, twin=p.twin)
         setup = EpisodeSetup(seeds.module_base, trainer.facts(), trainer.seed_costs(self.blueprints),
                              instance)

@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from esper_env.config import FLAT_KEYWORDS, INSTANCE_FIELDS, TASKS, EsperConfig, Instance
+from esper_env.config import FLAT_KEYWORDS, INSTANCE_FIELDS, EsperConfig, Instance
 from esper_env.errors import ConfigError, unknown_name_message
+from esper_env.tasks import task_names
 
 __all__ = ["INSTANCE_FIELDS", "INSTANCE_SETS", "Instance", "InstanceSet", "episode_config",
            "load_instance_set", "pinned_instance", "resolve_instance_set"]
@@ -131,9 +132,9 @@ class InstanceSet:
                    if k not in data]
         if missing:
             raise ConfigError(f"instance set {data.get('name', '?')!r} lacks {missing}")
-        if data["task"] not in TASKS:
+        if data["task"] not in task_names():
             raise ConfigError("instance set task: " + unknown_name_message("task", data["task"],
-                                                                           TASKS))
+                                                                           task_names()))
         for key in ("version", "n_slots"):
             v = data[key]
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if key == "n_slots" else 0):

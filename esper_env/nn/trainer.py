@@ -36,10 +36,10 @@ from esper_env.core.observation import EpisodeFacts
 from esper_env.core.state import EpochReport, Germination, SlotMetrics, TwinReading
 from esper_env.errors import ConfigError
 from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
-from esper_env.nn.data import TaskData, TaskSpec
-from esper_env.nn.hosts import CNNHost
+from esper_env.nn.data import TaskData
 from esper_env.nn.model import MorphogeneticModel
 from esper_env.nn.slots import SeedGate
+from esper_env.tasks import build_host
 
 EVAL_CHUNK = 4096
 """Validation runs the whole split as one batch up to this many samples."""
@@ -74,19 +74,6 @@ def check_device(device: str) -> None:
                               f"device(s); allowed: 'cpu'" + (f" or cuda:0..{n - 1}" if n else ""))
     elif device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device='mps' is not available on this machine; allowed: 'cpu'")
-
-
-def build_host(cfg: EsperConfig, spec: TaskSpec) -> nn.Module:
-    """The task's host network with the config's overrides (CNN widths, transformer sizes)."""
-    if spec.topology == "transformer":
-        from esper_env.nn.transformer import TransformerHost
-
-        h = cfg.host
-        return TransformerHost(spec.n_classes, h.block_size or spec.block_size,
-                               h.n_layer or spec.n_layer, h.n_head or spec.n_head,
-                               h.n_embd or spec.n_embd)
-    return CNNHost(spec.in_channels, spec.image_size, cfg.host.channels or spec.host_channels,
-                   spec.pool_layers, spec.n_classes, cfg.host.bn_momentum)
 
 
 def sgd(params: Sequence[nn.Parameter], lr: float, momentum: float,
@@ -146,7 +133,7 @@ class Trainer:
         self.data = data
         spec = data.spec
         self.device = data.train_x.device
-        host = build_seeded(model_seed, lambda: build_host(cfg, spec))
+        host = build_seeded(model_seed, lambda: build_host(spec, cfg.host, cfg.host.bn_momentum))
         points = cfg.host.injection_points
         n_points, n_slots = len(host.injection_points), cfg.host.n_slots
         if points is None:

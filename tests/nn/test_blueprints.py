@@ -16,15 +16,15 @@ from esper_env.nn.blueprints import (
     build_blueprint,
     get_blueprint,
 )
-from esper_env.nn.data import TASK_SPECS
 from esper_env.nn.hosts import CNNHost
+from esper_env.tasks import TASKS
 
 CNN_NAMES = tuple(BLUEPRINTS["cnn"])
-CNN_TASKS = sorted(t for t, spec in TASK_SPECS.items() if spec.topology == "cnn")
+CNN_TASKS = sorted(name for name, t in TASKS.items() if t.spec.topology == "cnn")
 
 
 def default_host(task: str) -> CNNHost:
-    spec = TASK_SPECS[task]
+    spec = TASKS[task].spec
     return CNNHost(spec.in_channels, spec.image_size, spec.host_channels, spec.pool_layers,
                    spec.n_classes)
 

@@ -8,7 +8,9 @@ import torch
 
 from esper_env.config import EsperConfig
 from esper_env.errors import ConfigError
-from esper_env.nn.data import SPLIT_SEED, TASK_SPECS, load_task, stratified_split
+from esper_env.nn.data import load_task
+from esper_env.tasks import TASKS
+from esper_env.tasks.splits import SPLIT_SEED, stratified_split
 
 N_DIGITS = 1797
 SPLITS = ("train", "val", "test")
@@ -105,7 +107,7 @@ def test_data_synthetic_different_seed_differs() -> None:
 
 @pytest.mark.parametrize("per_class", [4, 40, 55])
 def test_data_synthetic_sizes_and_balance(per_class: int) -> None:
-    spec = TASK_SPECS["synthetic"]
+    spec = TASKS["synthetic"].spec
     data = load_task("synthetic", episode_seed=1, device="cpu", synthetic_samples=per_class)
     parts = split_tensors(data)
     assert sum(len(y) for _, y in parts.values()) == spec.n_classes * per_class
@@ -145,7 +147,7 @@ def test_data_synthetic_leaves_global_rng(rng_guard) -> None:
 def test_data_device_and_dtypes(task: str, device) -> None:
     data = load_task(task, episode_seed=0, device=device)
     want = torch.device(device)
-    spec = TASK_SPECS[task]
+    spec = TASKS[task].spec
     assert data.spec is spec
     for s, (x, y) in split_tensors(data).items():
         assert x.device == want and y.device == want, s

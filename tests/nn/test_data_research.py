@@ -9,14 +9,10 @@ import torch
 
 from esper_env.errors import ConfigError
 from esper_env.nn.cifar import write_cifar10_folder
-from esper_env.nn.data import (
-    CROP_PADDING,
-    TEXT_SPLIT,
-    crop_and_flip,
-    load_task,
-    task_spec,
-    tinytext_corpus,
-)
+from esper_env.nn.data import CROP_PADDING, crop_and_flip, load_task
+from esper_env.tasks import task_spec
+from esper_env.tasks.tinytext import SPLIT as TEXT_SPLIT
+from esper_env.tasks.tinytext import corpus as tinytext_corpus
 
 PER_BATCH = 40  # 5 x 40 = 200 training images, 20 per class
 

@@ -8,13 +8,14 @@ import torch
 from esper_env.config import EsperConfig
 from esper_env.core.catalog import BLUEPRINT_NAMES
 from esper_env.nn.blueprints import build_blueprint
-from esper_env.nn.data import TASK_SPECS, load_task
+from esper_env.nn.data import load_task
 from esper_env.nn.hosts import CNNHost
 from esper_env.nn.model import MorphogeneticModel
 from esper_env.nn.slots import SeedGate
 from esper_env.nn.trainer import Trainer
+from esper_env.tasks import TASKS
 
-SPEC = TASK_SPECS["synthetic"]
+SPEC = TASKS["synthetic"].spec
 
 
 def make_model(blend: str = "add", points: tuple[int, ...] = (0, 1, 2)) -> MorphogeneticModel:
