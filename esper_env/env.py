@@ -40,6 +40,7 @@ from esper_env.tasks import task_spec
 
 __all__ = ["STAGE_COLOURS", "EsperEnv"]
 
+
 class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
     r"""A host network that grows while it trains; the agent decides when and how.
 
@@ -122,33 +123,23 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
 
     ## Rewards
 
-    Chosen with ``reward_mode``; every term is in ``info["reward_terms"]`` (weights in
-    :class:`~esper_env.config.RewardConfig`). Rewards, accuracies and contributions are in pp.
+    Chosen with ``reward_mode``, in pp; every term is in ``info["reward_terms"]`` (weights in
+    :class:`~esper_env.config.RewardConfig`; the docs' Rewards page gives the reasons and the
+    integrity measurements).
 
-    * ``contribution`` (default): what growth added over the *no-growth world*. The env keeps a
-      seedless twin of the host: the same initial weights, trained on the same mini-batches,
-      never touched by a seed (forked exactly when a seed is first blended in, so episodes that
-      never blend pay nothing for it). ``V = val_acc - twin_val_acc`` is the value growth has
-      added so far (``info["value_added"]``). Terms: ``value_added`` (the change of V this step;
-      it telescopes, so an episode's sum is the final V: a seed is paid what it adds, not its
-      counterfactual removal cost, and no growth earns exactly 0), ``rent`` (the change of
-      ``rent_pp_per_doubling * log2(1 + added/host)``, default 0.5 pp per doubling of the model;
-      it telescopes to the final model's rent and is refunded on a cull), ``stage_shaping``
-      (``0.3 * (0.99 Phi(s') - Phi(s))`` per slot with ``Phi = 0`` at termination: potential-based,
-      its discounted episode sum is 0, so it cannot change the optimal policy) and
-      ``probation_wait`` (-3^(e-2) for a PROBATIONARY seed left undecided e >= 2 epochs while
-      FOSSILIZE or CULL was legal for it; only a legal FOSSILIZE that passes G5 or a legal CULL
-      avoids it). The counterfactual stays in the observation and ``info`` (the per-seed
-      signal); ``info["value_added_by_slot"]`` splits V across the blended seeds by their
-      counterfactuals. The twin is a reward device only: it is not observed.
-    * ``delta``: ``accuracy_delta`` (val-accuracy change; sums to final - initial accuracy) and
-      the same telescoping ``rent``.
-    * ``sparse``: 0 until the last step, then ``final_accuracy`` (final val accuracy) and
-      ``rent`` (the final model's).
+    * ``contribution`` (default): what growth added over the *no-growth world*, a seedless twin of
+      the host (same initial weights and mini-batches, forked exactly when a seed is first blended
+      in; not observed). ``value_added`` is the change of ``V = val_acc - twin_val_acc``
+      (``info["value_added"]``; it telescopes to the final V, so no growth earns exactly 0),
+      ``rent`` the change of ``rent_pp_per_doubling * log2(1 + added/host)`` (telescoping, refunded
+      on a cull), ``stage_shaping`` a potential-based term (``0.3 * (0.99 Phi(s') - Phi(s))``,
+      ``Phi = 0`` at termination) and ``probation_wait`` (-3^(e-2) for a PROBATIONARY seed left
+      undecided e >= 2 epochs while FOSSILIZE or CULL was legal). ``info["value_added_by_slot"]``
+      splits V across the blended seeds by their counterfactuals.
+    * ``delta``: ``accuracy_delta`` (val-accuracy change) and the same ``rent``.
+    * ``sparse``: 0 until the last step, then ``final_accuracy`` and ``rent``.
 
     In every mode: ``illegal_action`` (-0.1), ``rollback`` (-10) and ``diverged`` (-10).
-    ``benchmarks/bench_reward_integrity.py`` measures that the default return ranks growth
-    policies the way final test accuracy does (the docs' Rewards page, "Reward integrity").
 
     ## Instance sets
 
@@ -177,15 +168,14 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
 
     A first governor panic (NaN loss, loss back at chance, a loss spike, or an exception raised by
     the model's computation, named in ``info["fault"]``) rolls back to the governor's checkpoint
-    (taken at reset, every ``governor.snapshot_every`` epochs and right after a fossilization): the whole
-    model with its optimisers, and the records of the slots whose seeds it held; a live seed
+    (taken at reset, every ``governor.snapshot_every`` epochs and after a fossilization): the
+    whole model with its optimisers and the records of the slots whose seeds it held; a seed
     germinated since is culled (cause ``rollback``). It costs the ``rollback`` penalty, sets
-    ``info["rollback"]`` and the episode continues; the epoch count, data order and cooldowns go
-    on (the twin is not rolled back: it is the no-growth world, where nothing panicked). The last
-    ``info`` holds ``final_val_acc``,
-    ``final_test_acc`` (held-out test split, reported only), ``n_fossilized`` and, in
-    ``contribution`` mode, ``final_twin_test_acc`` (the no-growth world's test accuracy; None
-    if the twin itself diverged, after which V is frozen).
+    ``info["rollback"]``, and the episode, its epoch count, data order and cooldowns go on (the
+    twin is not rolled back: nothing panicked in the no-growth world). The last ``info`` holds
+    ``final_val_acc``, ``final_test_acc`` (the held-out test split, reported only),
+    ``n_fossilized`` and, in ``contribution`` mode, ``final_twin_test_acc`` (None if the twin
+    itself diverged, after which V is frozen).
 
     ## Arguments
 
@@ -215,61 +205,39 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
     ['DORMANT']
 
     Determinism: on CPU (same torch build and thread count), ``reset(seed=s)`` and the same actions
-    give identical observations, rewards and infos; the env never touches the global ``random``, ``numpy`` or ``torch`` RNGs.
-    GPU runs are reproducible in distribution only. ``snapshot()`` / ``restore(snap)`` / ``fork()``
-    freeze, restore and branch an episode (the same actions then give the identical
-    continuation); ``copy.deepcopy`` and ``pickle`` of a mid-episode env use the same mechanism.
+    give identical observations, rewards and infos; the env never touches the global ``random``,
+    ``numpy`` or ``torch`` RNGs (GPU runs: reproducible in distribution only). ``snapshot()``,
+    ``restore(snap)`` and ``fork()`` freeze, restore and branch an episode, as do ``copy.deepcopy``
+    and ``pickle`` of a mid-episode env (the same actions then give the identical continuation).
 
     ## Version History
 
-    * v0 (unreleased; changes before the first release):
-
-      - structure (episode version 1 unchanged): the episode is one ``EpisodeState`` record
-        advanced by the pure transition of :mod:`esper_env.core.episode` (``env.state``); the
-        config is in sections (every flat keyword still works); snapshots are format 2.
-      - reward integrity: the ``contribution`` reward pays value added over a seedless twin
-        (``value_added``) instead of the anchor's bounded counterfactual attribution, proxy
-        credit, blending warning, action shaping and terminal bonus, which paid seeds that
-        lowered final accuracy; rent is a telescoping price in pp per doubling of the model in
-        every mode (it was charged every epoch); stage shaping has ``Phi = 0`` at termination;
-        the probation-wait penalty is avoided only by a legal, successful decision;
-      - lifecycle: G3 needs a positive counterfactual (a seed at the end of its ramp whose
-        removal would not cost accuracy is culled, cause ``G3_counterfactual``); FOSSILIZE is
-        masked unless G5 passes; G2's gradient ratio is measured over every mini-batch of the
-        epoch; the isolation-violation counter detects real leaks.
-      - instance sets (``instance_set``, ``instance_split``, ``reset(options={"instance": ...})``,
-        ``info["instance"]``), ``train_fraction``, ``label_noise`` and ``param_budget`` (budget
-        masks); the observation gains seven global instance features and a width and depth per
-        slot (29 global + 24 per slot).
-      - record, replay and fork: ``snapshot``/``restore``/``fork``, mid-episode deepcopy and
-        pickle; the governor's good state is the whole model (live seeds included, it used to be
-        the host and fossils only); a model whose computation raises is a fault, ``info["fault"]``.
-      - research tasks: ``cifar10`` (``data_root``, ``download``, ``train_subset``) and
-        ``tinytext`` (a transformer host: ``block_size``, ``n_layer``, ``n_head``, ``n_embd``;
-        five transformer blueprints; ``info["val_perplexity"]``); ``grad_clip``;
-        ``seed_checkpointing``; ``channels_last`` (CNN tasks in the NHWC memory layout).
-      - initial design.
+    * v0 (unreleased; ``CHANGELOG.md`` has every change by name). Before the first release:
+      one ``EpisodeState`` record and a pure transition (:mod:`esper_env.core.episode`,
+      ``env.state``; episode version 1 unchanged), a sectioned config (flat keywords still work),
+      a task registry (:mod:`esper_env.tasks`) and snapshots of format 2; the ``contribution``
+      reward pays value added over a seedless twin (the anchor's attribution paid seeds that lowered
+      final accuracy) and rent telescopes in every mode; G3 needs a positive counterfactual and
+      FOSSILIZE is masked unless G5 passes; instance sets, ``train_fraction``, ``label_noise`` and
+      ``param_budget`` (29 global + 24 per-slot features); ``snapshot``/``restore``/``fork`` and
+      mid-episode pickles, faults in ``info["fault"]``; the ``cifar10`` and ``tinytext`` tasks,
+      ``grad_clip``, ``seed_checkpointing`` and ``channels_last``.
     """
-
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, config: EsperConfig | None = None, render_mode: str | None = None,
                  **kwargs: Any) -> None:
         self.config = cfg = resolve_instance_set(from_kwargs(config, **kwargs), kwargs)
-        # An unsupported render_mode is accepted (gym.make already warns about it); render() then
-        # warns and draws nothing. SB3's make_vec_env passes "rgb_array", which is supported.
-        self.render_mode = render_mode
+        self.render_mode = render_mode  # any is accepted (gym.make warns); render() may warn
         task = cfg.task
         self.task_spec = task_spec(task.name)
-        self.instance_set: InstanceSet | None = None
-        self.instances: tuple[Instance, ...] = ()
-        if task.instance_set is not None:
-            self.instance_set = load_instance_set(task.instance_set, task.name, cfg.host.n_slots)
-            self.instances = self.instance_set.split(task.instance_split)
-        self._cfg = self._episode_config(self.instances[0] if self.instances else None)
-        for inst in self.instances[1:]:
-            self._episode_config(inst)
+        self.instance_set: InstanceSet | None = None if task.instance_set is None else \
+            load_instance_set(task.instance_set, task.name, cfg.host.n_slots)
+        self.instances: tuple[Instance, ...] = () if self.instance_set is None else \
+            self.instance_set.split(task.instance_split)
+        # every instance's episode config is checked here; the first is the env's until reset
+        self._cfg = [self._episode_config(inst) for inst in self.instances or (None,)][0]
         check_device(cfg.runtime.device)
         if task.name == "cifar10":  # a missing or malformed folder fails here, not at reset
             load_config_task(cfg, 0, device="cpu", train_subset=1)
@@ -296,7 +264,6 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
         return EpisodeParams.from_config(cfg, self.blueprints, self.task_spec.n_classes,
                                          self.task_spec.is_transformer)
 
-    # -- public helpers ---------------------------------------------------------------------------
     @property
     def feature_names(self) -> tuple[str, ...]:
         """Observation feature names in vector order."""
@@ -310,22 +277,20 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
     @property
     def state(self) -> EpisodeState:
         """The episode's state record (immutable); raises ResetNeeded before ``reset``."""
-        if self._state is None:
-            raise ResetNeeded("call reset() before reading the state")
+        if self._state is None or self._trainer is None:
+            raise ResetNeeded("call reset() first: no episode is running")
         return self._state
 
     @property
     def slots(self) -> tuple[SlotState, ...]:
         """The slots' lifecycle records (read-only); raises ResetNeeded before ``reset``."""
-        if self._state is None:
-            raise ResetNeeded("call reset() before reading slots")
-        return self._state.slots
+        return self.state.slots
 
     @property
     def trainer(self) -> Trainer:
         """The episode's trainer (model, optimisers); raises ResetNeeded before ``reset``."""
-        if self._trainer is None:
-            raise ResetNeeded("call reset() before using the environment")
+        self.state  # noqa: B018 - raises before reset
+        assert self._trainer is not None
         return self._trainer
 
     def action_masks(self) -> np.ndarray:
@@ -333,9 +298,7 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
 
         Cast with ``.astype(np.int8)`` for ``action_space.sample(mask=...)``.
         """
-        if self._state is None:
-            raise ResetNeeded("call reset() before action_masks()")
-        return np.array(self._state.mask, dtype=bool)
+        return np.array(self.state.mask, dtype=bool)
 
     # -- reset and step ---------------------------------------------------------------------------
     @own_threads
@@ -375,17 +338,16 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
     @own_threads
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Apply ``action``, train one epoch, validate, advance the lifecycle."""
-        if self._state is None or self._trainer is None:
-            raise ResetNeeded("call reset() before step()")
+        state = self.state
         index = self._check_action(action)
-        if self._state.done:
+        if state.done:
             if not self._warned_done:
                 gym.logger.warn("step() called after the episode terminated; call reset(). "
                                 "Returning the terminal observation.")
                 self._warned_done = True
             return self._obs.copy(), 0.0, True, False, copy.deepcopy(self._info)
-        p, trainer = self._params, self._trainer
-        state, pending = ep.apply_action(self._state, index, p)
+        p, trainer = self._params, self.trainer
+        state, pending = ep.apply_action(state, index, p)
         report = trainer.run_epoch(pending.request)
         faults = [self._warn_fault(report.fault, state.epoch)]
         state, outcome = ep.after_epoch(state, pending, report, p)
@@ -417,14 +379,11 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
                             "(governor rollback, or a terminal step)")
         return fault
 
-    # -- rendering / closing ----------------------------------------------------------------------
     def render(self) -> str | np.ndarray | None:
-        """Render the episode so far.
-
-        ``ansi``: a short text table of the epoch and every slot. ``rgb_array``: a uint8 image,
-        one 4-pixel column per epoch of the budget: validation accuracy as a bar on top, then one
-        strip per slot coloured by the stage it trained in that epoch (see :data:`STAGE_COLOURS`).
-        """
+        """``ansi``: a text table of the epoch and every slot; ``rgb_array``: one 4-pixel column
+        per epoch, validation accuracy as a bar over one strip per slot in its stage's colour
+        (:data:`STAGE_COLOURS`).
+        """  # noqa: D205
         if self.render_mode == "rgb_array":
             curve = () if self._state is None else self._state.curve
             return render_rgb(curve, self._params.n_slots, self._params.max_epochs)
