@@ -1,0 +1,212 @@
+"""K CNN hosts of one shape trained as one computation: the first layer of the batched engine.
+
+:class:`StackedHosts` lays K :class:`~esper_env.nn.hosts.CNNHost` networks of the same shape side
+by side in the channel dimension: every 3x3 convolution becomes one grouped convolution
+(``groups=K``), every BatchNorm one BatchNorm over ``K * C`` channels (per host and per channel, as
+before: host ``k``'s statistics see only its own samples), and the linear heads one batched matrix
+product. Each host trains on its own mini-batches: row ``n`` of the stacked input holds sample
+``n`` of *every* host's batch, each from that host's own data order. :class:`StackedSGD` is
+momentum SGD over the stacked parameters with one learning rate per host (what
+``torch.optim.SGD`` computes, with a ``(K,)`` learning rate).
+
+Floating-point results differ from K separate hosts in the last bits (other kernels, other
+summation orders); ``tests/nn/test_batched.py`` states the tolerance. Seeds, the twin and the
+counterfactual passes are not batched here yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esper_env.nn.hosts import CNNHost
+
+
+class StackedHosts(nn.Module):
+    """K CNN hosts of one shape as one network (see the module docstring).
+
+    Args:
+        hosts: the K hosts (same ``channels``, pooling, input and classes); their current
+            weights and BatchNorm statistics are copied in.
+        memory_format: ``torch.channels_last`` to lay the activations out NHWC (usually faster
+            for grouped convolutions on the CPU), None for torch's default.
+
+    Shape:
+        Input ``(N, K * C_in, H, W)`` (host ``k``'s channels at ``k * C_in``); output
+        ``(K, N, n_classes)``.
+    """
+
+    def __init__(self, hosts: Sequence[CNNHost], memory_format: torch.memory_format | None = None
+                 ) -> None:
+        super().__init__()
+        if not hosts:
+            raise ValueError("hosts is empty; allowed: one or more CNNHost of one shape")
+        first = hosts[0]
+        shape = _shape(first)
+        for i, h in enumerate(hosts):
+            if _shape(h) != shape:
+                raise ValueError(f"hosts[{i}] has shape {_shape(h)}; allowed: the shape of "
+                                 f"hosts[0], {shape}")
+        self.k = k = len(hosts)
+        self.channels = first.channels
+        self.n_classes = first.n_classes
+        self.memory_format = memory_format
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.pools: list[bool] = []
+        for i, block in enumerate(first.blocks):
+            conv, norm = block.conv, block.norm
+            grouped = nn.Conv2d(k * conv.in_channels, k * conv.out_channels, 3, padding=1,
+                                bias=False, groups=k)
+            bn = nn.BatchNorm2d(k * norm.num_features, eps=norm.eps, momentum=norm.momentum)
+            with torch.no_grad():
+                grouped.weight.copy_(torch.cat([h.blocks[i].conv.weight for h in hosts]))
+                for name in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(bn, name).copy_(torch.cat([getattr(h.blocks[i].norm, name)
+                                                       for h in hosts]))
+                bn.num_batches_tracked.copy_(norm.num_batches_tracked)
+            self.convs.append(grouped)
+            self.norms.append(bn)
+            self.pools.append(isinstance(block.pool, nn.MaxPool2d))
+        self.head_weight = nn.Parameter(torch.stack([h.head.weight.detach() for h in hosts]))
+        self.head_bias = nn.Parameter(torch.stack([h.head.bias.detach() for h in hosts]))
+        if memory_format is not None:
+            self.to(memory_format=memory_format)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        for conv, norm, pool in zip(self.convs, self.norms, self.pools, strict=True):
+            x = F.relu(norm(conv(x)))
+            if pool:
+                x = F.max_pool2d(x, 2)
+        n = x.shape[0]
+        h = x.mean(dim=(2, 3)).view(n, self.k, -1).transpose(0, 1)  # (K, N, C)
+        return torch.baddbmm(self.head_bias.unsqueeze(1), h, self.head_weight.transpose(1, 2))
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Host ``k``'s weights and BatchNorm statistics as a :class:`CNNHost` state dict."""
+        state: dict[str, torch.Tensor] = {}
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            c = conv.out_channels // self.k
+            rows = slice(k * c, (k + 1) * c)
+            state[f"blocks.{i}.conv.weight"] = conv.weight[rows].detach().clone()
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                state[f"blocks.{i}.norm.{name}"] = getattr(norm, name)[rows].detach().clone()
+            state[f"blocks.{i}.norm.num_batches_tracked"] = norm.num_batches_tracked.clone()
+        state["head.weight"] = self.head_weight[k].detach().clone()
+        state["head.bias"] = self.head_bias[k].detach().clone()
+        return state
+
+
+def _shape(host: CNNHost) -> tuple[object, ...]:
+    b = host.blocks[0]
+    return (host.channels, host.n_classes, b.conv.in_channels,
+            tuple(isinstance(blk.pool, nn.MaxPool2d) for blk in host.blocks))
+
+
+class StackedSGD:
+    """Momentum SGD over stacked parameters, one learning rate per member.
+
+    Every parameter's leading dimension holds the K members one after another (``K * rows``);
+    member ``k``'s update is ``torch.optim.SGD``'s (no dampening, no Nesterov): ``g = grad +
+    weight_decay * p``, ``buf = momentum * buf + g`` (``buf = g`` at the first step), ``p -= lr[k] *
+    buf``.
+    """
+
+    def __init__(self, params: Sequence[nn.Parameter], k: int, lr: torch.Tensor | Sequence[float],
+                 momentum: float, weight_decay: float = 0.0) -> None:
+        self.params = list(params)
+        self.k = k
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.bufs: list[torch.Tensor] | None = None
+        self.set_lr(lr)
+
+    def set_lr(self, lr: torch.Tensor | Sequence[float]) -> None:
+        """Set the members' learning rates (a sequence or a ``(K,)`` tensor)."""
+        lr = torch.as_tensor(lr, dtype=self.params[0].dtype, device=self.params[0].device)
+        if lr.shape != (self.k,):
+            raise ValueError(f"lr has shape {tuple(lr.shape)}; allowed: ({self.k},), one per member")
+        self._lr = [lr.repeat_interleave(p.shape[0] // self.k).view(-1, *([1] * (p.dim() - 1)))
+                    .contiguous() for p in self.params]
+
+    def zero_grad(self) -> None:  # noqa: D102
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update of every parameter from its ``.grad``."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        if self.weight_decay:
+            grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
+        if self.bufs is None:
+            self.bufs = [g.clone() for g in grads]
+        else:
+            torch._foreach_mul_(self.bufs, self.momentum)
+            torch._foreach_add_(self.bufs, grads)
+        for p, buf, lr in zip(self.params, self.bufs, self._lr, strict=True):
+            p.sub_(buf * lr)
+
+
+def gather_batches(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stacked input of K hosts' mini-batches.
+
+    ``x`` ``(S, C, H, W)`` and ``y`` ``(S,)`` are one dataset; ``index`` ``(K, B)`` holds each
+    host's sample indices. Returns ``(B, K * C, H, W)`` inputs and ``(K, B)`` targets.
+    """
+    k, b = index.shape
+    xs = x[index]  # (K, B, C, H, W)
+    return xs.transpose(0, 1).reshape(b, k * x.shape[1], *x.shape[2:]), y[index]
+
+
+def train_epoch(hosts: StackedHosts, opt: StackedSGD, x: torch.Tensor, y: torch.Tensor,
+                generators: Sequence[torch.Generator], batch_size: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch of every host over its own data order; per-host mean loss and accuracy (pp).
+
+    Host ``k``'s order is ``torch.randperm(len(x), generator=generators[k])``, the draw a single
+    :class:`~esper_env.nn.trainer.Trainer` makes, and its batches are that order's chunks of
+    ``batch_size``.
+    """
+    n = x.shape[0]
+    perms = torch.stack([torch.randperm(n, generator=g) for g in generators]).to(x.device)
+    k = hosts.k
+    loss_sum = torch.zeros(k, device=x.device)
+    correct = torch.zeros(k, device=x.device, dtype=torch.long)
+    hosts.train()
+    for start in range(0, n, batch_size):
+        xb, yb = gather_batches(x, y, perms[:, start:start + batch_size])
+        logits = hosts(xb)  # (K, B, O)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                 reduction="none").view(k, -1)
+        opt.zero_grad()
+        losses.mean(dim=1).sum().backward()
+        opt.step()
+        with torch.no_grad():
+            loss_sum += losses.detach().sum(dim=1)
+            correct += (logits.argmax(dim=2) == yb).sum(dim=1)
+    return loss_sum / n, 100.0 * correct / n
+
+
+@torch.inference_mode()
+def evaluate(hosts: StackedHosts, x: torch.Tensor, y: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every host on one split (eval mode): per-host mean loss and accuracy (pp)."""
+    was = hosts.training
+    hosts.eval()
+    try:
+        k, n = hosts.k, x.shape[0]
+        xs = x.unsqueeze(1).expand(n, k, *x.shape[1:]).reshape(n, k * x.shape[1], *x.shape[2:])
+        logits = hosts(xs)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k),
+                                 reduction="none").view(k, n)
+        acc = 100.0 * (logits.argmax(dim=2) == y).sum(dim=1) / n
+        return losses.mean(dim=1), acc
+    finally:
+        hosts.train(was)
