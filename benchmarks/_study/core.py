@@ -183,6 +183,17 @@ def instance_index(env: Any) -> dict[str, int]:
     return {n: k for k, n in enumerate(names)}
 
 
+def check_baselines(policies: list[str], env: Any) -> None:
+    """Raise :class:`~benchmarks._common.OptionError` for a name that is no baseline of ``env``."""
+    from agents.policies import make_baseline
+
+    for name in policies:
+        try:
+            make_baseline(name, env)
+        except (ValueError, KeyError) as e:
+            raise OptionError(str(e)) from None
+
+
 def names(text: str | None) -> list[str] | None:
     """A comma-separated list (None stays None)."""
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]

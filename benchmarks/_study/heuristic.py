@@ -26,7 +26,7 @@ from agents.heuristic import HeuristicConfig
 from agents.provenance import provenance
 from agents.rollout import episode_plan
 from agents.stats import mean_ci95, paired_differences
-from benchmarks._study.core import Design, Player, Recipe, as_result, env_spec, names
+from benchmarks._study.core import Design, Player, Recipe, as_result, check_baselines, env_spec, names
 
 COLUMNS = {"return": "episode_return", "test_acc": "final_test_acc", "fossilized_frac": "n_fossilized",
            "params_added": "params_added", "illegal": "illegal_actions"}
@@ -43,8 +43,9 @@ def design(args: Any) -> Design:
     spec = env_spec(**kwargs)
     probe = spec.make()
     plan = episode_plan(probe, args.first_seed, args.seeds)
-    probe.close()
     policies = names(args.policies)
+    check_baselines(policies, probe)
+    probe.close()
     return Design([Player(p, spec, sequential=True) for p in policies], plan, {"policies": policies})
 
 

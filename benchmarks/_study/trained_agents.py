@@ -26,13 +26,24 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from agents.algos import ALGOS
 from agents.envs import EnvSpec
 from agents.provenance import provenance
 from agents.stats import mean_ci95, paired_differences
 from agents.workers import run_tasks
 from benchmarks._common import OptionError
-from benchmarks._study.core import Design, Player, Recipe, as_result, env_spec, names, seed_cases
+from benchmarks._study.core import (
+    Design,
+    Player,
+    Recipe,
+    as_result,
+    check_baselines,
+    env_spec,
+    names,
+    seed_cases,
+)
 
 
 def add_options(p: Any) -> None:
@@ -60,11 +71,16 @@ def design(args: Any) -> Design:
     if args.max_epochs is not None:
         env_kwargs["max_epochs"] = args.max_epochs
     spec = env_spec(**env_kwargs)
+    probe = spec.make()
+    check_baselines(names(args.policies), probe)
+    probe.close()
+    algos = names(args.algos)
+    unknown = [a for a in algos if a not in ALGOS]
+    if unknown or not algos:
+        raise OptionError(f"algorithms {unknown or algos} invalid; allowed: {', '.join(ALGOS)}")
     tmp = Path(tempfile.mkdtemp(prefix="esper-study-agents-"))
     runs = []
-    for algo in names(args.algos):
-        if algo not in ALGOS:
-            raise OptionError(f"unknown algorithm {algo!r}; allowed: {', '.join(ALGOS)}")
+    for algo in algos:
         variants = [True] + ([False] if args.unmasked_heads and algo != "maskable-ppo" else [])
         for policy_mask in variants:
             for seed in range(args.train_seeds):
@@ -72,8 +88,6 @@ def design(args: Any) -> Design:
                 runs.append({"algo": algo, "name": name, "seed": seed, "policy_mask": policy_mask,
                              "timesteps": args.total_timesteps, "env_kwargs": env_kwargs,
                              "output": str(tmp / f"{name}-seed{seed}")})
-    import torch
-
     t0 = time.perf_counter()
     before = torch.get_num_threads()
     try:

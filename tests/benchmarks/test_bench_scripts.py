@@ -236,6 +236,9 @@ def test_study_heuristic_runs_and_reports_paired_differences(tmp_path, capsys):
     assert rec["paired"]["random"]["final_test_acc"]["mean"] == pytest.approx(np.mean(d))
     assert "heuristic − random" in capsys.readouterr().out
     assert (tmp_path / "heuristic.jsonl").exists()
+    with pytest.raises(SystemExit):  # before any episode
+        study.main(["heuristic", "--task", "synthetic", "--policies", "heuristic,nope",
+                    "--out", str(tmp_path)])
 
 
 def test_study_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, capsys):
@@ -251,6 +254,8 @@ def test_study_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, cap
     assert rec["eval_seeds"] == [1000, 1001]
     assert "illegal %" in capsys.readouterr().out
     assert (tmp_path / "agents.jsonl").exists()
+    with pytest.raises(SystemExit):  # before any training
+        study.main(["agents", "--task", "synthetic", "--algos", "ppo,a2c", "--out", str(tmp_path)])
 
 
 def test_study_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
