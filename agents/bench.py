@@ -47,24 +47,50 @@ METRICS = ("episode_return", "final_test_acc", "final_val_acc", "params_added", 
 
 # ---- episodes (worker processes) ---------------------------------------------------------------
 
-def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, masked: bool) -> dict[str, Any]:
-    """One deterministic episode with its curves and lifecycle timeline (plain JSON types)."""
-    trace = EpisodeTrace()
+def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, masked: bool,
+         info_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One deterministic episode with its curves and lifecycle timeline (plain JSON types).
+
+    With ``info_keys``, ``"info"`` holds those ``info`` values of every epoch (:class:`EpisodeTrace`).
+    """
+    trace = EpisodeTrace(info_keys=info_keys)
     r = run_episode(env, policy, seed, options=options, use_masks=masked, trace=trace)
-    return {"seed": seed, "instance": r.instance, "val_curve": trace.val_curve,
-            "test_curve": trace.test_curve, "stages": trace.stages, "actions": trace.actions,
-            "episode_return": r.episode_return, "illegal_actions": r.illegal_actions,
-            "n_culled": r.n_culled, "final_test_acc": r.final_test_acc,
-            "final_val_acc": r.final_val_acc, "params_added": r.params_added,
-            "n_fossilized": r.n_fossilized, "wall_s": trace.wall_s}
+    rec = {"seed": seed, "instance": r.instance, "val_curve": trace.val_curve,
+           "test_curve": trace.test_curve, "stages": trace.stages, "actions": trace.actions,
+           "episode_return": r.episode_return, "illegal_actions": r.illegal_actions,
+           "n_culled": r.n_culled, "final_test_acc": r.final_test_acc,
+           "final_val_acc": r.final_val_acc, "params_added": r.params_added,
+           "n_fossilized": r.n_fossilized, "lifecycle": r.lifecycle, "rollbacks": r.rollbacks,
+           "length": r.length, "wall_s": trace.wall_s}
+    if info_keys:
+        rec["info"] = trace.info
+    return rec
 
 
 def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Worker: one policy under one reward mode over the planned episodes."""
+    """Worker: one policy under one reward mode over the planned episodes.
+
+    A task names its policy (``policy``: a baseline name, or the label of the saved run ``model``),
+    its env (``spec``, JSON), its episodes (``plan``), torch ``threads`` and whether the policy
+    plays them all in order (``sequential``: one policy, seeded by the first episode's seed) or is
+    made afresh for each (seeded by the episode's seed). Optional, for the benchmarks' studies:
+    ``factory`` (a module-level ``factory(name, env, seed, options) -> policy`` used instead of
+    :func:`agents.policies.make_baseline`), ``tags`` (added to every episode's record) and
+    ``info_keys`` (see :func:`play`).
+    """
     import torch
 
     torch.set_num_threads(task["threads"])
     spec = EnvSpec.from_json(task["spec"])
+    make = task.get("factory")
+    tags = task.get("tags") or {}
+    info_keys = tuple(task.get("info_keys") or ())
+
+    def baseline(seed: int, options: dict[str, Any] | None) -> Any:
+        if make is None:
+            return make_baseline(task["policy"], env, seed=seed)
+        return make(task["policy"], env, seed, options)
+
     curriculum = None
     if task["model"] is not None:
         policy, _ = load_model(task["model"], which="best")
@@ -72,12 +98,12 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     env = spec.make(curriculum=curriculum)
     out = []
     if task["model"] is None and task["sequential"]:  # one policy that learns across the episodes
-        policy = make_baseline(task["policy"], env, seed=task["plan"][0][0])
+        policy = baseline(*task["plan"][0])
     for seed, options in task["plan"]:
         if task["model"] is None and not task["sequential"]:  # a fresh baseline per episode, seeded
-            policy = make_baseline(task["policy"], env, seed=seed)  # by it: chunking changes nothing
-        rec = play(env, policy, seed, options, takes_masks(policy))
-        out.append({"policy": task["policy"], "reward_mode": task["mode"], **rec})
+            policy = baseline(seed, options)  # by it: chunking changes nothing
+        rec = play(env, policy, seed, options, takes_masks(policy), info_keys)
+        out.append({"policy": task["policy"], "reward_mode": task["mode"], **tags, **rec})
     env.close()
     return out
 

@@ -50,19 +50,26 @@ class EpisodeTrace:
 
     ``val_curve``, ``test_curve`` and ``stages`` (one stage name per slot) start with the reset's
     values, so they hold one entry more than ``actions`` (the action names, in order).
+    ``test_curve`` holds None where the env does not report the test accuracy every epoch
+    (``report_test_acc`` off). ``info`` holds, for each of ``info_keys``, that ``info`` value of
+    every epoch (reset's first; None where it is missing), e.g. ``("epoch", "rollback")``.
     """
 
     val_curve: list[float] = field(default_factory=list)
-    test_curve: list[float] = field(default_factory=list)
+    test_curve: list[float | None] = field(default_factory=list)
     stages: list[list[str]] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    info_keys: tuple[str, ...] = ()
+    info: dict[str, list[Any]] = field(default_factory=dict)
 
     def record(self, info: dict[str, Any], action: str | None = None) -> None:
         """Append the epoch that ``info`` describes (and the action that led to it)."""
         self.val_curve.append(info["val_acc"])
-        self.test_curve.append(info["test_acc"])
+        self.test_curve.append(info.get("test_acc"))
         self.stages.append(list(info["stages"]))
+        for key in self.info_keys:
+            self.info.setdefault(key, []).append(info.get(key))
         if action is not None:
             self.actions.append(action)
 

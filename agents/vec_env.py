@@ -9,7 +9,7 @@ each env runs on a CUDA stream of its own, so kernels of different envs can run 
 on the GPU (not yet timed on a GPU). On a 2-core CPU, 2 thread workers reach about 0.8x the env
 throughput of 2 subprocess workers (the Python between operators holds the GIL), and
 ``esper-train --vec-env thread`` trains 1.37x faster than the default ``DummyVecEnv`` on digits
-(``benchmarks/bench_throughput.py``).
+(``python -m benchmarks.speed throughput``).
 
 It is a :class:`~stable_baselines3.common.vec_env.DummyVecEnv` (same construction, attribute and
 method access, seeding, auto-reset and ``terminal_observation``) whose ``reset`` and ``step`` run

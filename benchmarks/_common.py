@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmark scripts: result files (with provenance) and device timing.
+"""Shared helpers of the study and speed runners: result files (with provenance), device timing.
 
 Provenance (machine, torch, commit) is :func:`agents.provenance.provenance`, the record esper-train
 and esper-bench write too; worker processes are :func:`agents.workers.run_tasks`.
@@ -7,6 +7,7 @@ and esper-bench write too; worker processes are :func:`agents.workers.run_tasks`
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from agents.provenance import provenance
+from agents.stats import mean_ci95
 
 RESULTS = Path(__file__).resolve().parent / "results"
 """Tracked results (written only with ``--record``)."""
@@ -21,13 +23,8 @@ SCRATCH = Path(__file__).resolve().parent.parent / "results"
 """Untracked results of ordinary runs (``/results/`` is in .gitignore)."""
 
 
-def add_output_args(parser: Any) -> None:
-    """``--record`` and ``--out``, shared by every benchmark script."""
-    parser.add_argument("--record", action="store_true",
-                        help="append the results to the tracked benchmarks/results/ "
-                             "(default: the untracked results/ folder at the repository root)")
-    parser.add_argument("--out", default=None,
-                        help="results folder (overrides both defaults)")
+class OptionError(ValueError):
+    """A recipe cannot run with these options (the runners report it as a usage error)."""
 
 
 def save(name: str, record: dict[str, Any], out_dir: Path | str | None = None,
@@ -66,3 +63,21 @@ def timed_steps(env: Any, actions: list[int], device: str) -> tuple[int, float, 
             break
     sync(device)
     return done, time.perf_counter() - t0, info
+
+
+def grow_actions(env: Any, policy: str, steps: int) -> list[int]:
+    """``steps`` actions: WAIT throughout (``wait``), or GERMINATE ``conv_heavy`` into slot 0 at the
+    first, then WAIT (``grow``)."""  # noqa: D205
+    from esper_env.core.actions import Action, ActionKind
+
+    grow = env.unwrapped.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
+    return [grow if policy == "grow" and i == 0 else 0 for i in range(steps)]
+
+
+def paired_ratios(name: str, a: list[float], b: list[float]) -> dict[str, Any]:
+    """Per-round ratios ``a/b``: their median (``name``), mean and 95 % bootstrap half-width
+    (``name_mean``, ``name_ci95``, :func:`agents.stats.mean_ci95`) and the list (``name_ratios``)."""  # noqa: D205
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    mean, half = mean_ci95(ratios)
+    return {name: statistics.median(ratios), f"{name}_mean": mean, f"{name}_ci95": half,
+            f"{name}_ratios": ratios}

@@ -1,4 +1,4 @@
-"""Run every benchmark script with tiny settings so they cannot rot."""
+"""Run every recipe of the study and speed runners with tiny settings so they cannot rot."""
 
 from __future__ import annotations
 
@@ -8,47 +8,113 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+TINY_ENV = {"germination_gate": False, "min_cull_age": 2, "blending_epochs": 2,
+            "embargo_epochs": 1, "gates": {"min_training_epochs": 1, "min_gradient_ratio": 0.0}}
+TINY_ARGS = [a for k, v in TINY_ENV.items() for a in ("--env-kwarg", f"{k}={json.dumps(v)}")]
+"""TINY_ENV as --env-kwarg options (JSON values are YAML)."""
 
-def test_bench_growth_runs_and_saves_provenance(tmp_path, capsys):
-    from benchmarks import bench_growth
 
-    rec = bench_growth.main(["--task", "synthetic", "--seeds", "2", "--max-epochs", "3",
-                             "--blueprints", "norm,conv_light", "--out", str(tmp_path)])
+def _tiny_set(tmp_path) -> str:
+    recs = [{"name": f"i{k}", "host_channels": [2, 4, 8], "max_epochs": 6,
+             "host_lr": lr, "param_budget": b}
+            for k, (lr, b) in enumerate([(0.01, None), (0.05, 0.3), (0.003, 1.0)])]
+    path = tmp_path / "tiny_set.json"
+    path.write_text(json.dumps({"name": "tiny", "version": 1, "task": "synthetic", "n_slots": 1,
+                                "train": recs[:1], "test": recs[1:]}))
+    return str(path)
+
+
+def _saved(path: Path) -> dict:
+    return json.loads(path.read_text().splitlines()[-1])
+
+
+# ---- the study runner ----------------------------------------------------------------------------
+
+def test_study_lists_every_recipe_and_its_result_file():
+    from benchmarks import study
+
+    assert {name: r.result for name, r in study.RECIPES.items()} == {
+        "growth": "growth", "heuristic": "heuristic", "instances": "instances",
+        "integrity": "reward_integrity", "rollback": "rollback", "agents": "agents"}
+    with pytest.raises(SystemExit):
+        study.main(["no-such-recipe"])
+    with pytest.raises(SystemExit):  # an option of another recipe
+        study.main(["growth", "--fault-epoch", "3"])
+
+
+def test_study_growth_runs_and_saves_provenance(tmp_path, capsys):
+    from benchmarks import study
+
+    rec = study.main(["growth", "--task", "synthetic", "--seeds", "2", "--max-epochs", "3",
+                      "--blueprints", "norm,conv_light", "--out", str(tmp_path)])
     assert set(rec["summary"]) == {"no-growth", "scripted-norm", "scripted-conv_light"}
-    line = json.loads((tmp_path / "growth.jsonl").read_text().splitlines()[-1])
-    for key in ("commit", "torch", "cpu", "summary"):
+    line = _saved(tmp_path / "growth.jsonl")
+    for key in ("commit", "torch", "cpu", "summary", "episodes"):
         assert key in line
     from esper_env.core.episode import EPISODE_VERSION
 
     assert line["episode_version"] == EPISODE_VERSION
+    assert line["torch_threads"] == 1  # the episodes' thread count, not this process's
+    # the paired difference is taken seed by seed
+    acc = {(e["policy"], e["seed"]): e["final_test_acc"] for e in rec["episodes"]}
+    d = [acc["scripted-norm", s] - acc["no-growth", s] for s in (0, 1)]
+    assert rec["summary"]["scripted-norm"]["delta"] == pytest.approx(np.mean(d))
     captured = capsys.readouterr()
     assert "vs no-growth" in captured.out
     assert [line.split()[0] for line in captured.err.splitlines() if "episodes" in line] == [
         f"{k}/6" for k in range(1, 7)]  # progress on stderr, one line per episode
+    with pytest.raises(SystemExit):
+        study.main(["growth", "--task", "synthetic", "--blueprints", "lora", "--out", str(tmp_path)])
 
 
-def test_bench_env_step_runs_and_reports_ratios(tmp_path):
-    from benchmarks import bench_env_step
+def test_study_plays_the_episodes_of_the_bare_env(tmp_path):
+    """The runner's episodes (gym.make, esper-bench's worker) are those of a plain EsperEnv."""
+    from agents.policies import ScriptedPolicy
+    from agents.rollout import run_episode
+    from benchmarks import study
+    from esper_env.env import EsperEnv
 
-    (r,) = bench_env_step.main(["--tasks", "synthetic", "--repeats", "1", "--max-epochs", "3",
-                                "--out", str(tmp_path)])
-    assert r["no_growth_steps_per_s"] > 0 and r["bare_epochs_per_s"] > 0
-    assert r["overhead_no_growth"] == pytest.approx(
-        r["bare_epochs_per_s"] / r["no_growth_steps_per_s"])
-    assert r["overhead_growth"] >= 1.0  # step time includes the trainer's compute
-    assert (tmp_path / "env_step.jsonl").exists()
+    rec = study.main(["growth", "--task", "synthetic", "--seeds", "2", "--first-seed", "5",
+                      "--max-epochs", "4", "--blueprints", "conv_light", *TINY_ARGS,
+                      "--out", str(tmp_path)])
+    env = EsperEnv(task="synthetic", max_epochs=4, **TINY_ENV)
+    for e in rec["episodes"]:
+        policy = ScriptedPolicy(env, "conv_light") if e["policy"] != "no-growth" else None
+        if policy is None:
+            from agents.policies import NoGrowthPolicy
+
+            policy = NoGrowthPolicy(env)
+        r = run_episode(env, policy, e["seed"])
+        assert (r.final_test_acc, r.episode_return, r.n_fossilized) == (
+            e["final_test_acc"], e["episode_return"], e["n_fossilized"])
 
 
-def test_bench_reward_integrity_runs_on_a_tiny_config(tmp_path, capsys):
-    from benchmarks import bench_reward_integrity
+def test_study_growth_on_tinytext_with_env_kwargs_and_workers(tmp_path, capsys):
+    from benchmarks import study
 
-    env_json = json.dumps({"germination_gate": False, "min_cull_age": 2, "blending_epochs": 2,
-                           "embargo_epochs": 1,
-                           "gates": {"min_training_epochs": 1, "min_gradient_ratio": 0.0}})
-    rec = bench_reward_integrity.main([
-        "--task", "synthetic", "--seeds", "3", "--first-seed", "0", "--max-epochs", "7",
+    args = ["growth", "--task", "tinytext", "--seeds", "2", "--max-epochs", "3",
+            "--blueprints", "lora", "--env-kwarg", "train_subset=16", "--env-kwarg", "block_size=8",
+            "--env-kwarg", "n_embd=16", "--out", str(tmp_path)]
+    rec = study.main([*args, "--workers", "2"])
+    assert "4/4 episodes" in capsys.readouterr().err  # progress while the workers run
+    assert set(rec["summary"]) == {"no-growth", "scripted-lora"}
+    assert rec["env_kwargs"] == {"train_subset": 16, "block_size": 8, "n_embd": 16}
+    # worker processes (1 torch thread each) give the same episodes as this process at 1 thread
+    import torch
+
+    threads = torch.get_num_threads()
+    here = study.main(args)
+    assert torch.get_num_threads() == threads  # the runner gives the process its count back
+    assert here["summary"] == rec["summary"] and here["episodes"] == rec["episodes"]
+
+
+def test_study_integrity_runs_on_a_tiny_config(tmp_path, capsys):
+    from benchmarks import study
+
+    rec = study.main([
+        "integrity", "--task", "synthetic", "--seeds", "3", "--first-seed", "0", "--max-epochs", "7",
         "--late-fraction", "0.43", "--blueprints", "norm,conv_light", "--workers", "1",
-        "--env-json", env_json, "--out", str(tmp_path)])
+        *TINY_ARGS, "--out", str(tmp_path)])
     assert rec["policies"] == ["no-growth", "early-norm", "early-conv_light", "late-norm",
                                "late-conv_light", "random", "heuristic"]
     assert set(rec["results"]) == {"contribution", "delta", "sparse"}
@@ -59,15 +125,24 @@ def test_bench_reward_integrity_runs_on_a_tiny_config(tmp_path, capsys):
     for mode in rec["results"].values():
         assert -1.0 <= mode["spearman"] <= 1.0 or mode["spearman"] != mode["spearman"]
         assert mode["per_policy"]["no-growth"]["test_delta"] == 0.0
-    line = json.loads((tmp_path / "reward_integrity.jsonl").read_text().splitlines()[-1])
+    # the late policies wait for epoch round(0.43 x 7) = 3; the random policy replays per mode
+    late = [e for e in rec["episodes"] if e["policy"] == "late-conv_light"]
+    assert all(e["params_added"] >= 0 for e in late)
+    rand = {m: [e["test_acc"] for e in rec["episodes"] if e["policy"] == "random" and e["mode"] == m]
+            for m in rec["results"]}
+    assert rand["contribution"] == rand["delta"] == rand["sparse"]
+    line = _saved(tmp_path / "reward_integrity.jsonl")
     for key in ("commit", "torch", "cpu", "results", "episodes"):
         assert key in line
     out = capsys.readouterr().out
     assert "policy-level Spearman" in out and "| early-conv_light |" in out
+    with pytest.raises(SystemExit):
+        study.main(["integrity", "--task", "synthetic", "--policies", "random", "--out", str(tmp_path)])
 
 
-def test_bench_reward_integrity_statistics_on_hand_made_rows():
-    from benchmarks import bench_reward_integrity as b
+def test_study_integrity_statistics_on_hand_made_rows():
+    from agents.stats import bootstrap_spearman, spearman
+    from benchmarks._study import integrity as b
 
     seeds = [0, 1, 2, 3]
     rows = []
@@ -86,33 +161,17 @@ def test_bench_reward_integrity_statistics_on_hand_made_rows():
     assert summary["helpful_earn_less_than_no_growth"] == []
     assert summary["spearman"] == pytest.approx(0.5)  # returns rank bad above no-growth
     assert not summary["bars_met"]
-    assert b.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    lo, hi = b.bootstrap_spearman(
-        *(np.array([[r[k] for r in rows if r["policy"] == p] for p in ("no-growth", "good")])
-          for k in ("return", "test_acc")))
-    assert lo <= hi
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    ret, acc = (np.array([[r[k] for r in rows if r["policy"] == p] for p in ("no-growth", "good", "bad")])
+                for k in ("return", "test_acc"))
+    assert summary["spearman_ci95"] == list(bootstrap_spearman(ret, acc))  # esper-bench's interval
 
 
-TINY_ENV = {"germination_gate": False, "min_cull_age": 2, "blending_epochs": 2,
-            "embargo_epochs": 1, "gates": {"min_training_epochs": 1, "min_gradient_ratio": 0.0}}
+def test_study_instances_runs_on_a_tiny_set(tmp_path, capsys):
+    from benchmarks import study
 
-
-def _tiny_set(tmp_path) -> str:
-    recs = [{"name": f"i{k}", "host_channels": [2, 4, 8], "max_epochs": 6,
-             "host_lr": lr, "param_budget": b}
-            for k, (lr, b) in enumerate([(0.01, None), (0.05, 0.3), (0.003, 1.0)])]
-    path = tmp_path / "tiny_set.json"
-    path.write_text(json.dumps({"name": "tiny", "version": 1, "task": "synthetic", "n_slots": 1,
-                                "train": recs[:1], "test": recs[1:]}))
-    return str(path)
-
-
-def test_bench_instances_runs_on_a_tiny_set(tmp_path, capsys):
-    from benchmarks import bench_instances
-
-    rec = bench_instances.main(["--instance-set", _tiny_set(tmp_path), "--split", "test",
-                                "--seeds", "2", "--workers", "1",
-                                "--env-json", json.dumps(TINY_ENV), "--out", str(tmp_path)])
+    rec = study.main(["instances", "--instance-set", _tiny_set(tmp_path), "--split", "test",
+                      "--seeds", "2", "--workers", "1", *TINY_ARGS, "--out", str(tmp_path)])
     assert rec["instances"] == ["i1", "i2"]
     assert len(rec["episodes"]) == 2 * 2 * 11
     assert rec["policies"][0] == "no-growth" and len(rec["policies"]) == 11
@@ -121,13 +180,14 @@ def test_bench_instances_runs_on_a_tiny_set(tmp_path, capsys):
     budgeted = [r for r in rec["episodes"] if r["instance"] == "i1" and r["policy"] ==
                 "early-conv_heavy"]
     assert all(r["params_added"] == 0 for r in budgeted)  # conv_heavy does not fit 0.3 x host
-    line = json.loads((tmp_path / "instances.jsonl").read_text().splitlines()[-1])
+    assert {(r["instance"], r["k"]) for r in rec["episodes"]} == {("i1", 0), ("i2", 1)}
+    line = _saved(tmp_path / "instances.jsonl")
     assert line["bench"] == "instances" and "commit" in line
     assert "leave-one-seed-out" in capsys.readouterr().out
 
 
-def test_bench_instances_gaps_on_hand_made_accuracies():
-    from benchmarks import bench_instances as b
+def test_study_instances_gaps_on_hand_made_accuracies():
+    from benchmarks._study import instances as b
 
     pols = ["no-growth", "a", "b"]
     # instance 0: a wins by 4; instance 1: b wins by 4; a and b tie overall
@@ -142,13 +202,13 @@ def test_bench_instances_gaps_on_hand_made_accuracies():
         b.decision_gaps(noise, pols)["oracle_vs_fixed"]  # in-sample selection is optimistic
 
 
-def test_bench_reward_integrity_on_an_instance_split(tmp_path):
-    from benchmarks import bench_reward_integrity
+def test_study_integrity_on_an_instance_split(tmp_path):
+    from benchmarks import study
 
-    rec = bench_reward_integrity.main([
-        "--instance-set", _tiny_set(tmp_path), "--split", "test", "--seeds", "2",
+    rec = study.main([
+        "integrity", "--instance-set", _tiny_set(tmp_path), "--split", "test", "--seeds", "2",
         "--modes", "contribution", "--blueprints", "norm,conv_heavy", "--workers", "1",
-        "--env-json", json.dumps(TINY_ENV), "--out", str(tmp_path)])
+        *TINY_ARGS, "--out", str(tmp_path)])
     assert rec["cases"] == ["0:1000", "0:1001", "1:1000", "1:1001"]
     assert {r["instance"] for r in rec["episodes"]} == {"i1", "i2"}
     assert rec["results"]["contribution"]["per_policy"]["no-growth"]["return"] == 0.0
@@ -163,36 +223,76 @@ def test_make_instance_set_check_matches_the_shipped_file():
     assert len({tuple(i.overrides().values()) for i in s.train + s.test}) == 8
 
 
-def test_bench_heuristic_runs_and_reports_paired_differences(tmp_path, capsys):
-    from benchmarks import bench_heuristic
+def test_study_heuristic_runs_and_reports_paired_differences(tmp_path, capsys):
+    from benchmarks import study
 
-    rec = bench_heuristic.main(["--task", "synthetic", "--seeds", "2", "--max-epochs", "6",
-                                "--out", str(tmp_path)])
+    rec = study.main(["heuristic", "--task", "synthetic", "--seeds", "2", "--max-epochs", "6",
+                      "--out", str(tmp_path)])
     assert set(rec["summary"]) == {"heuristic", "random", "no-growth"}
     assert set(rec["paired"]) == {"random", "no-growth"}
     assert rec["seeds"] == [1000, 1001] and len(rec["episodes"]) == 6
+    by = {(e["policy"], e["seed"]): e["final_test_acc"] for e in rec["episodes"]}
+    d = [by["heuristic", s] - by["random", s] for s in (1000, 1001)]
+    assert rec["paired"]["random"]["final_test_acc"]["mean"] == pytest.approx(np.mean(d))
     assert "heuristic − random" in capsys.readouterr().out
     assert (tmp_path / "heuristic.jsonl").exists()
+    with pytest.raises(SystemExit):  # before any episode
+        study.main(["heuristic", "--task", "synthetic", "--policies", "heuristic,nope",
+                    "--out", str(tmp_path)])
 
 
-def test_bench_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, capsys):
-    from benchmarks import bench_agents
+def test_study_agents_trains_evaluates_and_reports_illegal_actions(tmp_path, capsys):
+    from benchmarks import study
 
-    rec = bench_agents.main(["--task", "synthetic", "--max-epochs", "6", "--algos", "ppo,per-dqn",
-                             "--total-timesteps", "40", "--eval-episodes", "2",
-                             "--baselines", "no-growth,random", "--out", str(tmp_path)])
+    rec = study.main(["agents", "--task", "synthetic", "--max-epochs", "6", "--algos", "ppo,per-dqn",
+                      "--total-timesteps", "40", "--seeds", "2", "--policies", "no-growth,random",
+                      "--out", str(tmp_path)])
     assert set(rec["summary"]) == {"ppo", "per-dqn", "no-growth", "random"}
     for name in ("ppo", "per-dqn"):
         assert rec["summary"][name]["illegal_pct"] == 0.0 and rec["summary"][name]["n"] == 2
+    assert set(rec["train_s"]) == {"ppo@0", "per-dqn@0"}
+    assert rec["eval_seeds"] == [1000, 1001]
     assert "illegal %" in capsys.readouterr().out
     assert (tmp_path / "agents.jsonl").exists()
+    with pytest.raises(SystemExit):  # before any training
+        study.main(["agents", "--task", "synthetic", "--algos", "ppo,a2c", "--out", str(tmp_path)])
 
 
-def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
-    from benchmarks import bench_throughput
+def test_study_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
+    from benchmarks import study
 
-    (r,) = bench_throughput.main(["--tasks", "synthetic", "--repeats", "1", "--max-epochs", "4",
-                                  "--vec-steps", "6", "--train-steps", "24", "--out", str(tmp_path)])
+    rec = study.main(["rollback", "--task", "synthetic", "--seeds", "2", "--fault-epoch", "4",
+                      "--out", str(tmp_path)])
+    assert rec["summary"]["n"] == 2 and rec["summary"]["rollbacks"] == 2
+    for row in rec["rows"]:
+        assert row["rollback_epoch"] == 4 and not row["diverged"]
+    drop = [r["val_before"] - r["val_after_rollback"] for r in rec["rows"]]
+    assert rec["summary"]["val_drop_mean"] == pytest.approx(np.mean(drop))
+    assert "right after the rollback" in capsys.readouterr().out
+    assert (tmp_path / "rollback.jsonl").exists()
+
+
+# ---- the speed runner ----------------------------------------------------------------------------
+
+def test_speed_env_step_runs_and_reports_ratios(tmp_path):
+    from benchmarks import speed
+
+    (r,) = speed.main(["env-step", "--tasks", "synthetic", "--repeats", "1", "--max-epochs", "3",
+                       "--out", str(tmp_path)])
+    assert r["no_growth_steps_per_s"] > 0 and r["bare_epochs_per_s"] > 0
+    assert r["overhead_no_growth"] == pytest.approx(
+        r["bare_epochs_per_s"] / r["no_growth_steps_per_s"])
+    assert r["overhead_growth"] >= 1.0  # step time includes the trainer's compute
+    assert (tmp_path / "env_step.jsonl").exists()
+    with pytest.raises(SystemExit):  # an option another recipe has
+        speed.main(["env-step", "--device", "cpu"])
+
+
+def test_speed_throughput_runs_and_reports_every_mode(tmp_path):
+    from benchmarks import speed
+
+    (r,) = speed.main(["throughput", "--tasks", "synthetic", "--repeats", "1", "--max-epochs", "4",
+                       "--vec-steps", "6", "--train-steps", "24", "--out", str(tmp_path)])
     for key in ("single_steps_per_s", "subproc_steps_per_s", "thread_steps_per_s",
                 "esper_train_steps_per_s", "esper_train_thread_steps_per_s", "bare_epochs_per_s"):
         assert r[key] > 0
@@ -205,65 +305,32 @@ def test_bench_throughput_runs_and_reports_every_mode(tmp_path):
     assert (tmp_path / "throughput.jsonl").exists()
 
 
-def test_bench_soak_runs_and_reports_rss_samples(tmp_path, capsys):
-    from benchmarks import bench_soak
+def test_speed_soak_runs_and_reports_rss_samples(tmp_path, capsys):
+    import torch
 
-    rec = bench_soak.main(["--task", "synthetic", "--episodes", "4", "--every", "2",
-                           "--max-epochs", "4", "--out", str(tmp_path)])
+    from benchmarks import speed
+
+    threads = torch.get_num_threads()
+    (rec,) = speed.main(["soak", "--task", "synthetic", "--episodes", "4", "--every", "2",
+                         "--max-epochs", "4", "--out", str(tmp_path)])
+    assert torch.get_num_threads() == threads  # --torch-threads 1 for the run only
     assert [s["episode"] for s in rec["samples"]] == [2, 4]
     assert all(s["rss_mb"] > 10 for s in rec["samples"])
     assert rec["max_growth"] >= rec["final_growth"]
     assert rec["flat"] == (rec["max_growth"] <= 0.05)
-    line = json.loads((tmp_path / "soak.jsonl").read_text().splitlines()[-1])
-    assert line["episodes"] == 4 and "commit" in line
+    line = _saved(tmp_path / "soak.jsonl")
+    assert line["episodes"] == 4 and "commit" in line and line["torch_threads"] == 1
     assert "largest growth" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        bench_soak.main(["--episodes", "3", "--every", "2"])
+        speed.main(["soak", "--episodes", "3", "--every", "2"])
 
 
-def test_bench_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
-    from benchmarks import bench_rollback
-
-    rec = bench_rollback.main(["--task", "synthetic", "--seeds", "2", "--fault-epoch", "4",
-                               "--out", str(tmp_path)])
-    assert rec["summary"]["n"] == 2 and rec["summary"]["rollbacks"] == 2
-    for row in rec["rows"]:
-        assert row["rollback_epoch"] == 4 and not row["diverged"]
-    assert "right after the rollback" in capsys.readouterr().out
-    assert (tmp_path / "rollback.jsonl").exists()
-
-
-def test_bench_growth_on_tinytext_with_env_kwargs_and_workers(tmp_path, capsys):
-    from benchmarks import bench_growth
-
-    rec = bench_growth.main(["--task", "tinytext", "--seeds", "2", "--max-epochs", "3",
-                             "--blueprints", "lora", "--env-kwarg", "train_subset=16",
-                             "--env-kwarg", "block_size=8", "--env-kwarg", "n_embd=16",
-                             "--workers", "2", "--out", str(tmp_path)])
-    assert "4/4 episodes" in capsys.readouterr().err  # progress while the workers run
-    assert set(rec["summary"]) == {"no-growth", "scripted-lora"}
-    assert rec["env_kwargs"] == {"train_subset": 16, "block_size": 8, "n_embd": 16}
-    # worker processes (1 torch thread each) give the same episodes as this process at 1 thread
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        here = bench_growth.main(["--task", "tinytext", "--seeds", "2", "--max-epochs", "3",
-                                  "--blueprints", "lora", "--env-kwarg", "train_subset=16",
-                                  "--env-kwarg", "block_size=8", "--env-kwarg", "n_embd=16",
-                                  "--out", str(tmp_path)])
-    finally:
-        torch.set_num_threads(threads)
-    assert here["summary"] == rec["summary"]
-
-
-def test_bench_cifar_speed_runs_on_a_small_folder(tmp_path, capsys):
-    from benchmarks import bench_cifar_speed
+def test_speed_cifar_runs_on_a_small_folder(tmp_path, capsys):
+    from benchmarks import speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
-    recs = bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--envs", "2",
+    recs = speed.main(["cifar", "--data-root", str(root), "--device", "cpu", "--envs", "2",
                                    "--batch-size", "25", "--policy", "wait,grow", "--steps", "2",
                                    "--out", str(tmp_path)])
     assert [(r["envs"], r["policy"]) for r in recs] == [(2, "wait"), (2, "grow")]
@@ -275,21 +342,21 @@ def test_bench_cifar_speed_runs_on_a_small_folder(tmp_path, capsys):
     assert "epochs/s (all envs)" in capsys.readouterr().out
 
 
-def test_bench_cifar_speed_sweeps_cudnn_benchmark_in_the_env_processes(tmp_path):
-    from benchmarks import bench_cifar_speed
+def test_speed_cifar_sweeps_cudnn_benchmark_in_the_env_processes(tmp_path):
+    from benchmarks import speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
     common = ["--data-root", str(root), "--device", "cpu", "--envs", "1", "--batch-size", "25",
               "--policy", "wait", "--steps", "1", "--out", str(tmp_path)]
-    recs = bench_cifar_speed.main([*common, "--cudnn-benchmark", "off,on"])
+    recs = speed.main(["cifar", *common, "--cudnn-benchmark", "off,on"])
     assert [r["cudnn_benchmark"] for r in recs] == [[False], [True]]
     with pytest.raises(SystemExit):
-        bench_cifar_speed.main([*common, "--cudnn-benchmark", "fast"])
+        speed.main(["cifar", *common, "--cudnn-benchmark", "fast"])
 
 
-def test_bench_cifar_speed_sweeps_channels_last_in_the_envs(tmp_path, monkeypatch):
-    from benchmarks import bench_cifar_speed
+def test_speed_cifar_sweeps_channels_last_in_the_envs(tmp_path, monkeypatch):
+    from benchmarks import speed
     from esper_env.env import EsperEnv
     from esper_env.nn.cifar import write_cifar10_folder
 
@@ -304,22 +371,22 @@ def test_bench_cifar_speed_sweeps_channels_last_in_the_envs(tmp_path, monkeypatc
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
     common = ["--data-root", str(root), "--device", "cpu", "--envs", "1", "--batch-size", "25",
               "--policy", "wait", "--steps", "1", "--layout", "threads", "--out", str(tmp_path)]
-    recs = bench_cifar_speed.main([*common, "--channels-last", "off,on"])
+    recs = speed.main(["cifar", *common, "--channels-last", "off,on"])
     assert [r["channels_last"] for r in recs] == [False, True] and layouts == [False, True]
     assert all(r["epochs"] == 1 for r in recs)
     with pytest.raises(SystemExit):
-        bench_cifar_speed.main([*common, "--channels-last", "nhwc"])
+        speed.main(["cifar", *common, "--channels-last", "nhwc"])
 
 
-def test_bench_cifar_speed_threads_layout_runs_the_same_episodes_as_processes(tmp_path):
+def test_speed_cifar_threads_layout_runs_the_same_episodes_as_processes(tmp_path):
     import torch
 
-    from benchmarks import bench_cifar_speed
+    from benchmarks import speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
     threads_before = torch.get_num_threads()
-    recs = bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--envs", "2",
+    recs = speed.main(["cifar", "--data-root", str(root), "--device", "cpu", "--envs", "2",
                                    "--batch-size", "25", "--policy", "grow", "--steps", "2",
                                    "--layout", "processes,threads", "--out", str(tmp_path)])
     assert [r["layout"] for r in recs] == ["processes", "threads"]
@@ -328,21 +395,22 @@ def test_bench_cifar_speed_threads_layout_runs_the_same_episodes_as_processes(tm
     assert recs[1]["epochs"] == 4 and len(recs[1]["per_env_epochs_per_s"]) == 2
     assert torch.get_num_threads() == threads_before  # the threads layout gives the count back
     with pytest.raises(SystemExit):
-        bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--layout", "fibres"])
+        speed.main(["cifar", "--data-root", str(root), "--device", "cpu", "--layout", "fibres"])
 
 
-def test_bench_cifar_speed_reports_an_env_that_fails_instead_of_waiting(tmp_path):
-    from benchmarks import bench_cifar_speed
+def test_speed_cifar_reports_an_env_that_fails_instead_of_waiting(tmp_path):
+    from benchmarks._speed import cifar
 
     kwargs = {"task": "cifar10", "data_root": str(tmp_path / "missing"), "device": "cpu",
               "batch_size": 25, "max_epochs": 3, "germination_gate": False, "train_subset": None}
     for layout in ("threads", "processes"):  # the env could not start: an error, not a hang
         with pytest.raises(RuntimeError, match=r"failed to start: CIFARFolderError: .*missing"):
-            bench_cifar_speed.run(2, kwargs, 1, "wait", 0, layout=layout)
+            cifar.run(2, kwargs, 1, "wait", 0, layout=layout)
 
 
-def test_bench_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
-    from benchmarks import bench_optimizer
+def test_speed_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
+    from benchmarks import speed
+    from benchmarks._speed import optimizer as bench_optimizer
     from esper_env.config import EsperConfig
     from esper_env.nn import trainer as trainer_module
     from esper_env.nn.data import load_task
@@ -355,26 +423,27 @@ def test_bench_optimizer_pairs_fused_with_unfused_trainers(tmp_path, capsys):
         opts = (t.host_opt, t.seed_opts[0], t.twin_opt)
         assert all(bool(o.defaults.get("fused")) is fused for o in opts)
     assert trainer_module.sgd is make  # the unfused build leaves the trainer's factory alone
-    recs = bench_optimizer.main(["--tasks", "synthetic", "--rounds", "2", "--epochs", "1",
+    recs = speed.main(["optimizer", "--tasks", "synthetic", "--repeats", "2", "--epochs", "1",
                                  "--out", str(tmp_path)])
     assert [r["blueprint"] for r in recs] == [None, "conv_heavy"]
     assert all(r["speedup_mean"] > 0 and r["fused_epoch_s_median"] > 0 for r in recs)
+    assert all(len(r["speedup_ratios"]) == 2 == r["rounds"] for r in recs)
     assert len((tmp_path / "optimizer.jsonl").read_text().splitlines()) == 2
     assert "speedup" in capsys.readouterr().out
 
 
-def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_path, capsys):
+def test_speed_cifar_profile_splits_a_step_into_phases_and_operators(tmp_path, capsys):
     import gzip
     import json
 
     import torch
 
-    from benchmarks import bench_cifar_speed
+    from benchmarks import speed
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
     threads_before = torch.get_num_threads()
-    recs = bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu", "--batch-size", "25",
+    recs = speed.main(["cifar", "--data-root", str(root), "--device", "cpu", "--batch-size", "25",
                                    "--policy", "wait,grow", "--steps", "3", "--profile",
                                    "--trace-dir", str(tmp_path / "traces"), "--out", str(tmp_path)])
     assert torch.get_num_threads() == threads_before
@@ -403,13 +472,14 @@ def test_bench_cifar_speed_profile_splits_a_step_into_phases_and_operators(tmp_p
     out = capsys.readouterr().out
     assert "ms per step" in out and "train_epoch" in out
     with pytest.raises(SystemExit):  # a trace folder means nothing without --profile
-        bench_cifar_speed.main(["--data-root", str(root), "--device", "cpu",
+        speed.main(["cifar", "--data-root", str(root), "--device", "cpu",
                                 "--trace-dir", str(tmp_path)])
 
 
-def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path, capsys,
+def test_speed_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path, capsys,
                                                                         monkeypatch):
-    from benchmarks import bench_channels_last
+    from benchmarks import speed
+    from benchmarks._speed import channels_last as bench_channels_last
     from esper_env.nn.cifar import write_cifar10_folder
 
     root = write_cifar10_folder(tmp_path / "cifar", train_per_batch=20, n_test=10)
@@ -421,9 +491,9 @@ def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path
         return original(**kwargs)
 
     monkeypatch.setattr(bench_channels_last, "EsperEnv", recording)
-    recs = bench_channels_last.main(["--tasks", "cifar10", "--env-kwarg", f"data_root={root}",
-                                     "--env-kwarg", "batch_size=25", "--rounds", "2",
-                                     "--steps", "3", "--out", str(tmp_path)])
+    recs = speed.main(["channels-last", "--tasks", "cifar10", "--env-kwarg", f"data_root={root}",
+                       "--env-kwarg", "batch_size=25", "--repeats", "2", "--steps", "3",
+                       "--out", str(tmp_path)])
     assert made == [("cifar10", False), ("cifar10", True)] * 4  # 2 policies x 2 rounds
     assert [(r["policy"], r["rounds"], r["steps"]) for r in recs] == [("wait", 2, 3), ("grow", 2, 3)]
     for r in recs:
@@ -432,7 +502,7 @@ def test_bench_channels_last_pairs_the_two_layouts_on_the_same_episodes(tmp_path
     assert len((tmp_path / "channels_last.jsonl").read_text().splitlines()) == 2
     assert "speedup" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        bench_channels_last.main(["--policy", "fast"])
+        speed.main(["channels-last", "--policy", "fast"])
 
 
 def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_path):
@@ -442,7 +512,7 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
     import shlex
     import subprocess
 
-    from benchmarks import bench_cifar_speed
+    from benchmarks import speed
 
     repo = Path(__file__).resolve().parents[2]
     log = tmp_path / "calls.txt"
@@ -460,22 +530,23 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
     test_files = [a for a in pytest_calls[0] if a.startswith("tests/")]
     assert "tests/env/test_env_device.py" in test_files
     assert all((repo / f).is_file() for f in test_files)
-    benches = [c[2:] for c in calls if c[:2] == ["-m", "benchmarks.bench_cifar_speed"]]
+    benches = [c[2:] for c in calls if c[:2] == ["-m", "benchmarks.speed"]]
     assert len(benches) == 2 and "--profile" in benches[0] and benches[1][-2:] == ["--steps", "4"]
     for argv in benches:
-        args = bench_cifar_speed.parse_args(argv)  # exits on a flag the script no longer knows
+        assert argv[0] == "cifar"
+        args = speed.parse_args(argv)  # exits on a flag the runner no longer knows
         assert args.device == "cuda" and args.fake_data and str(out) == args.out
     assert {p.name for p in out.iterdir()} >= {"machine.txt", "cuda_tests.txt", "profile.txt",
                                                "speed.txt"}
 
 
-def test_bench_cifar_speed_profile_summary_of_a_gpu_trace_counts_kernels_not_annotations():
+def test_speed_cifar_profile_summary_of_a_gpu_trace_counts_kernels_not_annotations():
     """What --profile makes of CUDA events (CI has no GPU): fake profiler events of two steps."""
     from types import SimpleNamespace
 
     from torch.autograd import DeviceType
 
-    from benchmarks import bench_cifar_speed
+    from benchmarks._speed import cifar
 
     def event(name, device=DeviceType.CPU, cpu=0.0, self_cpu=0.0, dev=0.0, self_dev=0.0,
               annotation=False):
@@ -494,7 +565,7 @@ def test_bench_cifar_speed_profile_summary_of_a_gpu_trace_counts_kernels_not_ann
             event("max_pool_kernel", device=cuda, dev=50.0),
             event("esper.validate", cpu=300.0, dev=100.0),
             event("Memcpy HtoD", device=cuda, dev=100.0)]
-    r = bench_cifar_speed._summarise(step * 2, steps=2, wall=0.004, top=10)
+    r = cifar._summarise(step * 2, steps=2, wall=0.004, top=10)
     assert r["kernel_s_per_step"] == pytest.approx(700e-6)  # 400 + 150 + 50 + 100 us per step
     assert r["kernels_per_step"] == 4 and r["kernel_busy"] == pytest.approx(1400e-6 / 0.004)
     assert r["phases"]["train_epoch"] == pytest.approx(

@@ -305,7 +305,7 @@ def test_defaults_are_anchor_values() -> None:
 
 def test_defaults_calibrated_for_digits_differ_from_the_anchor_as_documented() -> None:
     # The germination-gate thresholds, BN momentum and seed lr are calibrated for digits
-    # (benchmarks/bench_growth.py); the docstring must give the anchor value next to each.
+    # (python -m benchmarks.study growth); the docstring must give the anchor value next to each.
     c = EsperConfig()
     life = c.lifecycle
     assert (life.plateau_epochs_to_germinate, life.plateau_threshold, life.stabilization_threshold,

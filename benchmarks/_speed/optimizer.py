@@ -7,23 +7,23 @@ over the parameters on the CPU, ``_foreach`` kernels on CUDA), and times ``train
 alternating which goes first. ``--seed`` grows a blueprint first: the seed is germinated and
 blended in (alpha 0.5), so the epoch trains the host, the seed and the seedless twin, each with its
 own optimiser. The paired ratio (unfused / fused seconds per epoch) is reported as a mean with a
-95 % bootstrap interval over rounds, and the medians of both.
+95 % bootstrap interval over the ``--repeats`` rounds (and its median), and the medians of both.
 
-    python -m benchmarks.bench_optimizer --tasks digits,synthetic --rounds 15
-    python -m benchmarks.bench_optimizer --tasks cifar10 --env-kwarg data_root=~/data --device cuda
+    python -m benchmarks.speed optimizer --tasks digits,synthetic --repeats 15
+    python -m benchmarks.speed optimizer --tasks cifar10 --env-kwarg data_root=~/data --device cuda
+
+Result: ``optimizer.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
 
-from agents.cli import key_value
-from agents.stats import mean_ci95
-from benchmarks._common import add_output_args, provenance, save, sync
+from agents.provenance import provenance
+from benchmarks._common import paired_ratios, sync
 from esper_env.config import EsperConfig
 from esper_env.nn import trainer as trainer_module
 from esper_env.nn.data import load_task
@@ -75,48 +75,34 @@ def bench_task(task: str, blueprint: str | None, rounds: int, epochs: int, devic
         times = {kind: _time(pair[kind], epochs, device) for kind in order}
         fused_s.append(times[True])
         unfused_s.append(times[False])
-    ratio, half = mean_ci95([u / f for u, f in zip(unfused_s, fused_s, strict=True)])
     return {"task": task, "blueprint": blueprint, "rounds": rounds, "epochs": epochs,
             "device": device, "env_kwargs": kwargs,
             "fused_epoch_s_median": statistics.median(fused_s),
             "unfused_epoch_s_median": statistics.median(unfused_s),
-            "speedup_mean": ratio, "speedup_ci95": half}
+            **paired_ratios("speedup", unfused_s, fused_s)}
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="digits,synthetic")
+def add_options(p) -> None:  # noqa: ANN001
     p.add_argument("--seed", default="conv_heavy",
                    help="blueprint grown before timing ('none': the bare host)")
-    p.add_argument("--rounds", type=int, default=15, help="paired rounds (fresh trainers each)")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per trainer and round")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--env-kwarg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
-                   help="another EsperConfig field, e.g. data_root=~/data (YAML values; repeatable)")
-    add_output_args(p)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+
+
+def measure(args) -> list[dict]:  # noqa: ANN001
     kwargs = dict(args.env_kwarg)
     blueprints = [None, args.seed] if args.seed != "none" else [None]
     prov = provenance()
-    print(f"# fused vs unfused SGD, {args.rounds} paired rounds x {args.epochs} epochs, device "
-          f"{args.device} ({prov['cuda'] or prov['cpu']}), {args.threads} torch thread(s), torch "
+    print(f"# fused vs unfused SGD, {args.repeats} paired rounds x {args.epochs} epochs, device "
+          f"{args.device} ({prov['cuda'] or prov['cpu']}), {args.torch_threads} torch thread(s), torch "
           f"{prov['torch']}, commit {prov['commit']}")
     print(f"{'task':<10} {'grown':<11} {'fused s/epoch':>13} {'unfused s/epoch':>15} "
           f"{'speedup (95% CI)':>18}")
     records = []
     for task in args.tasks.split(","):
         for bp in blueprints:
-            r = bench_task(task, bp, args.rounds, args.epochs, args.device, kwargs)
+            r = bench_task(task, bp, args.repeats, args.epochs, args.device, kwargs)
             print(f"{task:<10} {bp or '-':<11} {r['fused_epoch_s_median']:>13.4f} "
                   f"{r['unfused_epoch_s_median']:>15.4f} "
                   f"{r['speedup_mean']:>10.3f} ± {r['speedup_ci95']:.3f}", flush=True)
-            records.append({"bench": "optimizer", "threads": args.threads, **r})
-    for rec in records:
-        save("optimizer", rec, args.out, tracked=args.record)
+            records.append({"bench": "optimizer", "threads": args.torch_threads, **r})
     return records
-
-
-if __name__ == "__main__":
-    main()

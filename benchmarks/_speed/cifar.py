@@ -14,11 +14,11 @@ Speed does not depend on the pixel values, so ``--fake-data`` writes a full-size
 CIFAR-10 format with random images (the real dataset is only needed for accuracy, never for
 speed); the output says which it used.
 
-    python -m benchmarks.bench_cifar_speed --data-root ~/data --device cuda --envs 4
-    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --envs 4 --batch-size 512
-    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --cudnn-benchmark off,on
-    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --layout processes,threads
-    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --channels-last off,on
+    python -m benchmarks.speed cifar --data-root ~/data --device cuda --envs 4
+    python -m benchmarks.speed cifar --fake-data --device cuda --envs 4 --batch-size 512
+    python -m benchmarks.speed cifar --fake-data --device cuda --cudnn-benchmark off,on
+    python -m benchmarks.speed cifar --fake-data --device cuda --layout processes,threads
+    python -m benchmarks.speed cifar --fake-data --device cuda --channels-last off,on
 
 ``--cudnn-benchmark on`` sets ``torch.backends.cudnn.benchmark`` in the env processes (the env
 itself never changes that process-wide flag).
@@ -30,13 +30,14 @@ whether the step is GPU-bound or waits for the CPU that launches them), the time
 a step (train_epoch, validate, twin_validate, snapshot) and the costliest kernels and operators;
 ``--trace-dir`` also writes each configuration's trace (gzipped Chrome/Perfetto JSON):
 
-    python -m benchmarks.bench_cifar_speed --fake-data --device cuda --batch-size 512 \
+    python -m benchmarks.speed cifar --fake-data --device cuda --batch-size 512 \
         --profile --steps 4 --trace-dir /tmp/traces
+
+Results: ``cifar_speed.jsonl``, with ``--profile`` ``cifar_profile.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gzip
 import itertools
@@ -50,7 +51,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks._common import add_output_args, provenance, save, sync, timed_steps
+from agents.provenance import provenance
+from benchmarks._common import OptionError, grow_actions, sync, timed_steps
 
 
 def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool,
@@ -76,7 +78,6 @@ def _episode(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrie
     """
     import torch
 
-    from esper_env.core.actions import Action, ActionKind
     from esper_env.env import EsperEnv
 
     cuda = kwargs["device"].startswith("cuda")
@@ -86,7 +87,7 @@ def _episode(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrie
         env = EsperEnv(**kwargs)
         env.reset(seed=seed + rank)
         sync(kwargs["device"])
-        grow = env.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
+        actions = grow_actions(env, policy, steps)
     except Exception as e:  # reported by the parent; nobody waits forever at the barrier
         out.put(("failed", rank, f"{type(e).__name__}: {e}"))
         barrier.abort()
@@ -95,7 +96,6 @@ def _episode(rank: int, kwargs: dict, steps: int, policy: str, seed: int, barrie
         barrier.wait()
     except threading.BrokenBarrierError:  # another env failed to start; the parent reports it
         return
-    actions = [grow if policy == "grow" and i == 0 else 0 for i in range(steps)]
     done, wall, info = timed_steps(env, actions, kwargs["device"])
     out.put((rank, done, wall, info["stages"], info["val_acc"], torch.backends.cudnn.benchmark))
 
@@ -290,15 +290,13 @@ def profile(kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: b
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from esper_env.core.actions import Action, ActionKind
     from esper_env.env import EsperEnv
 
     cuda = kwargs["device"].startswith("cuda")
     with _env_settings(cudnn_benchmark):
         env = EsperEnv(**{**kwargs, "max_epochs": max(kwargs["max_epochs"], steps + 3)})
         env.reset(seed=seed)
-        grow = env.codec.encode(Action(ActionKind.GERMINATE, 0, "conv_heavy"))
-        env.step(grow if policy == "grow" else 0)
+        env.step(grow_actions(env, policy, 1)[0])
         sync(kwargs["device"])
         _label_phases(env.trainer)
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -356,7 +354,7 @@ def _speed_sweep(args, root: str) -> list[dict]:
     for envs in (int(e) for e in args.envs.split(",")):
         for bs in (int(b) for b in args.batch_size.split(",")):
             for layout, policy, bench, nhwc in itertools.product(
-                    args.layouts, args.policy.split(","), args.benchmark_modes, args.nhwc_modes):
+                    args.layouts, args.policies, args.benchmark_modes, args.nhwc_modes):
                 r = run(envs, _env_kwargs(args, root, bs, nhwc), args.steps, policy, args.seed,
                         bench, layout)
                 busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
@@ -372,7 +370,7 @@ def _speed_sweep(args, root: str) -> list[dict]:
 def _profile_sweep(args, root: str) -> list[dict]:
     records = []
     for bs, policy, bench, nhwc in itertools.product(
-            (int(b) for b in args.batch_size.split(",")), args.policy.split(","),
+            (int(b) for b in args.batch_size.split(",")), args.policies,
             args.benchmark_modes, args.nhwc_modes):
         trace = None if args.trace_dir is None else args.trace_dir / (
             f"cifar_profile_bs{bs}_{policy}_cudnn{int(bench)}_nhwc{int(nhwc)}.json.gz")
@@ -384,18 +382,13 @@ def _profile_sweep(args, root: str) -> list[dict]:
     return records
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, checked (an error exits with the usage), before anything runs."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_options(p) -> None:  # noqa: ANN001
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data-root", help="folder holding cifar-10-batches-py")
     src.add_argument("--fake-data", action="store_true",
                      help="write a full-size CIFAR-format folder of random images (speed only)")
-    p.add_argument("--device", default="cuda")
     p.add_argument("--envs", default="4", help="comma-separated env counts, e.g. 1,4")
     p.add_argument("--batch-size", default="128,512", help="comma-separated batch sizes")
-    p.add_argument("--policy", default="wait,grow", help="wait, grow or both (comma-separated)")
-    p.add_argument("--steps", type=int, default=8, help="timed epochs per env")
     p.add_argument("--train-subset", type=int, default=None, help="(CPU) train on this many images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", default="processes",
@@ -414,25 +407,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "--envs and --layout are then not used")
     p.add_argument("--trace-dir", type=Path, default=None,
                    help="with --profile: also write each configuration's trace here (.json.gz)")
-    add_output_args(p)
-    args = p.parse_args(argv)
+
+
+def check(args) -> None:  # noqa: ANN001
+    """Check the options; read the comma-separated ones (``layouts``, ``benchmark_modes``, ``nhwc_modes``)."""
     if args.trace_dir is not None and not args.profile:
-        p.error("--trace-dir needs --profile")
+        raise OptionError("--trace-dir needs --profile")
     args.layouts = args.layout.split(",")
     if any(x not in ("processes", "threads") for x in args.layouts):
-        p.error(f"--layout {args.layout!r}: allowed are processes, threads (comma-separated)")
+        raise OptionError(f"--layout {args.layout!r}: allowed are processes, threads (comma-separated)")
     modes = {"off": False, "on": True}
     for flag, value, dest in (("--cudnn-benchmark", args.cudnn_benchmark, "benchmark_modes"),
                               ("--channels-last", args.channels_last, "nhwc_modes")):
         try:
             setattr(args, dest, [modes[m] for m in value.split(",")])
         except KeyError as e:
-            p.error(f"{flag} {value!r}: {e.args[0]!r} is not one of off, on")
-    return args
+            raise OptionError(f"{flag} {value!r}: {e.args[0]!r} is not one of off, on") from None
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    args = parse_args(argv)
+def measure(args) -> list[dict]:  # noqa: ANN001
     tmp = None
     root = args.data_root
     if args.fake_data:
@@ -445,14 +438,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"device {args.device} ({prov['cuda'] or prov['cpu']}), torch {prov['torch']}, "
           f"commit {prov['commit']}")
     try:
-        records = (_profile_sweep if args.profile else _speed_sweep)(args, root)
+        return (_profile_sweep if args.profile else _speed_sweep)(args, root)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    for rec in records:
-        save("cifar_profile" if args.profile else "cifar_speed", rec, args.out, tracked=args.record)
-    return records
-
-
-if __name__ == "__main__":
-    main()

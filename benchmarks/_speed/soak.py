@@ -7,12 +7,13 @@ the process's resident memory (RSS) every ``--every`` episodes. The verdict comp
 sample with the first (taken after ``--every`` episodes, once caches and allocator pools have
 warmed up): flat means growth <= 5 %.
 
-    python -m benchmarks.bench_soak --episodes 1000 --every 50 --record
+    python -m benchmarks.speed soak --episodes 1000 --every 50 --record
+
+Result: ``soak.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
 import os
 import pickle
@@ -20,9 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from benchmarks._common import add_output_args, provenance, save
+from benchmarks._common import OptionError
 from esper_env.env import EsperEnv
 
 FLAT_LIMIT = 0.05
@@ -42,20 +42,20 @@ def rss_bytes() -> int:
     return int(psutil.Process(os.getpid()).memory_info().rss)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_options(p) -> None:  # noqa: ANN001
     p.add_argument("--task", default="digits")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--every", type=int, default=50, help="episodes between RSS samples")
-    p.add_argument("--max-epochs", type=int, default=25)
     p.add_argument("--first-seed", type=int, default=50_000, help="episode seeds start here")
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    add_output_args(p)
-    args = p.parse_args(argv)
+
+
+def check(args) -> None:  # noqa: ANN001
     if args.episodes < 2 * args.every or args.every < 1:
-        p.error(f"--episodes {args.episodes} / --every {args.every} is invalid; allowed: "
-                "--every >= 1 and --episodes >= 2 x --every (at least two samples)")
-    torch.set_num_threads(args.threads)
+        raise OptionError(f"--episodes {args.episodes} / --every {args.every} is invalid; allowed: "
+                        "--every >= 1 and --episodes >= 2 x --every (at least two samples)")
+
+
+def measure(args) -> list[dict]:  # noqa: ANN001
     env = EsperEnv(task=args.task, max_epochs=args.max_epochs, n_slots=3)
     rng = np.random.default_rng(args.first_seed)
     samples: list[dict] = []
@@ -86,15 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"bench": "soak", "task": args.task, "episodes": args.episodes, "every": args.every,
               "steps": steps, "max_epochs": args.max_epochs, "first_seed": args.first_seed,
               "samples": samples, "first_rss_mb": first, "max_growth": growth,
-              "final_growth": final, "flat": flat, "wall_s": time.perf_counter() - start,
-              **provenance()}
+              "final_growth": final, "flat": flat, "wall_s": time.perf_counter() - start}
     print(f"\nRSS after {samples[0]['episode']} episodes {first:.1f} MB; largest growth after "
           f"that {100 * growth:+.2f} %, at the end {100 * final:+.2f} % -> "
           f"{'flat' if flat else 'NOT flat'} (limit {100 * FLAT_LIMIT:.0f} %)")
-    path = save("soak", result, args.out, tracked=args.record)
-    print(f"saved to {path}")
-    return result
+    return [result]
 
-
-if __name__ == "__main__":
-    main()

@@ -16,17 +16,18 @@ For each task, three measurements in one process, on the same data and config:
 Medians over ``--repeats`` repetitions; the machines are shared, so quote medians and ratios.
 Targets (2-core CPU): digits >= 25 steps/s single env, overhead <= 1.15.
 
-    python -m benchmarks.bench_env_step --repeats 5
+    python -m benchmarks.speed env-step --repeats 5
+
+Result: ``env_step.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 from agents.policies import ScriptedPolicy
-from benchmarks._common import add_output_args, provenance, save
+from agents.provenance import provenance
 from esper_env.env import EsperEnv
 from esper_env.nn.data import load_task
 from esper_env.nn.trainer import Trainer
@@ -102,13 +103,7 @@ def bench_task(task: str, repeats: int, max_epochs: int) -> dict:
             "twin_cost": statistics.median(twin_cost)}
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="digits,synthetic")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--max-epochs", type=int, default=25)
-    add_output_args(p)
-    args = p.parse_args(argv)
+def measure(args) -> list[dict]:  # noqa: ANN001
     prov = provenance()
     print(f"# {prov['cpu']} ({prov['cores']} cores, {prov['torch_threads']} torch threads), "
           f"torch {prov['torch']}, commit {prov['commit']}")
@@ -121,11 +116,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{task:<10} {r['no_growth_steps_per_s']:>8.1f} {r['bare_epochs_per_s']:>9.1f} "
               f"{r['overhead_no_growth']:>8.3f} {r['growth_steps_per_s']:>14.1f} "
               f"{r['overhead_growth']:>15.3f} {r['growth_no_twin_steps_per_s']:>15.1f} "
-              f"{r['twin_cost']:>9.3f}")
-        save("env_step", {"bench": "env_step", **r}, args.out, tracked=args.record)
-        out.append(r)
+              f"{r['twin_cost']:>9.3f}", flush=True)
+        out.append({"bench": "env_step", **r})
     return out
-
-
-if __name__ == "__main__":
-    main()

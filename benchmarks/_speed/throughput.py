@@ -15,21 +15,22 @@ For each task, medians over ``--repeats``:
 4. ``bare``: epochs/s of the same host trained by a bare loop (``Trainer.train_epoch`` +
    ``validate``), 1 thread. Overheads are the bare epochs/s divided by the steps/s per worker.
 
-    python -m benchmarks.bench_throughput --repeats 3
+    python -m benchmarks.speed throughput --repeats 3
+
+Result: ``throughput.jsonl``.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
 
 from agents.envs import EnvSpec
-from agents.stats import mean_ci95
+from agents.provenance import provenance
 from agents.train import TrainArgs, train
-from benchmarks._common import add_output_args, provenance, save
-from benchmarks.bench_env_step import _bare_epochs, _episode_steps
+from benchmarks._common import paired_ratios
+from benchmarks._speed.env_step import _bare_epochs, _episode_steps
 from esper_env.env import EsperEnv
 from esper_env.nn.threads import num_threads
 
@@ -66,14 +67,6 @@ def _train_steps_per_s(task: str, max_epochs: int, steps: int, seed: int,
         return steps / (time.perf_counter() - t)
 
 
-def _paired(name: str, a: list[float], b: list[float]) -> dict:
-    """Per-repeat ratios ``a/b``: their median, mean and 95 % bootstrap half-width, and the list."""
-    ratios = [x / y for x, y in zip(a, b, strict=True)]
-    mean, half = mean_ci95(ratios)
-    return {name: statistics.median(ratios), f"{name}_mean": mean, f"{name}_ci95": half,
-            f"{name}_ratios": ratios}
-
-
 def bench_task(task: str, repeats: int, max_epochs: int, workers: int, vec_steps: int,
                train_steps: int) -> dict:
     env = EsperEnv(task=task, max_epochs=max_epochs)
@@ -94,24 +87,21 @@ def bench_task(task: str, repeats: int, max_epochs: int, workers: int, vec_steps
            "overhead_single": med(bare) / med(single),
            "subproc_steps_per_s": med(sub), "overhead_subproc_per_worker": med(bare) / (med(sub) / workers),
            "thread_steps_per_s": med(thr), "overhead_thread_per_worker": med(bare) / (med(thr) / workers),
-           **_paired("thread_vs_subproc", thr, sub)}
+           **paired_ratios("thread_vs_subproc", thr, sub)}
     if trained:
         out.update(esper_train_steps_per_s=med(trained), train_steps=train_steps,
                    esper_train_thread_steps_per_s=med(trained_thr),
-                   **_paired("train_thread_vs_dummy", trained_thr, trained))
+                   **paired_ratios("train_thread_vs_dummy", trained_thr, trained))
     return out
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", default="synthetic,digits")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--max-epochs", type=int, default=25)
-    p.add_argument("--workers", type=int, default=2)
+def add_options(p) -> None:  # noqa: ANN001
+    p.add_argument("--workers", type=int, default=2, help="vector-env workers (1 torch thread each)")
     p.add_argument("--vec-steps", type=int, default=96, help="steps per vector-env worker")
     p.add_argument("--train-steps", type=int, default=1536, help="MaskablePPO steps (0: skip)")
-    add_output_args(p)
-    args = p.parse_args(argv)
+
+
+def measure(args) -> list[dict]:  # noqa: ANN001
     with num_threads(1):
         rows = [bench_task(t.strip(), args.repeats, args.max_epochs, args.workers, args.vec_steps,
                            args.train_steps) for t in args.tasks.split(",") if t.strip()]
@@ -133,9 +123,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
             paired += f", esper-train thread/dummy {r['train_thread_vs_dummy_mean']:.2f} ± " \
                       f"{r['train_thread_vs_dummy_ci95']:.2f}"
         print(paired)
-        save("throughput", {"bench": "throughput", **r}, args.out, tracked=args.record)
-    return rows
-
-
-if __name__ == "__main__":
-    main()
+    return [{"bench": "throughput", **r} for r in rows]
