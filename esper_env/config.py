@@ -15,7 +15,7 @@ that earlier versions wrote.
 
 Anchor values (the Esper-lite research system, Dec 2025) are the defaults, except where the
 default task (digits: 359 validation images, a 2-4-8-channel host) needs its own calibration; each
-such field says so and gives the anchor value. ``benchmarks/bench_growth.py`` measures the
+such field says so and gives the anchor value. ``python -m benchmarks.study growth`` measures the
 result.
 """
 
@@ -154,7 +154,7 @@ class RewardConfig:
             allows (``conv_heavy`` in all three slots, 3.2x the host) costs 1.0 pp, the largest
             single seed (``conv_heavy`` after the last block, 2.4x) 0.88 pp, below the 1-2 pp
             half-width of a 20-seed paired confidence interval, so rent never flips the sign of
-            a gain a benchmark can resolve (``benchmarks/bench_reward_integrity.py`` checks it).
+            a gain a benchmark can resolve (``python -m benchmarks.study integrity`` checks it).
             Raise it to study parameter efficiency (the anchor's ``0.5 ln(1 + r)`` per epoch was
             about 8 pp per doubling over a 25-epoch episode).
         pbrs_weight: weight of the potential-based stage shaping (anchor 0.3).

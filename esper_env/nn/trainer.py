@@ -82,7 +82,7 @@ def sgd(params: Sequence[nn.Parameter], lr: float, momentum: float,
 
     The unfused default runs a Python loop over the parameters on the CPU and several
     ``_foreach`` kernels on CUDA. On the CPU fusing saves 2-5 % of a training epoch
-    (``benchmarks/bench_optimizer.py``); on CUDA it saves kernel launches (not yet timed). Where
+    (``python -m benchmarks.speed optimizer``); on CUDA it saves kernel launches (not yet timed). Where
     the installed torch cannot fuse SGD for the parameters' device it builds the unfused optimiser
     (the same update, rounded differently in the last bits).
     """
