@@ -10,17 +10,24 @@ momentum SGD over the stacked parameters with one learning rate per host (what
 ``torch.optim.SGD`` computes, with a ``(K,)`` learning rate).
 
 Floating-point results differ from K separate hosts in the last bits (other kernels, other
-summation orders); ``tests/nn/test_batched.py`` states the tolerance. Seeds, the twin and the
-counterfactual passes are not batched here yet.
+summation orders); ``tests/nn/test_batched.py`` states the tolerance.
+
+:class:`SeedGroup` holds the seeds of one blueprint at one slot across the episodes that have one:
+their parameters stacked (``torch.func``), one ``vmap`` of the blueprint's ``functional_call`` per
+forward pass, momentum SGD on the stack. A germination appends a seed (built as the single env
+builds it), a cull removes one; neither touches another member's numbers. Blending, the twin and
+the counterfactual passes are not batched here yet.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, vmap
 
 from esper_env.nn.hosts import CNNHost
 
@@ -210,3 +217,83 @@ def evaluate(hosts: StackedHosts, x: torch.Tensor, y: torch.Tensor
         return losses.mean(dim=1), acc
     finally:
         hosts.train(was)
+
+
+class SeedGroup:
+    """The seeds of one blueprint at one slot in several episodes, as one stacked module.
+
+    Args:
+        template: a module of the blueprint at the slot's width (its weights are not used; it
+            must hold no buffers).
+        lr, momentum: the seeds' SGD (``torch.optim.SGD`` without weight decay: ``buf = momentum
+            * buf + grad``, ``p -= lr * buf``; a new member's buffer starts at zero, which is
+            SGD's first step).
+
+    Members are keyed by their episode's lane; :attr:`lanes` lists them in stack order.
+    """
+
+    def __init__(self, template: nn.Module, lr: float, momentum: float) -> None:
+        if any(True for _ in template.buffers()):
+            raise ValueError(f"{type(template).__name__} holds buffers; allowed: a blueprint "
+                             "without running statistics")
+        self.base = copy.deepcopy(template).to("meta")
+        self.names = [n for n, _ in template.named_parameters()]
+        self.lr, self.momentum = float(lr), float(momentum)
+        self.lanes: list[int] = []
+        self.params: dict[str, torch.Tensor] = {}
+        self.bufs: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.lanes)
+
+    def add(self, lane: int, module: nn.Module) -> None:
+        """Append ``module``'s weights as the member of ``lane`` (with a zero momentum buffer)."""
+        if lane in self.lanes:
+            raise ValueError(f"lane {lane} already has a seed in this group")
+        new = dict(module.named_parameters())
+        if sorted(new) != sorted(self.names):
+            raise ValueError(f"{type(module).__name__} does not match the group's blueprint")
+        self._rebuild(lambda name, t, buf: (
+            torch.cat([t, new[name].detach()[None]]) if t is not None
+            else new[name].detach()[None].clone(),
+            torch.cat([buf, torch.zeros_like(new[name])[None]]) if buf is not None
+            else torch.zeros_like(new[name])[None]))
+        self.lanes.append(lane)
+
+    def remove(self, lane: int) -> None:
+        """Drop the member of ``lane`` (its weights and momentum)."""
+        i = self.lanes.index(lane)
+        keep = [j for j in range(len(self.lanes)) if j != i]
+        self._rebuild(lambda name, t, buf: (t[keep], buf[keep]))
+        self.lanes.pop(i)
+
+    def _rebuild(self, change) -> None:  # noqa: ANN001
+        params, bufs = {}, {}
+        for name in self.names:
+            t, buf = change(name, self.params[name].detach() if self.params else None,
+                            self.bufs.get(name))
+            params[name], bufs[name] = t.requires_grad_(True), buf
+        self.params, self.bufs = params, bufs
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member on its own input: ``x`` is ``(G, N, ...)``, one slice per member."""
+        return vmap(lambda p, xi: functional_call(self.base, p, (xi,)))(self.params, x)
+
+    def member(self, lane: int) -> dict[str, torch.Tensor]:
+        """The weights of ``lane``'s seed (copies), as the blueprint's state dict."""
+        i = self.lanes.index(lane)
+        return {n: t[i].detach().clone() for n, t in self.params.items()}
+
+    def zero_grad(self) -> None:  # noqa: D102
+        for t in self.params.values():
+            t.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One SGD step of every member from its ``.grad`` (members without one stay)."""
+        for name, t in self.params.items():
+            if t.grad is None:
+                continue
+            buf = self.bufs[name]
+            buf.mul_(self.momentum).add_(t.grad)
+            t.sub_(buf, alpha=self.lr)

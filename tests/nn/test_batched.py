@@ -101,3 +101,65 @@ def test_hosts_of_different_shapes_are_refused() -> None:
         StackedHosts([trainers[0].model.host, wide[0].model.host])
     with pytest.raises(ValueError, match=r"lr has shape \(2,\); allowed: \(1,\)"):
         _stack(cfg, trainers, lr=[0.1, 0.2])
+
+
+def _seeds(blueprint: str, channels: int, seeds: list[int]) -> list[torch.nn.Module]:
+    from esper_env.nn.blueprints import build_blueprint
+    from esper_env.nn.trainer import build_seeded
+
+    return [build_seeded(s, lambda: build_blueprint("cnn", blueprint, channels)) for s in seeds]
+
+
+@pytest.mark.parametrize("blueprint", ["norm", "attention", "depthwise", "conv_light",
+                                       "conv_heavy"])
+def test_a_seed_group_trains_each_member_as_its_own_module_with_sgd(blueprint: str) -> None:
+    from esper_env.nn.batched import SeedGroup
+
+    mods = _seeds(blueprint, 8, [3, 4, 5])
+    group = SeedGroup(mods[0], lr=0.05, momentum=0.9)
+    for lane, m in zip((7, 2, 5), mods, strict=True):
+        group.add(lane, copy.deepcopy(m))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in mods]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        x = torch.randn(3, 6, 8, 4, 4, generator=g)
+        out = group(x)
+        for i, m in enumerate(mods):
+            torch.testing.assert_close(out[i], m(x[i]), **TOL)
+        group.zero_grad()
+        out.square().flatten(1).mean(dim=1).sum().backward()
+        group.step()
+        for opt in opts:
+            opt.zero_grad()
+        sum(m(x[i]).square().mean() for i, m in enumerate(mods)).backward()
+        for opt in opts:
+            opt.step()
+    for lane, m in zip((7, 2, 5), mods, strict=True):
+        for name, value in m.state_dict().items():
+            torch.testing.assert_close(group.member(lane)[name], value, **TOL, msg=name)
+
+
+def test_a_cull_and_a_germination_leave_the_other_members_as_they_were() -> None:
+    from esper_env.nn.batched import SeedGroup
+
+    mods = _seeds("conv_light", 4, [1, 2, 3])
+    group = SeedGroup(mods[0], lr=0.1, momentum=0.9)
+    for lane, m in enumerate(mods):
+        group.add(lane, m)
+    x = torch.randn(3, 5, 4, 2, 2)
+    group(x).square().sum().backward()
+    group.step()
+    before = {lane: group.member(lane) for lane in (0, 2)}
+    momentum = group.bufs["block.conv.weight"][[0, 2]].clone()
+    group.remove(1)
+    group.add(9, _seeds("conv_light", 4, [8])[0])
+    assert group.lanes == [0, 2, 9]
+    for lane in (0, 2):
+        for name, value in group.member(lane).items():
+            assert torch.equal(value, before[lane][name])
+    assert torch.equal(group.bufs["block.conv.weight"][:2], momentum)
+    assert not group.bufs["block.conv.weight"][2].any()
+    with pytest.raises(ValueError, match="lane 0 already has a seed"):
+        group.add(0, mods[0])
+    with pytest.raises(ValueError, match="does not match the group's blueprint"):
+        group.add(4, _seeds("norm", 4, [1])[0])
