@@ -13,7 +13,8 @@ from gymnasium.envs.registration import register, registry
 from esper_env._version import __version__
 
 if "Esper-v0" not in registry:
-    register(id="Esper-v0", entry_point="esper_env.env:EsperEnv", nondeterministic=False)
+    register(id="Esper-v0", entry_point="esper_env.env:EsperEnv",
+             vector_entry_point="esper_env.vector:EsperVectorEnv", nondeterministic=False)
 
 __all__ = ["ConfigError", "EsperConfig", "EsperEnv", "__version__"]
 

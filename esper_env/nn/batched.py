@@ -78,6 +78,8 @@ class StackedHosts(nn.Module):
             self.convs.append(grouped)
             self.norms.append(bn)
             self.pools.append(isinstance(block.pool, nn.MaxPool2d))
+        self.sizes = {p.index: p.shape[1] for p in first.injection_points}
+        """Block index -> the spatial size of its output."""
         self.head_weight = nn.Parameter(torch.stack([h.head.weight.detach() for h in hosts]))
         self.head_bias = nn.Parameter(torch.stack([h.head.bias.detach() for h in hosts]))
         if memory_format is not None:
@@ -90,9 +92,25 @@ class StackedHosts(nn.Module):
             x = F.relu(norm(conv(x)))
             if pool:
                 x = F.max_pool2d(x, 2)
+        return self.head(x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Global average pool and the K linear heads: ``(N, K * C, H, W) -> (K, N, n_classes)``."""
         n = x.shape[0]
         h = x.mean(dim=(2, 3)).view(n, self.k, -1).transpose(0, 1)  # (K, N, C)
         return torch.baddbmm(self.head_bias.unsqueeze(1), h, self.head_weight.transpose(1, 2))
+
+    @torch.no_grad()
+    def load_member(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Put a :class:`CNNHost` state dict (of this stack's shape) into member ``k``."""
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            c = conv.out_channels // self.k
+            rows = slice(k * c, (k + 1) * c)
+            conv.weight[rows] = state[f"blocks.{i}.conv.weight"]
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(norm, name)[rows] = state[f"blocks.{i}.norm.{name}"]
+        self.head_weight[k] = state["head.weight"]
+        self.head_bias[k] = state["head.bias"]
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Host ``k``'s weights and BatchNorm statistics as a :class:`CNNHost` state dict."""
@@ -250,14 +268,20 @@ class SeedGroup:
         """Append ``module``'s weights as the member of ``lane`` (with a zero momentum buffer)."""
         if lane in self.lanes:
             raise ValueError(f"lane {lane} already has a seed in this group")
-        new = dict(module.named_parameters())
+        new = {n: p.detach() for n, p in module.named_parameters()}
         if sorted(new) != sorted(self.names):
             raise ValueError(f"{type(module).__name__} does not match the group's blueprint")
+        self.add_state(lane, new)
+
+    def add_state(self, lane: int, params: dict[str, torch.Tensor],
+                  bufs: dict[str, torch.Tensor] | None = None) -> None:
+        """Append a member from its weights (and momentum buffers; default zero)."""
+        if lane in self.lanes:
+            raise ValueError(f"lane {lane} already has a seed in this group")
+        bufs = bufs or {n: torch.zeros_like(t) for n, t in params.items()}
         self._rebuild(lambda name, t, buf: (
-            torch.cat([t, new[name].detach()[None]]) if t is not None
-            else new[name].detach()[None].clone(),
-            torch.cat([buf, torch.zeros_like(new[name])[None]]) if buf is not None
-            else torch.zeros_like(new[name])[None]))
+            torch.cat([t, params[name][None]]) if t is not None else params[name][None].clone(),
+            torch.cat([buf, bufs[name][None]]) if buf is not None else bufs[name][None].clone()))
         self.lanes.append(lane)
 
     def remove(self, lane: int) -> None:
@@ -277,7 +301,11 @@ class SeedGroup:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Each member on its own input: ``x`` is ``(G, N, ...)``, one slice per member."""
-        return vmap(lambda p, xi: functional_call(self.base, p, (xi,)))(self.params, x)
+        return self.forward_with(self.params, x)
+
+    def forward_with(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """:meth:`__call__` with ``params`` (the stack or some of its rows, e.g. ``t[rows]``)."""
+        return vmap(lambda p, xi: functional_call(self.base, p, (xi,)))(params, x)
 
     def member(self, lane: int) -> dict[str, torch.Tensor]:
         """The weights of ``lane``'s seed (copies), as the blueprint's state dict."""

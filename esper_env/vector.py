@@ -1,0 +1,207 @@
+"""EsperVectorEnv: K episodes of Esper-v0 in one process, trained as one stacked computation.
+
+``gym.make_vec("Esper-v0", num_envs=K, vectorization_mode="vector_entry_point", **kwargs)``
+builds it. Every episode (lane) follows the shared pure transition of
+:mod:`esper_env.core.episode` with its own state, seed and data order; the torch side is one
+:class:`~esper_env.nn.batch_trainer.BatchedTrainer` (its module docstring says what it can run).
+Gymnasium's autoreset modes NEXT_STEP (the default) and SAME_STEP are supported; infos follow
+Gymnasium's vector layout (arrays with ``_key`` masks; ``final_obs``/``final_info`` in SAME_STEP).
+``reset(seed=s)`` seeds lane ``i`` with ``s + i``; the same seeds, K and actions give identical
+results on the CPU. A lane's results equal the single env's on the same seed within
+floating-point tolerance (``tests/env/test_vector_env.py``).
+
+Not yet supported (refused with a ConfigError): instance sets, snapshots and forks of a lane.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from esper_env.config import EsperConfig, from_kwargs
+from esper_env.core import episode as ep
+from esper_env.core.episode import EpisodeSetup, EpisodeState
+from esper_env.core.instances import resolve_instance_set
+from esper_env.core.view import observe, reset_info, step_info
+from esper_env.env import EsperEnv
+from esper_env.errors import ConfigError
+from esper_env.nn.batch_trainer import BatchedTrainer, check_batchable
+from esper_env.nn.data import load_config_task
+from esper_env.nn.threads import own_threads
+
+
+class EsperVectorEnv(VectorEnv):
+    """K Esper-v0 episodes as one batched computation (see the module docstring).
+
+    Args:
+        num_envs: K, the number of episodes stepped at once.
+        config: an :class:`~esper_env.config.EsperConfig`; keywords as for ``gym.make``.
+        autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default) or ``SAME_STEP`` (or their names).
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int, config: EsperConfig | None = None,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+                 **kwargs: Any) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ConfigError(f"num_envs={num_envs!r} is invalid; allowed: an integer >= 1")
+        kwargs.pop("render_mode", None)
+        mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
+            raise ConfigError(f"autoreset_mode={mode!r} is invalid; allowed: NEXT_STEP, SAME_STEP")
+        self.metadata = {**self.metadata, "autoreset_mode": mode}
+        self.config = cfg = resolve_instance_set(from_kwargs(config, **kwargs), kwargs)
+        if cfg.task.instance_set is not None:
+            raise ConfigError(f"instance_set={cfg.task.instance_set!r} is not batchable yet; "
+                              "the batched engine supports: None (one task)")
+        check_batchable(cfg)
+        self.template = EsperEnv(cfg)  # spaces, codec and episode parameters; it never trains
+        self.num_envs = k = num_envs
+        self.params = self.template._params
+        self.single_observation_space = self.template.observation_space
+        self.single_action_space = self.template.action_space
+        self.observation_space = batch_space(self.single_observation_space, k)
+        self.action_space = batch_space(self.single_action_space, k)
+        self._low, self._high = self.template._low, self.template._high
+        self.trainer = BatchedTrainer(cfg, load_config_task(cfg, 0), k, twin=self.params.twin)
+        self._rngs: list[np.random.Generator | None] = [None] * k
+        self._states: list[EpisodeState | None] = [None] * k
+        self._obs = np.zeros((k, *self._low.shape), np.float32)
+        self._needs_reset = np.zeros(k, bool)
+
+    # -- Gymnasium's VectorEnv ------------------------------------------------------------------
+    @own_threads
+    def reset(self, *, seed: int | list[int | None] | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start every lane's episode (lane ``i`` seeded ``seed + i``, or ``seed[i]``)."""
+        if options:
+            raise ConfigError(f"options={options!r} is not supported yet; allowed: None")
+        k = self.num_envs
+        seeds = [None if seed is None else seed + i for i in range(k)] \
+            if seed is None or isinstance(seed, int) else list(seed)
+        if len(seeds) != k:
+            raise ConfigError(f"seed has {len(seeds)} entries; allowed: {k} (one per lane)")
+        for i, s in enumerate(seeds):
+            if s is not None or self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random(s)[0]
+        infos: dict[str, Any] = {}
+        for i, info in self._run(list(range(k)), [None] * k).items():
+            infos = self._add_info(infos, info, i)
+        self._needs_reset[:] = False
+        return self._obs.copy(), infos
+
+    @own_threads
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                         dict[str, Any]]:
+        """Step every lane; NEXT_STEP resets the lanes that ended at the previous step instead."""
+        k = self.num_envs
+        if any(s is None for s in self._states):
+            from gymnasium.error import ResetNeeded
+
+            raise ResetNeeded("call reset() before step()")
+        acts = np.asarray(actions).reshape(-1)
+        if acts.shape != (k,) or not all(self.single_action_space.contains(int(a)) for a in acts):
+            from gymnasium.error import InvalidAction
+
+            raise InvalidAction(f"expected {k} integer actions in [0, {self.params.codec.n}), "
+                                f"actual: {actions!r}")
+        resets = [i for i in range(k) if self._needs_reset[i]]
+        stepping = [int(a) if not self._needs_reset[i] else None for i, a in enumerate(acts)]
+        results = self._run(resets, stepping)
+        rewards = np.zeros(k, np.float64)
+        terminated = np.zeros(k, bool)
+        infos: dict[str, Any] = {}
+        for i, (info, reward, done) in ((i, r if isinstance(r, tuple) else (r, 0.0, False))
+                                        for i, r in results.items()):
+            rewards[i], terminated[i] = reward, done
+            infos = self._add_info(infos, info, i)
+        self._needs_reset[:] = False
+        ended = [i for i in range(k) if terminated[i]]
+        if ended and self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
+            final_obs = self._obs.copy()
+            final = {i: results[i][0] for i in ended}
+            again = self._run(ended, [None] * k)
+            for i in ended:
+                infos = self._add_info(infos, {"final_obs": final_obs[i], "final_info": final[i]}, i)
+                infos = self._add_info(infos, again[i], i)
+        elif ended:
+            self._needs_reset[ended] = True
+        return self._obs.copy(), rewards, terminated, np.zeros(k, bool), infos
+
+    def action_masks(self) -> np.ndarray:
+        """``(K, n)`` boolean masks of the legal actions, one row per lane (MaskablePPO's)."""
+        if any(s is None for s in self._states):
+            from gymnasium.error import ResetNeeded
+
+            raise ResetNeeded("call reset() before action_masks()")
+        return np.array([s.mask for s in self._states], dtype=bool)  # type: ignore[union-attr]
+
+    @property
+    def states(self) -> tuple[EpisodeState | None, ...]:
+        """Every lane's episode state record."""
+        return tuple(self._states)
+
+    # -- one batched epoch -----------------------------------------------------------------------
+    def _run(self, resets: list[int], actions: list[int | None]) -> dict[int, Any]:
+        """Reset the lanes in ``resets`` (their first epoch) and step the lanes with an action,
+        as one batched epoch; the lanes' observations go to ``self._obs``. Returns per lane: the
+        reset's info, or (info, reward, terminated) of a step.
+        """  # noqa: D205
+        p, trainer, k = self.params, self.trainer, self.num_envs
+        requests: list[Any] = [None] * k
+        setups: dict[int, EpisodeSetup] = {}
+        pendings: dict[int, Any] = {}
+        for i in resets:
+            rng = self._rngs[i]
+            assert rng is not None
+            seeds = ep.episode_seeds(int(rng.integers(0, 2**31 - 1)))
+            trainer.reset_lane(i, seeds.model, seeds.data)
+            setups[i] = EpisodeSetup(seeds.module_base, trainer.facts(),
+                                     trainer.seed_costs(self.template.blueprints), None)
+            requests[i] = ep.first_request(p)
+        states: dict[int, EpisodeState] = {}
+        for i, a in enumerate(actions):
+            if a is None or i in setups:
+                continue
+            state = self._states[i]
+            assert state is not None
+            if state.done:  # a finished lane waits for its reset (NEXT_STEP) and trains nothing
+                continue
+            states[i], pendings[i] = ep.apply_action(state, a, p)
+            requests[i] = pendings[i].request
+        reports = trainer.run_epoch(requests)
+        outcomes: dict[int, Any] = {}
+        for i in setups:
+            states[i], outcomes[i] = ep.start_episode(setups[i], reports[i], p)
+        for i, pending in pendings.items():
+            states[i], outcomes[i] = ep.after_epoch(states[i], pending, reports[i], p)
+            if outcomes[i].restore is not None:
+                report = trainer.roll_back(i, outcomes[i].restore)
+                states[i], outcomes[i] = ep.after_restore(states[i], outcomes[i], report, p)
+        tests = trainer.settle([outcomes[i].settle if i in outcomes else None for i in range(k)])
+        results: dict[int, Any] = {}
+        for i, outcome in outcomes.items():
+            state, test = states[i], tests[i]
+            assert test is not None
+            self._states[i] = state
+            self._obs[i] = observe(state, p, self._low, self._high)
+            report = reports[i]
+            fault = test.fault or (report.fault if report is not None else None)
+            if i in setups:
+                results[i] = reset_info(state, p, outcome, test, fault)
+            else:
+                assert outcome.reward is not None
+                results[i] = (step_info(state, p, outcome, test, fault), outcome.reward.total,
+                              outcome.terminated)
+        for i, a in enumerate(actions):  # lanes that had ended: the terminal step again
+            if a is not None and i not in results:
+                results[i] = ({}, 0.0, True)
+        return results
+
+    def close_extras(self, **kwargs: Any) -> None:  # noqa: D102
+        self.trainer = None  # type: ignore[assignment]

@@ -1,0 +1,167 @@
+"""EsperVectorEnv: K episodes as one batched computation, faithful to EsperEnv lane by lane."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+
+import esper_env  # noqa: F401 - registers Esper-v0
+from esper_env.env import EsperEnv
+from esper_env.errors import ConfigError
+from esper_env.vector import EsperVectorEnv
+
+KW = dict(task="digits", max_epochs=8, min_germinate_epoch=2, gates={"min_training_epochs": 1},
+          torch_threads=1)
+OBS_TOL = 1e-5
+"""Observations of a lane against the single env (float32 features; other kernels)."""
+REWARD_TOL = 1e-3
+"""Rewards in pp: accuracies are counts over 359 images, so a lane either matches or differs by
+a whole image (0.28 pp); within an episode of a few epochs they match."""
+
+
+def grower(names: tuple[str, ...], mask: np.ndarray) -> int:
+    """Germinate conv_heavy when allowed, fossilize when allowed, else WAIT."""
+    for i, n in enumerate(names):
+        if mask[i] and ("conv_heavy" in n or n.startswith("FOSSILIZE")):
+            return i
+    return 0
+
+
+def test_one_lane_equals_the_single_env_step_by_step() -> None:
+    kw = {**KW, "max_epochs": 12}  # germinate, blend, probation, fossilize
+    single, vec = EsperEnv(**kw), EsperVectorEnv(1, **kw)
+    o1, i1 = single.reset(seed=5)
+    o2, i2 = vec.reset(seed=5)
+    np.testing.assert_allclose(o2[0], o1, atol=OBS_TOL)
+    names, grew = single.action_names, False
+    for _ in range(kw["max_epochs"]):
+        a = grower(names, single.action_masks())
+        assert grower(names, vec.action_masks()[0]) == a
+        grew |= a != 0
+        o1, r1, d1, _, i1 = single.step(a)
+        o2, r2, d2, _, i2 = vec.step([a])
+        np.testing.assert_allclose(o2[0], o1, atol=OBS_TOL)
+        assert r2[0] == pytest.approx(r1, abs=REWARD_TOL)
+        assert list(i2["stages"][0]) == i1["stages"] and bool(d2[0]) == d1
+        for term, value in i1["reward_terms"].items():
+            assert i2["reward_terms"][term][0] == pytest.approx(value, abs=REWARD_TOL), term
+        if d1:
+            break
+    assert grew and d1 and i1["n_fossilized"] == 1
+    assert i2["final_test_acc"][0] == pytest.approx(i1["final_test_acc"], abs=REWARD_TOL)
+
+
+def test_lane_i_is_seeded_seed_plus_i_and_its_first_epoch_equals_the_single_envs() -> None:
+    vec = EsperVectorEnv(3, **KW)
+    obs, info = vec.reset(seed=40)
+    for i in range(3):
+        o, inf = EsperEnv(**KW).reset(seed=40 + i)
+        np.testing.assert_allclose(obs[i], o, atol=OBS_TOL)
+        assert info["val_acc"][i] == pytest.approx(inf["val_acc"], abs=REWARD_TOL)
+    assert not np.allclose(obs[0], obs[1]) and not np.allclose(obs[1], obs[2])
+
+
+def _run(actions_of, k: int = 3, steps: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    vec = EsperVectorEnv(k, **{**KW, "germination_gate": False})
+    vec.reset(seed=7)
+    names = vec.template.action_names
+    obs, rewards = [], []
+    for _ in range(steps):
+        o, r, *_ = vec.step(actions_of(names, vec.action_masks()))
+        obs.append(o)
+        rewards.append(r)
+    return np.array(obs), np.array(rewards)
+
+
+def test_same_seeds_and_actions_give_identical_results() -> None:
+    def act(names, masks):  # noqa: ANN001
+        return [grower(names, m) for m in masks]
+
+    (o1, r1), (o2, r2) = _run(act), _run(act)
+    assert np.array_equal(o1, o2) and np.array_equal(r1, r2)
+
+
+def test_a_germination_in_one_lane_leaves_the_other_lanes_alone() -> None:
+    o_wait, r_wait = _run(lambda names, masks: [0, 0, 0])
+    o_grow, r_grow = _run(lambda names, masks: [grower(names, masks[0]), 0, 0])
+    assert not np.allclose(o_grow[:, 0], o_wait[:, 0])  # lane 0 did grow
+    np.testing.assert_allclose(o_grow[:, 1:], o_wait[:, 1:], atol=1e-6)
+    np.testing.assert_allclose(r_grow[:, 1:], r_wait[:, 1:], atol=1e-6)
+
+
+def test_make_vec_builds_it_with_masks_per_lane_and_next_step_autoreset() -> None:
+    envs = gym.make_vec("Esper-v0", num_envs=2, vectorization_mode="vector_entry_point",
+                        task="digits", max_epochs=3, torch_threads=1)
+    assert isinstance(envs.unwrapped, EsperVectorEnv)
+    obs, _ = envs.reset(seed=0)
+    assert obs.shape == (2, *envs.single_observation_space.shape)
+    assert envs.unwrapped.action_masks().shape == (2, envs.single_action_space.n)
+    _, _, d, _, _ = envs.step([0, 0])
+    assert not d.any()
+    _, r, d, _, info = envs.step([0, 0])
+    assert d.all() and "final_test_acc" in info and info["_final_test_acc"].all()
+    obs, r, d, t, info = envs.step([0, 0])  # NEXT_STEP: this step resets both lanes
+    assert not d.any() and not t.any() and (r == 0).all()
+    assert info["epoch"].tolist() == [1, 1]  # the new episodes' first epoch
+
+
+def test_same_step_autoreset_returns_the_new_episode_with_final_obs_and_info() -> None:
+    vec = EsperVectorEnv(2, autoreset_mode="SameStep", task="digits", max_epochs=2,
+                         torch_threads=1)
+    vec.reset(seed=0)
+    obs, r, d, _, info = vec.step([0, 0])  # the second and last epoch
+    assert d.all() and info["_final_obs"].all() and info["_final_info"].all()
+    assert info["final_info"]["final_test_acc"].shape == (2,)
+    assert info["epoch"].tolist() == [1, 1]  # the new episodes' first epoch
+    assert not np.array_equal(info["final_obs"][0], obs[0])
+
+
+def test_record_episode_statistics_counts_each_lanes_episode() -> None:
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    envs = RecordEpisodeStatistics(EsperVectorEnv(2, task="digits", max_epochs=2,
+                                                  torch_threads=1))
+    envs.reset(seed=0)
+    _, _, _, _, info = envs.step([0, 0])  # the second and last epoch
+    assert info["episode"]["l"].tolist() == [1, 1] and info["_episode"].all()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(task="synthetic"), "task='synthetic' is not batchable"),
+    (dict(task="tinytext"), "task='tinytext' is not batchable"),
+    (dict(label_noise=0.1), "label_noise=0.1 is not batchable"),
+    (dict(blend="gate"), "blend='gate' is not batchable"),
+    (dict(instance_set="digits-mix"), "instance_set='digits-mix' is not batchable yet"),
+])
+def test_what_the_batched_engine_cannot_run_yet_is_refused_by_name(kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        EsperVectorEnv(2, **kwargs)
+
+
+def test_bad_num_envs_actions_and_autoreset_modes_are_refused() -> None:
+    with pytest.raises(ConfigError, match="num_envs=0 is invalid"):
+        EsperVectorEnv(0)
+    with pytest.raises(ConfigError, match="autoreset_mode=.*DISABLED"):
+        EsperVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, max_epochs=2)
+    vec = EsperVectorEnv(2, task="digits", max_epochs=2)
+    with pytest.raises(gym.error.ResetNeeded):
+        vec.step([0, 0])
+    vec.reset(seed=0)
+    with pytest.raises(gym.error.InvalidAction, match="expected 2 integer actions"):
+        vec.step([0, 99])
+
+
+def test_the_vector_env_leaves_the_global_rngs_alone() -> None:
+    import random
+
+    import torch
+
+    before = (random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state())
+    vec = EsperVectorEnv(2, **KW)
+    vec.reset(seed=1)
+    vec.step([grower(vec.template.action_names, m) for m in vec.action_masks()])
+    assert random.getstate() == before[0]
+    assert np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])
