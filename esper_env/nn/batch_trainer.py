@@ -115,7 +115,8 @@ class BatchedTrainer:
         self.channels = tuple(template.injection_points[p].channels for p in self.points)
         self.n_blocks = len(template.blocks)
         self.host_params = count_parameters(template)
-        self.hosts = StackedHosts([template] * k, memory_format).to(self.device)
+        self.hosts = build_seeded(0, lambda: StackedHosts([template] * k, memory_format)).to(
+            self.device)
         o = cfg.optimiser
         self.opt = StackedSGD(list(self.hosts.parameters()), k, [o.host_lr] * k, o.host_momentum,
                               o.host_weight_decay)
