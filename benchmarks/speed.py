@@ -10,7 +10,8 @@ Recipes (one module each in :mod:`benchmarks._speed`):
 * ``channels-last``: the NHWC memory layout against the default, paired;
 * ``optimizer``: fused against unfused SGD, paired;
 * ``cifar``: CIFAR-10 host epochs/s of several envs on one device, or a profile of one env's step;
-* ``soak``: memory over many episodes with forks and snapshots.
+* ``soak``: memory over many episodes with forks and snapshots;
+* ``vector``: the batched vector env's env-steps/s for several K against one env, paired.
 
 The shared options are declared once, here; a recipe takes those it uses, with its own defaults,
 and adds its own. ``--torch-threads`` holds torch's thread count for the run and gives the process
@@ -18,8 +19,8 @@ its count back afterwards. Medians and paired ratios with 95 % bootstrap interva
 (:mod:`agents.stats`). Each record goes, with provenance (:func:`benchmarks._common.save`), to the
 result file its ``bench`` key names (``env_step.jsonl``, ``throughput.jsonl``,
 ``channels_last.jsonl``, ``optimizer.jsonl``, ``cifar_speed.jsonl``, ``cifar_profile.jsonl``,
-``soak.jsonl``): in the untracked ``results/`` by default, in the tracked ``benchmarks/results/``
-only with ``--record``, or in ``--out``.
+``soak.jsonl``, ``vector.jsonl``): in the untracked ``results/`` by default, in the tracked
+``benchmarks/results/`` only with ``--record``, or in ``--out``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 from agents.cli import key_value
 from benchmarks._common import OptionError, save
-from benchmarks._speed import channels_last, cifar, env_step, optimizer, soak, throughput
+from benchmarks._speed import channels_last, cifar, env_step, optimizer, soak, throughput, vector
 
 POLICIES = ("wait", "grow")
 """``--policy`` values: WAIT throughout, or germinate ``conv_heavy`` at the first step."""
@@ -65,6 +66,9 @@ RECIPES: dict[str, SpeedRecipe] = {r.name: r for r in (
                 {"tasks": "digits,synthetic", "repeats": 15, "torch_threads": 1}),
     SpeedRecipe("cifar", cifar, ("steps", "policy", "device"), {"steps": 8, "device": "cuda"}),
     SpeedRecipe("soak", soak, ("max_epochs", "torch_threads"), {"torch_threads": 1}),
+    SpeedRecipe("vector", vector, ("tasks", "repeats", "steps", "policy", "max_epochs",
+                                   "torch_threads", "env_kwarg"),
+                {"tasks": "digits", "repeats": 3, "steps": 12, "torch_threads": 1}),
 )}
 """The recipes by command-line name."""
 

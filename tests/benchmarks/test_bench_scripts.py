@@ -579,3 +579,17 @@ def test_speed_cifar_profile_summary_of_a_gpu_trace_counts_kernels_not_annotatio
     assert [o["name"] for o in r["top_ops"]] == ["aten::convolution", "aten::max_pool2d",
                                                  "aten::conv2d"]
     assert r["top_ops"][0]["self_device_s_per_step"] == pytest.approx(400e-6)
+
+
+def test_speed_vector_pairs_the_batched_env_with_one_env_and_reports_memory(tmp_path, capsys):
+    from benchmarks import speed
+
+    recs = speed.main(["vector", "--ks", "1,2", "--repeats", "2", "--steps", "2",
+                       "--max-epochs", "3", "--policy", "grow", "--out", str(tmp_path)])
+    assert [(r["policy"], r["k"]) for r in recs] == [("grow", 1), ("grow", 2)]
+    assert all(r["speedup"] > 0 and len(r["speedup_ratios"]) == 2 for r in recs)
+    assert all(r["batched_env_steps_per_s_median"] > 0 for r in recs)
+    assert len((tmp_path / "vector.jsonl").read_text().splitlines()) == 2
+    assert "speedup" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        speed.main(["vector", "--ks", "0"])

@@ -1,0 +1,130 @@
+"""The batched vector env: aggregate env-steps/s of K episodes against one EsperEnv, same run.
+
+For each policy and each K in ``--ks``, ``--repeats`` paired rounds: round ``r`` times one
+:class:`~esper_env.env.EsperEnv` (seed ``r``) over ``--steps`` steps and then an
+:class:`~esper_env.vector.EsperVectorEnv` of K lanes (seed ``r``: lanes ``r..r+K-1``) over the
+same number of batched steps (resets excluded; the vector env autoresets), at the same torch thread
+count. Policies: ``wait`` (WAIT throughout) and ``grow`` (a random legal action with probability
+0.3, else WAIT: seeds germinate, blend, fossilize and are culled in different lanes at different
+times). Reported: the medians of env-steps/s, the paired speedup (K x batched steps/s over the
+single env's) with its 95 % bootstrap interval, and the memory per lane: the peak resident
+memory of a fresh process that builds K lanes and steps them, minus that of one lane, per extra
+lane.
+
+    python -m benchmarks.speed vector --ks 1,8,32,64,256 --repeats 3 --torch-threads 1
+
+Result: ``vector.jsonl``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+
+from agents.provenance import provenance
+from benchmarks._common import OptionError, paired_ratios
+
+
+def add_options(p: Any) -> None:  # noqa: D103
+    p.add_argument("--ks", default="1,8,32,64,256", help="comma-separated lane counts K")
+
+
+def check(args: Any) -> None:  # noqa: D103
+    try:
+        args.k_values = [int(x) for x in args.ks.split(",") if x]
+    except ValueError:
+        raise OptionError(f"--ks {args.ks!r}: allowed are positive integers, comma-separated") \
+            from None
+    if not args.k_values or min(args.k_values) < 1:
+        raise OptionError(f"--ks {args.ks!r}: allowed are positive integers, comma-separated")
+
+
+_PEAK = """
+import resource, sys, numpy as np
+from esper_env.vector import EsperVectorEnv
+vec = EsperVectorEnv({k}, **{kwargs!r})
+vec.reset(seed=0)
+rng = np.random.default_rng(0)
+for _ in range(3):
+    m = vec.action_masks()
+    vec.step([int(rng.choice(np.flatnonzero(r))) if rng.random() < 0.3 else 0 for r in m])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(k: int, kwargs: dict) -> float:
+    """Peak resident memory (MB) of a fresh process that builds K lanes and steps them 3 times."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _PEAK.format(k=k, kwargs=kwargs)], check=True,
+                         capture_output=True, text=True, timeout=1800)
+    return int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def _act(masks: np.ndarray, policy: str, rng: np.random.Generator) -> list[int]:
+    if policy == "wait":
+        return [0] * len(masks)
+    return [int(rng.choice(np.flatnonzero(m))) if rng.random() < 0.3 else 0 for m in masks]
+
+
+def _single(kwargs: dict, policy: str, steps: int, seed: int) -> float:
+    from esper_env.env import EsperEnv
+
+    env, rng = EsperEnv(**kwargs), np.random.default_rng(seed)
+    env.reset(seed=seed)
+    elapsed = 0.0
+    for _ in range(steps):
+        a = _act(env.action_masks()[None], policy, rng)[0]
+        t0 = time.perf_counter()
+        _, _, done, _, _ = env.step(a)
+        elapsed += time.perf_counter() - t0
+        if done:
+            env.reset()
+    return steps / elapsed
+
+
+def _batched(kwargs: dict, k: int, policy: str, steps: int, seed: int) -> float:
+    from esper_env.vector import EsperVectorEnv
+
+    vec, rng = EsperVectorEnv(k, **kwargs), np.random.default_rng(seed)
+    vec.reset(seed=seed)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        vec.step(_act(vec.action_masks(), policy, rng))
+    return k * steps / (time.perf_counter() - t0)
+
+
+def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
+    prov = provenance()
+    kwargs = {"task": args.tasks.split(",")[0], "max_epochs": args.max_epochs, **dict(args.env_kwarg)}
+    print(f"# batched vector env vs one EsperEnv, {args.repeats} paired rounds x {args.steps} steps, "
+          f"{kwargs}, {prov['torch_threads']} torch thread(s), {prov['cpu']}, torch "
+          f"{prov['torch']}, commit {prov['commit']}")
+    print(f"{'policy':<6} {'K':>5} {'single steps/s':>14} {'batched env-steps/s':>19} "
+          f"{'speedup (95% CI)':>20} {'MB/lane':>8}")
+    records = []
+    base = peak_rss_mb(1, kwargs)
+    per_lane = {k: 0.0 if k == 1 else (peak_rss_mb(k, kwargs) - base) / (k - 1)
+                for k in args.k_values}
+    for policy in args.policies:
+        for k in args.k_values:
+            single, batched = [], []
+            for r in range(args.repeats):
+                single.append(_single(kwargs, policy, args.steps, r))
+                batched.append(_batched(kwargs, k, policy, args.steps, r))
+            ratio = paired_ratios("speedup", batched, single)
+            rec = {"bench": "vector", "policy": policy, "k": k, "steps": args.steps,
+                   "repeats": args.repeats, "env_kwargs": kwargs,
+                   "single_steps_per_s_median": statistics.median(single),
+                   "batched_env_steps_per_s_median": statistics.median(batched),
+                   "peak_rss_mb_k1": base, "rss_mb_per_extra_lane": per_lane[k], **ratio}
+            print(f"{policy:<6} {k:>5} {rec['single_steps_per_s_median']:>14.1f} "
+                  f"{rec['batched_env_steps_per_s_median']:>19.1f} "
+                  f"{ratio['speedup']:>9.2f} (±{ratio['speedup_ci95']:.2f}) "
+                  f"{per_lane[k]:>8.2f}", flush=True)
+            records.append(rec)
+    return records
