@@ -115,21 +115,21 @@ class EsperVectorEnv(VectorEnv):
         results = self._run(resets, stepping)
         rewards = np.zeros(k, np.float64)
         terminated = np.zeros(k, bool)
-        infos: dict[str, Any] = {}
-        for i, (info, reward, done) in ((i, r if isinstance(r, tuple) else (r, 0.0, False))
-                                        for i, r in results.items()):
-            rewards[i], terminated[i] = reward, done
-            infos = self._add_info(infos, info, i)
+        for i, r in results.items():
+            if isinstance(r, tuple):
+                rewards[i], terminated[i] = r[1], r[2]
         self._needs_reset[:] = False
         ended = [i for i in range(k) if terminated[i]]
-        if ended and self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
-            final_obs = self._obs.copy()
-            final = {i: results[i][0] for i in ended}
-            again = self._run(ended, [None] * k)
-            for i in ended:
-                infos = self._add_info(infos, {"final_obs": final_obs[i], "final_info": final[i]}, i)
-                infos = self._add_info(infos, again[i], i)
-        elif ended:
+        same_step = bool(ended) and self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+        final_obs = self._obs.copy()
+        again = self._run(ended, [None] * k) if same_step else {}
+        infos: dict[str, Any] = {}
+        for i, r in results.items():
+            info = r[0] if isinstance(r, tuple) else r
+            if i in again:  # SAME_STEP: the new episode's info, the old one's as final_info
+                info = {**again[i], "final_obs": final_obs[i], "final_info": info}
+            infos = self._add_info(infos, info, i)
+        if ended and not same_step:
             self._needs_reset[ended] = True
         return self._obs.copy(), rewards, terminated, np.zeros(k, bool), infos
 

@@ -1,0 +1,129 @@
+"""``BatchedVecEnv``: the batched Esper vector env as a Stable-Baselines3 ``VecEnv``.
+
+SB3 and sb3-contrib take it as they take ``DummyVecEnv``: reset returns the observations only
+(``reset_infos`` holds the infos), a finished episode is reset in the same step and its last
+observation is ``infos[i]["terminal_observation"]`` (with ``TimeLimit.truncated``), infos are a
+list of one dict per env, and ``env_method("action_masks")`` returns one mask per env, which is
+what ``sb3_contrib.common.maskable.utils.get_action_masks`` and ``MaskablePPO`` use. It works under
+``VecMonitor`` and ``VecNormalize``.
+
+    from agents.batched_vec_env import BatchedVecEnv
+    venv = BatchedVecEnv(8, task="digits", torch_threads=1)
+
+Seeding: ``venv.seed(s)`` then ``reset()`` seeds env ``i`` with ``s + i`` (as ``DummyVecEnv`` via
+``make_vec_env``); without a seed the lanes draw from their own generators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+from esper_env.vector import EsperVectorEnv
+
+
+def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
+    """Lane ``i``'s info from Gymnasium's vector layout (values with ``_key`` masks)."""
+    out: dict[str, Any] = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}")
+        if mask is not None and not mask[i]:
+            continue
+        if isinstance(value, dict):
+            out[key] = unbatch_info(value, i)
+        else:
+            item = value[i]
+            out[key] = item.item() if isinstance(item, np.generic) else item
+    return out
+
+
+class BatchedVecEnv(VecEnv):
+    """K Esper-v0 episodes stepped as one batched computation, for SB3 (module docstring).
+
+    Args:
+        num_envs: K.
+        **kwargs: the env's keywords, as for ``gym.make("Esper-v0", ...)``.
+    """
+
+    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+        self.venv = EsperVectorEnv(num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
+        super().__init__(num_envs, self.venv.single_observation_space,
+                         self.venv.single_action_space)
+        self._actions: np.ndarray | None = None
+        self._seed: int | None = None
+
+    def reset(self) -> np.ndarray:  # noqa: D102
+        obs, infos = self.venv.reset(seed=self._seed)
+        self._seed = None
+        self.reset_infos = [unbatch_info(infos, i) for i in range(self.num_envs)]
+        return obs
+
+    def seed(self, seed: int | None = None) -> Sequence[None | int]:  # noqa: D102
+        self._seed = seed
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
+
+    def step_async(self, actions: np.ndarray) -> None:  # noqa: D102
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:  # noqa: D102
+        assert self._actions is not None
+        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
+        dones = terminated | truncated
+        out = []
+        for i in range(self.num_envs):
+            if dones[i]:
+                info = dict(unbatch_info(infos["final_info"], i))
+                info["terminal_observation"] = infos["final_obs"][i]
+                info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                self.reset_infos[i] = {k: v for k, v in unbatch_info(infos, i).items()
+                                       if k not in ("final_info", "final_obs")}
+            else:
+                info = unbatch_info(infos, i)
+            out.append(info)
+        return obs, rewards.astype(np.float32), dones, out
+
+    def action_masks(self) -> np.ndarray:
+        """``(K, n)`` boolean masks of the legal actions."""
+        return self.venv.action_masks()
+
+    def close(self) -> None:  # noqa: D102
+        self.venv.close()
+
+    # -- attributes and methods, per env ---------------------------------------------------------
+    def _indices(self, indices: VecEnvIndices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The attribute of the vector env, once per env asked (the lanes share one config)."""
+        value = getattr(self.venv, attr_name) if attr_name != "render_mode" else None
+        return [value for _ in self._indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set an attribute of the vector env (shared by every lane)."""
+        setattr(self.venv, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        """``action_masks``: one mask per env; any other method: called once on the vector env
+        and its result given to every env asked.
+        """  # noqa: D205
+        idx = self._indices(indices)
+        if method_name == "action_masks":
+            masks = self.venv.action_masks()
+            return [masks[i] for i in idx]
+        result = getattr(self.venv, method_name)(*method_args, **method_kwargs)
+        return [result for _ in idx]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """No lane is wrapped (there are no per-lane Gymnasium envs)."""
+        return [False for _ in self._indices(indices)]

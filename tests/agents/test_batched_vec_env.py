@@ -1,0 +1,63 @@
+"""BatchedVecEnv: the batched vector env under SB3 and sb3-contrib, as they are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.batched_vec_env import BatchedVecEnv, unbatch_info
+
+KW = dict(task="digits", max_epochs=3, torch_threads=1)
+
+
+def test_a_finished_episode_resets_in_the_same_step_with_its_terminal_observation() -> None:
+    venv = BatchedVecEnv(2, **KW)
+    venv.seed(3)
+    obs = venv.reset()
+    assert obs.shape == (2, *venv.observation_space.shape) and len(venv.reset_infos) == 2
+    assert venv.reset_infos[0]["epoch"] == 1
+    venv.step(np.zeros(2, int))
+    obs, rewards, dones, infos = venv.step(np.zeros(2, int))
+    assert dones.all() and rewards.dtype == np.float32
+    for i, info in enumerate(infos):
+        assert "final_test_acc" in info and info["TimeLimit.truncated"] is False
+        assert info["terminal_observation"].shape == obs[i].shape
+        assert not np.array_equal(info["terminal_observation"], obs[i])
+        assert venv.reset_infos[i]["epoch"] == 1 and "final_test_acc" not in venv.reset_infos[i]
+
+
+def test_masks_per_env_for_get_action_masks_and_maskable_ppo_learns_on_it() -> None:
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.utils import get_action_masks
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    venv = VecNormalize(VecMonitor(BatchedVecEnv(2, **KW)), norm_reward=False)
+    venv.reset()
+    masks = get_action_masks(venv)
+    assert masks.shape == (2, venv.action_space.n) and masks[:, 0].all()
+    model = MaskablePPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0,
+                        device="cpu")
+    model.learn(8)
+    assert model.num_timesteps == 8
+    assert len(model.ep_info_buffer) >= 2  # VecMonitor saw each env's episodes end
+    assert all(ep["l"] == 2 for ep in model.ep_info_buffer)
+    assert venv.get_attr("num_envs") == [2, 2]
+    assert venv.env_method("action_masks", indices=[1])[0].shape == (venv.action_space.n,)
+
+
+def test_unbatch_info_reads_one_lane_with_its_masks_and_nested_dicts() -> None:
+    infos = {"a": np.array([1.0, 2.0]), "_a": np.array([True, False]),
+             "terms": {"x": np.array([3, 4]), "_x": np.array([True, True])},
+             "_terms": np.array([True, True])}
+    assert unbatch_info(infos, 0) == {"a": 1.0, "terms": {"x": 3}}
+    assert unbatch_info(infos, 1) == {"terms": {"x": 4}}
+    assert isinstance(unbatch_info(infos, 0)["a"], float)
+
+
+def test_seeding_gives_env_i_the_seed_plus_i() -> None:
+    a, b = BatchedVecEnv(2, **KW), BatchedVecEnv(1, **KW)
+    assert a.seed(10) == [10, 11]
+    b.seed(11)
+    np.testing.assert_allclose(a.reset()[1], b.reset()[0], atol=1e-5)
+    with pytest.raises(Exception, match="num_envs=0"):
+        BatchedVecEnv(0)
