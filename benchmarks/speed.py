@@ -145,9 +145,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     from esper_env.nn.threads import num_threads
 
     args = parse_args(argv)
+    from agents.provenance import provenance
+
+    start = provenance()
+    started = {"date": start["date"], "commit": start["commit"]}  # the code that ran
     with num_threads(getattr(args, "torch_threads", None)):  # saved inside: provenance's count
         records = RECIPES[args.recipe].measure(args)
-        paths = [save(rec["bench"], rec, args.out, tracked=args.record) for rec in records]
+        paths = [save(rec["bench"], {**started, **rec}, args.out, tracked=args.record)
+                 for rec in records]
     for path in dict.fromkeys(paths):
         print(f"saved to {path}")
     return records

@@ -135,6 +135,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         design = recipe.design(args)
     except OptionError as e:
         sys.exit(f"python -m benchmarks.study {recipe.name}: error: {e}")
+    from agents.provenance import provenance
+
+    start = provenance()
+    started = {"date": start["date"], "commit": start["commit"]}  # the code that ran
     try:
         t0 = time.perf_counter()
         episodes = play(design.players, design.plan, args.workers, args.torch_threads)
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for cleanup in design.cleanup:
             cleanup()
     record.setdefault("torch_threads", args.torch_threads)  # the episodes', not this process's now
-    path = save(recipe.result, record, args.out, tracked=args.record)
+    path = save(recipe.result, {**started, **record}, args.out, tracked=args.record)
     print(f"saved to {path}")
     return record
 
