@@ -10,7 +10,9 @@ Gymnasium's vector layout (arrays with ``_key`` masks; ``final_obs``/``final_inf
 results on the CPU. A lane's results equal the single env's on the same seed within
 floating-point tolerance (``tests/env/test_vector_env.py``).
 
-Not yet supported (refused with a ConfigError): instance sets, snapshots and forks of a lane.
+Not yet supported: instance sets (refused with a ConfigError), snapshots, forks, pickles and deep
+copies (refused with an error that says why and what to use instead). A K too large for the
+device's free memory is refused at construction, naming K and the memory it needs.
 """
 
 from __future__ import annotations
@@ -202,6 +204,30 @@ class EsperVectorEnv(VectorEnv):
             if a is not None and i not in results:
                 results[i] = ({}, 0.0, True)
         return results
+
+    # -- what a batch cannot do yet -------------------------------------------------------------
+    _NO_SNAPSHOT = ("a lane's model lives in tensors stacked with the other lanes', and its "
+                    "data order in a generator the batch advances; to freeze, restore or branch "
+                    "an episode, replay it in EsperEnv with the same seed and actions (its "
+                    "snapshot(), restore() and fork() do)")
+
+    def snapshot(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported yet (raises NotImplementedError saying why and what to use)."""
+        raise NotImplementedError(f"EsperVectorEnv.snapshot() is not supported yet: "
+                                  f"{self._NO_SNAPSHOT}")
+
+    def restore(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported yet (see :meth:`snapshot`)."""
+        raise NotImplementedError(f"EsperVectorEnv.restore() is not supported yet: "
+                                  f"{self._NO_SNAPSHOT}")
+
+    def fork(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported yet (see :meth:`snapshot`)."""
+        raise NotImplementedError(f"EsperVectorEnv.fork() is not supported yet: "
+                                  f"{self._NO_SNAPSHOT}")
+
+    def __getstate__(self) -> Any:
+        raise TypeError(f"EsperVectorEnv cannot be pickled or deep-copied yet: {self._NO_SNAPSHOT}")
 
     def close_extras(self, **kwargs: Any) -> None:  # noqa: D102
         self.trainer = None  # type: ignore[assignment]

@@ -62,6 +62,47 @@ def check_batchable(cfg: EsperConfig) -> None:
             raise ConfigError(f"{name}={value!r} is not batchable; {_SCOPE}: {allowed}")
 
 
+def lane_bytes(host: object, batch_size: int) -> int:
+    """An upper estimate of one lane's training memory in bytes: every block's activations
+    (before and after pooling) for one mini-batch, kept for backward and matched by their
+    gradients, for the model and the twin, in float32, plus the host's weights, gradients and
+    momentum.
+    """  # noqa: D205
+    floats = 0
+    for block, point in zip(host.blocks, host.injection_points, strict=True):  # type: ignore[attr-defined]
+        c, h, w = point.shape
+        pooled = 4 if isinstance(block.pool, torch.nn.MaxPool2d) else 1
+        floats += c * h * w * (3 * pooled + 1)  # conv, norm, relu outputs; the pooled output
+    params = sum(p.numel() for p in host.parameters())  # type: ignore[attr-defined]
+    return 4 * (2 * 2 * batch_size * floats + 2 * 3 * params)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory free for new tensors on ``device``: CUDA's free bytes, or the CPU's MemAvailable
+    (Linux); None where it cannot be read.
+    """  # noqa: D205
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_memory(k: int, per_lane: int, device: torch.device) -> None:
+    """Raise ConfigError naming K and the memory it needs when K lanes cannot fit on ``device``."""
+    free = available_bytes(device)
+    need = k * per_lane
+    if free is not None and need > free:
+        raise ConfigError(f"num_envs={k} needs about {need / 2**30:.2f} GiB on {device} "
+                          f"({per_lane / 2**20:.2f} MiB per lane); {free / 2**30:.2f} GiB is "
+                          f"available: allowed up to num_envs={max(0, free // per_lane)}")
+
+
 @dataclass
 class _Seed:
     blueprint: str
@@ -115,6 +156,7 @@ class BatchedTrainer:
         self.channels = tuple(template.injection_points[p].channels for p in self.points)
         self.n_blocks = len(template.blocks)
         self.host_params = count_parameters(template)
+        check_memory(k, lane_bytes(template, cfg.optimiser.batch_size), self.device)
         self.hosts = build_seeded(0, lambda: StackedHosts([template] * k, memory_format)).to(
             self.device)
         o = cfg.optimiser

@@ -165,3 +165,30 @@ def test_the_vector_env_leaves_the_global_rngs_alone() -> None:
     assert random.getstate() == before[0]
     assert np.array_equal(np.random.get_state()[1], before[1])
     assert torch.equal(torch.get_rng_state(), before[2])
+
+
+def test_snapshots_forks_and_pickles_of_a_batch_are_refused_with_the_way_out() -> None:
+    import copy
+    import pickle
+
+    vec = EsperVectorEnv(2, task="digits", max_epochs=2)
+    vec.reset(seed=0)
+    for call in (vec.snapshot, vec.fork, vec.restore):
+        with pytest.raises(NotImplementedError, match=r"not supported yet: .*EsperEnv with the "
+                                                      "same seed"):
+            call()
+    with pytest.raises(TypeError, match="cannot be pickled or deep-copied yet"):
+        pickle.dumps(vec)
+    with pytest.raises(TypeError, match="cannot be pickled or deep-copied yet"):
+        copy.deepcopy(vec)
+
+
+def test_a_k_too_large_for_the_free_memory_is_refused_naming_k_and_the_memory(monkeypatch) -> None:
+    from esper_env.nn import batch_trainer
+
+    monkeypatch.setattr(batch_trainer, "available_bytes", lambda device: 10 * 2**20)
+    with pytest.raises(ConfigError, match=r"num_envs=64 needs about 0\.\d+ GiB on cpu "
+                                          r"\(\d\.\d+ MiB per lane\); 0\.01 GiB is available: "
+                                          r"allowed up to num_envs=\d"):
+        EsperVectorEnv(64, task="digits")
+    EsperVectorEnv(2, task="digits")  # small enough
