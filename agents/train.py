@@ -63,8 +63,9 @@ __all__ = ["ALGOS", "TRAIN_EXTRA", "UNMASKED", "VEC_ENVS", "TrainArgs", "add_env
 # (ALGOS ... load_model are re-exported: they lived here before agents.algos, agents.cli and
 # agents.runs)
 
-VEC_ENVS = ("dummy", "subproc", "thread")
-"""``--vec-env`` choices: ``DummyVecEnv``, ``SubprocVecEnv``, :class:`agents.vec_env.ThreadVecEnv`."""
+VEC_ENVS = ("dummy", "subproc", "thread", "batched")
+"""``--vec-env`` choices: ``DummyVecEnv``, ``SubprocVecEnv``, :class:`agents.vec_env.ThreadVecEnv`,
+:class:`agents.batched_vec_env.BatchedVecEnv` (the envs as one batched computation)."""
 AGENT = "agent"
 EVALUATION = "evaluation and logging"
 
@@ -85,7 +86,9 @@ class TrainArgs:
     total_timesteps: int | None = option(None, "env steps (default: the YAML's n_timesteps)")
     n_envs: int | None = option(None, "parallel envs (default: the YAML's n_envs)")
     vec_env: str = option("dummy", "vectorization: one process (envs in turn), one worker process per "
-                                   "env, or one thread per env in this process (envs step at once)",
+                                   "env, one thread per env in this process (envs step at once), or "
+                                   "the envs trained as one batched computation (maskable-ppo; "
+                                   "digits or cifar10, no instance set or curriculum yet)",
                           choices=VEC_ENVS)
     seed: int = option(0, "seed of the agent and the envs")
     output: str | None = option(None, "run folder (default: runs/<algo>-seed<seed>)")
@@ -196,10 +199,14 @@ def train(args: TrainArgs) -> Path:
     def make_env() -> Any:
         return spec.make(curriculum=shared, torch_threads=1 if one_thread else None)
 
-    from agents.vec_env import ThreadVecEnv
+    if args.vec_env == "batched":
+        venv = _batched_venv(args, spec, n_envs, masked_obs)
+    else:
+        from agents.vec_env import ThreadVecEnv
 
-    vec_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv, "thread": ThreadVecEnv}[args.vec_env]
-    venv = make_vec_env(make_env, n_envs=n_envs, seed=args.seed, vec_env_cls=vec_cls)
+        vec_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv,
+                   "thread": ThreadVecEnv}[args.vec_env]
+        venv = make_vec_env(make_env, n_envs=n_envs, seed=args.seed, vec_env_cls=vec_cls)
     venv = _vec_normalize(venv, run_hp.get("normalize", False), float(algo_kwargs.get("gamma", 0.99)))
 
     cls = algo_class(args.algo, args.policy_mask)
@@ -253,6 +260,25 @@ def train(args: TrainArgs) -> Path:
     if eval_env is not None:
         eval_env.close()
     return out
+
+
+def _batched_venv(args: TrainArgs, spec: EnvSpec, n_envs: int, masked_obs: bool) -> Any:
+    """``--vec-env batched``: the envs as one :class:`~agents.batched_vec_env.BatchedVecEnv` under
+    ``VecMonitor`` (env i seeded ``seed + i``, as ``make_vec_env`` seeds).
+    """  # noqa: D205
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from agents.batched_vec_env import BatchedVecEnv
+
+    if masked_obs:
+        raise ConfigError(f"vec_env='batched' with algo={args.algo!r} is not supported yet (the mask "
+                          "in the observation is a per-env wrapper); allowed: algo='maskable-ppo'")
+    if args.curriculum:
+        raise ConfigError("vec_env='batched' with curriculum=True is not supported yet (the "
+                          "curriculum is a per-env wrapper); allowed: curriculum=False")
+    venv = BatchedVecEnv(n_envs, config=spec.esper_config)
+    venv.seed(args.seed)
+    return VecMonitor(venv)
 
 
 def _build_curriculum(spec: EnvSpec) -> Any:

@@ -254,3 +254,33 @@ def test_agents_train_and_play_on_tinytext_with_the_transformer_blueprints(tmp_p
     if algo == "per-dqn":  # the curriculum's arms are the task's blueprints, in action order
         arms = json.loads((out / "curriculum.json").read_text())["arms"]
         assert arms == list(env.unwrapped.blueprints) and arms[:3] == ["norm", "lora", "attention"]
+
+
+def test_vec_env_batched_trains_maskable_ppo_on_the_batched_engine(tmp_path):
+    args = parse_args(["--algo", "maskable-ppo", "--vec-env", "batched", "--n-envs", "3",
+                       "--total-timesteps", "12", "--output", str(tmp_path / "run"),
+                       "--eval-freq", "0", "--no-progress-bar", "--task", "digits",
+                       "--max-epochs", "3", "--hyperparams", "n_steps=4",
+                       "--hyperparams", "batch_size=6"])
+    out = train(args)
+    stats = json.loads((out / "train_stats.json").read_text())
+    assert stats["timesteps"] == 12 and (out / "model.zip").exists()
+    assert stats["steps_per_s"] > 0
+    model = load_model(out)[0]
+    obs = np.zeros((1, *model.observation_space.shape), np.float32)
+    mask = np.zeros((1, model.action_space.n), bool)
+    mask[0, 0] = True
+    assert model.predict(obs, action_masks=mask)[0].tolist() == [0]  # a masked policy
+
+
+def test_vec_env_batched_refuses_what_it_cannot_run_yet(tmp_path):
+    base = ["--vec-env", "batched", "--n-envs", "2", "--total-timesteps", "4", "--eval-freq", "0",
+            "--task", "digits", "--max-epochs", "3"]
+    with pytest.raises(ConfigError, match="vec_env='batched' with algo='dqn' is not supported"):
+        train(parse_args(["--algo", "dqn", "--output", str(tmp_path / "a"), *base]))
+    with pytest.raises(ConfigError, match="vec_env='batched' with curriculum=True"):
+        train(parse_args(["--algo", "maskable-ppo", "--curriculum", "--output",
+                          str(tmp_path / "b"), *base]))
+    with pytest.raises(ConfigError, match="task='synthetic' is not batchable"):
+        train(parse_args(["--algo", "maskable-ppo", "--output", str(tmp_path / "c"),
+                          *base[:-4], "--task", "synthetic", "--max-epochs", "3"]))
