@@ -4,6 +4,7 @@
   baselines, SB3 and sb3-contrib models) and returns its :class:`EpisodeResult`; given an
   :class:`EpisodeTrace` it also records the episode epoch by epoch (accuracy curves, the stage of
   every slot, the actions taken, wall time).
+* :func:`run_batched` plays one episode in every lane of a batched vector env at once.
 * :func:`episode_plan` says which episodes to play: ``(seed, reset options)`` pairs from a first
   seed, over an instance split when the env has one.
 
@@ -172,3 +173,50 @@ def episode_plan(env: Any, first_seed: int, episodes: int | None = None,
         n = episodes or n_instances
         return [(first_seed + i, {"instance": i % n_instances}) for i in range(n)]
     return [(first_seed + i, None) for i in range(episodes or 20)]
+
+
+def run_batched(venv: Any, policies: list[Any], seeds: list[int], name: str | None = None
+                ) -> list[EpisodeResult]:
+    """Play one episode per lane of a batched vector env (:class:`esper_env.vector.EsperVectorEnv`)
+    at once: lane ``i`` from ``seeds[i]`` with ``policies[i]`` (masked, deterministic actions), as
+    :func:`run_episode` plays one. Lanes that finish wait (WAIT) until every lane has finished.
+    """  # noqa: D205
+    from gymnasium.vector import AutoresetMode
+
+    k = venv.num_envs
+    if len(policies) != k or len(seeds) != k:
+        raise ValueError(f"{len(policies)} policies and {len(seeds)} seeds for {k} lanes; allowed: "
+                         f"one of each per lane")
+    if venv.metadata.get("autoreset_mode") != AutoresetMode.NEXT_STEP:
+        raise ValueError("run_batched needs the NEXT_STEP autoreset mode (a lane's last step is "
+                         "then the one it returns)")
+    obs, info = venv.reset(seed=list(seeds))
+    totals, steps = [0.0] * k, [0] * k
+    illegal, rollbacks = [0] * k, [0] * k
+    counts: list[Counter[str]] = [Counter() for _ in range(k)]
+    results: list[EpisodeResult | None] = [None] * k
+    while any(r is None for r in results):
+        masks = venv.action_masks()
+        actions = [0 if results[i] is not None else
+                   int(policies[i].predict(obs[i], action_masks=masks[i], deterministic=True)[0])
+                   for i in range(k)]
+        obs, reward, terminated, truncated, info = venv.step(actions)
+        for i in range(k):
+            if results[i] is not None:
+                continue
+            totals[i] += float(reward[i])
+            steps[i] += 1
+            illegal[i] += int(info["illegal_action"][i])
+            rollbacks[i] += int(info["rollback"][i])
+            for e in info["events"][i]:
+                counts[i][e["to"].lower()] += 1
+            if terminated[i] or truncated[i]:
+                results[i] = EpisodeResult(
+                    policy=name or getattr(policies[i], "name", type(policies[i]).__name__),
+                    seed=seeds[i], episode_return=totals[i],
+                    final_val_acc=float(info["final_val_acc"][i]),
+                    final_test_acc=float(info["final_test_acc"][i]),
+                    params_added=int(info["params_added"][i]),
+                    n_fossilized=int(info["n_fossilized"][i]), lifecycle=dict(counts[i]),
+                    illegal_actions=illegal[i], rollbacks=rollbacks[i], length=steps[i])
+    return results  # type: ignore[return-value]

@@ -19,12 +19,15 @@ which table and extra statistics it reports:
   and the integrity bars;
 * ``rollback``: what a governor rollback costs, paired clean and faulted episodes;
 * ``agents``: each algorithm trained by esper-train (the training step), then its best model and
-  the baselines on held-out seeds.
+  the baselines on held-out seeds;
+* ``parity``: the batched vector env against the single env, every fixed policy paired on the
+  same seeds.
 
 Each prints its table and appends one JSON line with provenance (:func:`benchmarks._common.save`)
 to its result file (``growth.jsonl``, ``heuristic.jsonl``, ``instances.jsonl``,
-``reward_integrity.jsonl``, ``rollback.jsonl``, ``agents.jsonl``): in the untracked ``results/``
-by default, in the tracked ``benchmarks/results/`` only with ``--record``, or in ``--out``.
+``reward_integrity.jsonl``, ``rollback.jsonl``, ``agents.jsonl``, ``parity.jsonl``): in the
+untracked ``results/`` by default, in the tracked ``benchmarks/results/`` only with ``--record``,
+or in ``--out``.
 """
 
 from __future__ import annotations
@@ -36,12 +39,20 @@ from typing import Any
 
 from agents.cli import key_value
 from benchmarks._common import OptionError, save
-from benchmarks._study import growth, heuristic, instances, integrity, rollback, trained_agents
+from benchmarks._study import (
+    growth,
+    heuristic,
+    instances,
+    integrity,
+    parity,
+    rollback,
+    trained_agents,
+)
 from benchmarks._study.core import Recipe, play
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     growth.RECIPE, heuristic.RECIPE, instances.RECIPE, integrity.RECIPE, rollback.RECIPE,
-    trained_agents.RECIPE)}
+    trained_agents.RECIPE, parity.RECIPE)}
 """The recipes by command-line name."""
 
 # ---- options, each declared once -----------------------------------------------------------------
