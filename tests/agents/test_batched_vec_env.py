@@ -61,3 +61,28 @@ def test_seeding_gives_env_i_the_seed_plus_i() -> None:
     np.testing.assert_allclose(a.reset()[1], b.reset()[0], atol=1e-5)
     with pytest.raises(Exception, match="num_envs=0"):
         BatchedVecEnv(0)
+
+
+def test_run_batched_plays_one_episode_per_lane_like_run_episode() -> None:
+    from agents.policies import make_baseline
+    from agents.rollout import run_batched, run_episode
+    from esper_env.env import EsperEnv
+    from esper_env.vector import EsperVectorEnv
+
+    kw = dict(task="digits", max_epochs=6, germination_gate=False, torch_threads=1)
+    venv = EsperVectorEnv(2, **kw)
+    names = ["no-growth", "scripted-conv_light"]
+    results = run_batched(venv, [make_baseline(n, venv.template) for n in names], [3, 4])
+    for r, name, seed in zip(results, names, (3, 4), strict=True):
+        env = EsperEnv(**kw)
+        one = run_episode(env, make_baseline(name, env), seed)
+        assert (r.seed, r.length, r.n_fossilized, r.lifecycle) == (seed, one.length,
+                                                                  one.n_fossilized, one.lifecycle)
+        assert r.final_test_acc == pytest.approx(one.final_test_acc, abs=1e-3)
+        assert r.episode_return == pytest.approx(one.episode_return, abs=1e-2)
+    assert results[1].lifecycle.get("blending") == 1  # the scripted lane grew a seed
+    with pytest.raises(ValueError, match="1 policies and 2 seeds for 2 lanes"):
+        run_batched(venv, [make_baseline("no-growth", venv.template)], [1, 2])
+    same = EsperVectorEnv(1, autoreset_mode="SameStep", **kw)
+    with pytest.raises(ValueError, match="needs the NEXT_STEP autoreset mode"):
+        run_batched(same, [make_baseline("no-growth", same.template)], [1])

@@ -593,3 +593,21 @@ def test_speed_vector_pairs_the_batched_env_with_one_env_and_reports_memory(tmp_
     assert "speedup" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         speed.main(["vector", "--ks", "0"])
+
+
+def test_study_parity_pairs_batched_lanes_with_single_envs_on_the_same_seeds(tmp_path, capsys):
+    from benchmarks import study
+
+    rec = study.main(["parity", "--seeds", "2", "--first-seed", "10", "--max-epochs", "3",
+                      "--out", str(tmp_path)])
+    labels = ["no-growth", "scripted-norm", "scripted-attention", "scripted-depthwise",
+              "scripted-conv_light", "scripted-conv_heavy"]
+    assert list(rec["summary"]) == labels
+    single, batched = rec["episodes"]["single"], rec["episodes"]["batched"]
+    assert sorted((e["policy"], e["seed"]) for e in single) == \
+        sorted((e["policy"], e["seed"]) for e in batched) == sorted(
+            (p, s) for p in labels for s in (10, 11))
+    for row in rec["summary"].values():  # 3 epochs: nothing grows, the lanes equal the envs
+        assert row["identical"] == 2 and row["delta"] == 0.0 and row["inside_bar"]
+    assert rec["bar_met"] and "bar (every interval" in capsys.readouterr().out
+    assert len((tmp_path / "parity.jsonl").read_text().splitlines()) == 1
