@@ -35,6 +35,7 @@ from esper_env.errors import ConfigError
 from esper_env.nn.batched import SeedGroup, StackedHosts, StackedSGD, gather_batches
 from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
 from esper_env.nn.data import TaskData
+from esper_env.nn.slots import _StraightThrough
 from esper_env.nn.trainer import EVAL_CHUNK, build_seeded
 from esper_env.tasks import build_host
 
@@ -578,18 +579,6 @@ class BatchedTrainer:
         nan = float("nan")
         return EpochReport(nan, 0.0, nan, 0.0, tuple(SlotMetrics() for _ in self.points),
                            f"{type(exc).__name__}: {exc}")
-
-
-class _StraightThrough(torch.autograd.Function):
-    """``out = h`` in value; ``dL/dout`` goes unchanged to both ``h`` and ``b`` (the incubator)."""
-
-    @staticmethod
-    def forward(ctx: object, h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return h.clone()
-
-    @staticmethod
-    def backward(ctx: object, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: D102
-        return g, g
 
 
 def _member_rows(p: torch.Tensor, k: int, i: int) -> torch.Tensor:
