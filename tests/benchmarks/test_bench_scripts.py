@@ -35,7 +35,8 @@ def test_study_lists_every_recipe_and_its_result_file():
 
     assert {name: r.result for name, r in study.RECIPES.items()} == {
         "growth": "growth", "heuristic": "heuristic", "instances": "instances",
-        "integrity": "reward_integrity", "rollback": "rollback", "agents": "agents"}
+        "integrity": "reward_integrity", "rollback": "rollback", "agents": "agents",
+        "parity": "parity"}
     with pytest.raises(SystemExit):
         study.main(["no-such-recipe"])
     with pytest.raises(SystemExit):  # an option of another recipe
