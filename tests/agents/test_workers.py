@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,10 @@ def _left_after_kill(tmp_path: Path, init: str, method: str = "spawn", wait_s: f
         try:
             pids = [int(p) for p in proc.stdout.readline().split()]
             seen = tagged(tag)
+            deadline = time.monotonic() + 10.0
+            while not set(pids) <= set(seen) and time.monotonic() < deadline:
+                time.sleep(0.05)  # a worker just started may not be readable in /proc yet
+                seen = tagged(tag)
             assert pids and set(pids) <= set(seen), (pids, seen)  # the scan sees the workers
             assert any("resource_tracker" in cmd for cmd in seen.values()), seen
         finally:
