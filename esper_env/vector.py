@@ -171,9 +171,7 @@ class EsperVectorEnv(VectorEnv):
             if a is None or i in setups:
                 continue
             state = self._states[i]
-            assert state is not None
-            if state.done:  # a finished lane waits for its reset (NEXT_STEP) and trains nothing
-                continue
+            assert state is not None and not state.done  # a finished lane is reset first
             states[i], pendings[i] = ep.apply_action(state, a, p)
             requests[i] = pendings[i].request
         reports = trainer.run_epoch(requests)
@@ -200,9 +198,6 @@ class EsperVectorEnv(VectorEnv):
                 assert outcome.reward is not None
                 results[i] = (step_info(state, p, outcome, test, fault), outcome.reward.total,
                               outcome.terminated)
-        for i, a in enumerate(actions):  # lanes that had ended: the terminal step again
-            if a is not None and i not in results:
-                results[i] = ({}, 0.0, True)
         return results
 
     # -- what a batch cannot do yet -------------------------------------------------------------

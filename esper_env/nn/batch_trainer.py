@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +119,6 @@ class _Lane:
     twin_enabled: bool
     twin_forked: bool = False
     checkpoint: dict | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class BatchedTrainer:
@@ -539,11 +538,6 @@ class BatchedTrainer:
             return self._fault_report(exc)
         slots = tuple(SlotMetrics(0.0, 0, cf.get(s)) for s in range(len(self.points)))
         return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)
-
-    def checkpoint_slots(self, i: int) -> tuple[int, ...]:
-        """Slots of lane ``i`` that hold a seed in its checkpoint."""
-        cp = self.lanes[i].checkpoint
-        return () if cp is None else tuple(s for s, kept in enumerate(cp["seeds"]) if kept)
 
     def settle(self, settlements: Sequence[Settlement | None]) -> list[TestReading | None]:
         """End every lane's step as its settlement asks: slots, checkpoint, test accuracies."""
