@@ -19,7 +19,6 @@ An exception raised by the stacked computation is a fault of every lane that tra
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from esper_env.core.episode import EpochRequest, Settlement, SlotPlan, TestReadi
 from esper_env.core.observation import EpisodeFacts
 from esper_env.core.state import EpochReport, Germination, SlotMetrics, TwinReading
 from esper_env.errors import ConfigError
-from esper_env.nn.batched import SeedGroup, StackedHosts, StackedSGD, gather_batches
+from esper_env.nn.batched import SeedGroup, StackedHosts, StackedSGD, gather_batches, per_channel
 from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
 from esper_env.nn.data import TaskData
 from esper_env.nn.slots import _StraightThrough
@@ -156,6 +155,7 @@ class BatchedTrainer:
         self.channels = tuple(template.injection_points[p].channels for p in self.points)
         self.n_blocks = len(template.blocks)
         self.host_params = count_parameters(template)
+        self._template = template
         check_memory(k, lane_bytes(template, cfg.optimiser.batch_size), self.device)
         self.hosts = build_seeded(0, lambda: StackedHosts([template] * k, memory_format)).to(
             self.device)
@@ -163,7 +163,10 @@ class BatchedTrainer:
         self.opt = StackedSGD(list(self.hosts.parameters()), k, [o.host_lr] * k, o.host_momentum,
                               o.host_weight_decay)
         self.twins: StackedHosts | None = None
+        """The forked lanes' twins, one member per lane of :attr:`twin_lanes` (in that order)."""
         self.twin_opt: StackedSGD | None = None
+        self.twin_lanes: list[int] = []
+        self._twin_forks: dict[int, tuple[dict[str, torch.Tensor], list[torch.Tensor] | None]] = {}
         self.seed_lr = float(o.seed_lr if o.seed_lr is not None else spec.seed_lr)
         self.groups: dict[tuple[int, str], SeedGroup] = {}
         self.lanes = [_Lane(torch.Generator(), [None] * len(self.points), self.twin)
@@ -252,9 +255,7 @@ class BatchedTrainer:
         if hosts.memory_format is not None:
             x = x.contiguous(memory_format=hosts.memory_format)
         for b in range(start, self.n_blocks):
-            x = F.relu(hosts.norms[b](hosts.convs[b](x)))
-            if hosts.pools[b]:
-                x = F.max_pool2d(x, 2)
+            x = hosts.block(b, x)
             s = self._slot_after.get(b)
             if s is not None:
                 if s in keep and arriving is not None:
@@ -263,10 +264,8 @@ class BatchedTrainer:
         return hosts.head(x)
 
     def _slot(self, s: int, x: torch.Tensor) -> torch.Tensor:
-        b, kc, h, w = x.shape
-        c = kc // self.k
-        x5 = x.view(b, self.k, c, h, w)
-        out = x5
+        c = x.shape[1] // self.k
+        out = x
         for (slot, _), group in self.groups.items():
             if slot != s or not len(group):
                 continue
@@ -275,27 +274,34 @@ class BatchedTrainer:
                 seed.mode == "incubate" or (seed.mode == "blend" and seed.alpha > 0.0))]
             if not live:
                 continue
-            lanes = torch.tensor([group.lanes[j] for j in live], device=x.device)
-            hl = x5.index_select(1, lanes).transpose(0, 1)  # (G', B, C, H, W)
-            iso = torch.tensor([seeds[j].isolate for j in live], device=x.device).view(-1, 1, 1, 1, 1)
-            detached = hl.detach()
-            hs = torch.where(iso, detached, hl)
+            lanes = [group.lanes[j] for j in live]
+            every = lanes == list(range(self.k))
+            channels = None if every else _channels(lanes, c, x.device)
+            hl = x if channels is None else _take(x, channels)  # (B, G' * C, H, W)
+            iso = [seeds[j].isolate for j in live]  # type: ignore[union-attr]
+            hs = hl.detach() if all(iso) else hl if not any(iso) else torch.where(
+                per_channel(torch.tensor(iso, device=x.device), c), hl.detach(), hl)
             params = group.params if len(live) == len(group) else {
                 n: t[live] for n, t in group.params.items()}
             sv = group.forward_with(params, hs)
-            inc = torch.tensor([seeds[j].mode == "incubate" for j in live],
-                               device=x.device).view(-1, 1, 1, 1, 1)
-            alpha = torch.tensor([seeds[j].alpha for j in live], dtype=x.dtype,
-                                 device=x.device).view(-1, 1, 1, 1, 1)
+            inc = [seeds[j].mode == "incubate" for j in live]  # type: ignore[union-attr]
+            alpha = per_channel(torch.tensor([seeds[j].alpha for j in live],  # type: ignore[union-attr]
+                                              dtype=x.dtype, device=x.device), c)
             if self.cfg.lifecycle.blend == "add":
-                blended = hl + alpha * (sv - hs)
-                at_one = hs + (sv - hs)
+                blended = hl + alpha * (sv - hs) if not all(inc) else None
+                at_one = hs + (sv - hs) if any(inc) else None
             else:
-                blended = hl * (1.0 + alpha * torch.tanh(sv))
-                at_one = hs * (1.0 + torch.tanh(sv))
-            lane_out = torch.where(inc, _StraightThrough.apply(hl, at_one), blended)
-            out = out.index_copy(1, lanes, lane_out.transpose(0, 1))
-        return out.view(b, kc, h, w)
+                blended = hl * (1.0 + alpha * torch.tanh(sv)) if not all(inc) else None
+                at_one = hs * (1.0 + torch.tanh(sv)) if any(inc) else None
+            if blended is None:
+                lane_out = _StraightThrough.apply(hl, at_one)
+            elif at_one is None:
+                lane_out = blended
+            else:
+                lane_out = torch.where(per_channel(torch.tensor(inc, device=x.device), c),
+                                       _StraightThrough.apply(hl, at_one), blended)
+            out = lane_out if channels is None else _put(out, channels, lane_out)
+        return out
 
     # -- an epoch ------------------------------------------------------------------------------
     def run_epoch(self, requests: Sequence[EpochRequest | None]) -> list[EpochReport | None]:
@@ -340,7 +346,10 @@ class BatchedTrainer:
                  and self._blends(i)]
         for i in forks:
             self._fork_twin(i)
+        self._restack_twins()
         twins = [i for i in training if self.lanes[i].twin_forked]
+        twins_kept = {r: _read_member(self.twins, self.twin_opt, r)  # type: ignore[arg-type]
+                      for r, i in enumerate(self.twin_lanes) if i not in training}
         active = {i: [s for s, seed in enumerate(self.lanes[i].seeds)
                       if seed is not None and seed.mode != "off"] for i in training}
         data, dev = self.data, self.device
@@ -380,6 +389,8 @@ class BatchedTrainer:
                 self._train_twins(xb, yb)
         for i, state in kept.items():
             _write_member(self.hosts, self.opt, i, state[0], state[1])
+        for r, state in twins_kept.items():
+            _write_member(self.twins, self.twin_opt, r, state[0], state[1])  # type: ignore[arg-type]
         val = self._validate(training, "val")
         reports = {}
         host_sq_l, loss_l, correct_l = host_sq.tolist(), (loss_sum / n).tolist(), correct.tolist()
@@ -450,22 +461,45 @@ class BatchedTrainer:
 
     # -- the twins -----------------------------------------------------------------------------
     def _fork_twin(self, i: int) -> None:
-        if self.twins is None:
-            self.twins = copy.deepcopy(self.hosts)
-            o = self.cfg.optimiser
-            self.twin_opt = StackedSGD(list(self.twins.parameters()), self.k, [o.host_lr] * self.k,
-                                       o.host_momentum, o.host_weight_decay)
-        assert self.twin_opt is not None
-        state, bufs = _read_member(self.hosts, self.opt, i)
-        _write_member(self.twins, self.twin_opt, i, state, bufs)
+        """Start lane ``i``'s twin from its host as it is now (it joins the stack at the next
+        :meth:`_restack_twins`).
+        """  # noqa: D205
+        self._twin_forks[i] = _read_member(self.hosts, self.opt, i)
         self.lanes[i].twin_forked = True
 
+    def _restack_twins(self) -> None:
+        """Make :attr:`twins` hold exactly the forked lanes' twins: the new forks join, the
+        twins of lanes that were reset or whose twin diverged leave. Only forked lanes' twins
+        are stored and trained.
+        """  # noqa: D205
+        wanted = [i for i in range(self.k) if self.lanes[i].twin_forked]
+        if wanted == self.twin_lanes and not self._twin_forks:
+            return
+        old, old_opt, rows = self.twins, self.twin_opt, {i: r for r, i in enumerate(self.twin_lanes)}
+        self.twins = self.twin_opt = None
+        self.twin_lanes = wanted
+        if wanted:
+            o = self.cfg.optimiser
+            twins = build_seeded(0, lambda: StackedHosts([self._template] * len(wanted),
+                                                         self.memory_format)).to(self.device)
+            opt = StackedSGD(list(twins.parameters()), len(wanted), [o.host_lr] * len(wanted),
+                             o.host_momentum, o.host_weight_decay)
+            for r, i in enumerate(wanted):
+                state, bufs = self._twin_forks[i] if i in self._twin_forks else _read_member(
+                    old, old_opt, rows[i])  # type: ignore[arg-type]
+                _write_member(twins, opt, r, state, bufs)
+            self.twins, self.twin_opt = twins, opt
+        self._twin_forks.clear()
+
     def _train_twins(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
-        twins, opt = self.twins, self.twin_opt
+        twins, opt, lanes = self.twins, self.twin_opt, self.twin_lanes
         assert twins is not None and opt is not None
+        if len(lanes) < self.k:
+            xb = _take(xb, _channels(lanes, xb.shape[1] // self.k, xb.device))
+            yb = yb[lanes]
         logits = twins(xb)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                               reduction="none").view(self.k, -1).mean(dim=1).sum()
+                               reduction="none").view(len(lanes), -1).mean(dim=1).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -476,6 +510,7 @@ class BatchedTrainer:
         if not forked:
             return out
         assert self.twins is not None
+        t, rows = self.twins.k, {i: r for r, i in enumerate(self.twin_lanes)}
         x, y = self._split(split)
         x = self.data.prepare(x)
         with torch.inference_mode():
@@ -483,19 +518,20 @@ class BatchedTrainer:
             self.twins.eval()
             try:
                 n = x.shape[0]
-                xs = x.unsqueeze(1).expand(n, self.k, *x.shape[1:]).reshape(n, -1, *x.shape[2:])
+                xs = x.unsqueeze(1).expand(n, t, *x.shape[1:]).reshape(n, -1, *x.shape[2:])
                 logits = self.twins(xs)
-                losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(self.k),
-                                         reduction="none").view(self.k, n).mean(dim=1).tolist()
+                losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(t),
+                                         reduction="none").view(t, n).mean(dim=1).tolist()
                 accs = (100.0 * (logits.argmax(dim=2) == y).sum(dim=1) / n).tolist()
             finally:
                 self.twins.train(was)
         for i in forked:
-            if not math.isfinite(losses[i]):  # a diverged baseline can neither pay nor charge
+            r = rows[i]
+            if not math.isfinite(losses[r]):  # a diverged baseline can neither pay nor charge
                 self.lanes[i].twin_forked = self.lanes[i].twin_enabled = False
                 out[i] = TwinReading(None, False)
             else:
-                out[i] = TwinReading(accs[i], True)
+                out[i] = TwinReading(accs[r], True)
         return out
 
     # -- the governor's checkpoint, faults, the end of a step --------------------------------------
@@ -573,6 +609,23 @@ class BatchedTrainer:
         nan = float("nan")
         return EpochReport(nan, 0.0, nan, 0.0, tuple(SlotMetrics() for _ in self.points),
                            f"{type(exc).__name__}: {exc}")
+
+
+def _channels(lanes: Sequence[int], c: int, device: torch.device) -> torch.Tensor:
+    """The stacked channel indices of ``lanes`` (``c`` channels each), in order."""
+    return (torch.tensor(lanes, device=device)[:, None] * c
+            + torch.arange(c, device=device)).reshape(-1)
+
+
+def _take(x: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """``x[:, channels]``, laid out channels-last (the seeds' grouped convolutions' layout)."""
+    return x.permute(0, 2, 3, 1).index_select(3, channels).permute(0, 3, 1, 2)
+
+
+def _put(x: torch.Tensor, channels: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``x[:, channels]`` replaced by ``values`` (out of place, differentiable)."""
+    return x.permute(0, 2, 3, 1).index_copy(3, channels, values.permute(0, 2, 3, 1)
+                                           ).permute(0, 3, 1, 2)
 
 
 def _member_rows(p: torch.Tensor, k: int, i: int) -> torch.Tensor:

@@ -91,6 +91,42 @@ def test_a_germination_in_one_lane_leaves_the_other_lanes_alone() -> None:
     np.testing.assert_allclose(r_grow[:, 1:], r_wait[:, 1:], atol=1e-6)
 
 
+def _germinate(names: tuple[str, ...], mask: np.ndarray, blueprint: str) -> int:
+    for i, n in enumerate(names):
+        if mask[i] and (blueprint in n or n.startswith("FOSSILIZE")):
+            return i
+    return 0
+
+
+def test_lanes_that_grow_other_seeds_at_other_times_each_equal_their_single_env() -> None:
+    """Seed groups of several blueprints and twins forked at different epochs, one stack each."""
+    kw = {**KW, "max_epochs": 10, "germination_gate": False}
+    plans = [("conv_heavy", 0), ("attention", 3), ("depthwise", 4), (None, 0)]
+    vec = EsperVectorEnv(len(plans), **kw)
+    singles = [EsperEnv(**kw) for _ in plans]
+    vec.reset(seed=60)
+    for i, env in enumerate(singles):
+        env.reset(seed=60 + i)
+    names = singles[0].action_names
+    assert vec.trainer.twin
+    forked_counts = set()
+    for t in range(8):  # later, float rounding has moved a lane's accuracy by whole images
+        masks = vec.action_masks()
+        acts = [0 if bp is None or t < start else _germinate(names, masks[i], bp)
+                for i, (bp, start) in enumerate(plans)]
+        _, r, d, _, info = vec.step(acts)
+        forked_counts.add(len(vec.trainer.twin_lanes))
+        for i, env in enumerate(singles):
+            assert bool(env.action_masks()[acts[i]])
+            _, r1, d1, _, i1 = env.step(acts[i])
+            assert r[i] == pytest.approx(r1, abs=REWARD_TOL), (t, i)
+            for term, value in i1["reward_terms"].items():
+                assert info["reward_terms"][term][i] == pytest.approx(value, abs=REWARD_TOL), \
+                    (t, i, term)
+            assert bool(d[i]) == d1
+    assert len(forked_counts) >= 3  # the twin stack grew as lanes began to blend
+
+
 def test_make_vec_builds_it_with_masks_per_lane_and_next_step_autoreset() -> None:
     envs = gym.make_vec("Esper-v0", num_envs=2, vectorization_mode="vector_entry_point",
                         task="digits", max_epochs=3, torch_threads=1)

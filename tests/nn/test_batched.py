@@ -110,28 +110,37 @@ def _seeds(blueprint: str, channels: int, seeds: list[int]) -> list[torch.nn.Mod
     return [build_seeded(s, lambda: build_blueprint("cnn", blueprint, channels)) for s in seeds]
 
 
+@pytest.mark.parametrize("hand_batched", [True, False], ids=["hand-batched", "vmap"])
 @pytest.mark.parametrize("blueprint", ["norm", "attention", "depthwise", "conv_light",
                                        "conv_heavy"])
-def test_a_seed_group_trains_each_member_as_its_own_module_with_sgd(blueprint: str) -> None:
+def test_a_seed_group_trains_each_member_as_its_own_module_with_sgd(blueprint: str,
+                                                                    hand_batched: bool) -> None:
     from esper_env.nn.batched import SeedGroup
 
     mods = _seeds(blueprint, 8, [3, 4, 5])
     group = SeedGroup(mods[0], lr=0.05, momentum=0.9)
+    assert (group._stacked is not None) is True  # every CNN blueprint has a hand-batched pass
+    if not hand_batched:
+        group._stacked = None  # the vmap fallback that other modules use
     for lane, m in zip((7, 2, 5), mods, strict=True):
         group.add(lane, copy.deepcopy(m))
     opts = [torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9) for m in mods]
     g = torch.Generator().manual_seed(0)
-    for _ in range(3):
-        x = torch.randn(3, 6, 8, 4, 4, generator=g)
+    for step in range(3):
+        x = torch.randn(6, 3 * 8, 4, 4, generator=g)
+        if step == 1:
+            x = x.contiguous(memory_format=torch.channels_last)
         out = group(x)
+        assert out.shape == x.shape
+        members = [x[:, 8 * i:8 * (i + 1)] for i in range(3)]
         for i, m in enumerate(mods):
-            torch.testing.assert_close(out[i], m(x[i]), **TOL)
+            torch.testing.assert_close(out[:, 8 * i:8 * (i + 1)], m(members[i]), **TOL)
         group.zero_grad()
-        out.square().flatten(1).mean(dim=1).sum().backward()
+        out.unflatten(1, (3, 8)).square().mean(dim=(0, 2, 3, 4)).sum().backward()
         group.step()
         for opt in opts:
             opt.zero_grad()
-        sum(m(x[i]).square().mean() for i, m in enumerate(mods)).backward()
+        sum(m(members[i]).square().mean() for i, m in enumerate(mods)).backward()
         for opt in opts:
             opt.step()
     for lane, m in zip((7, 2, 5), mods, strict=True):
@@ -146,7 +155,7 @@ def test_a_cull_and_a_germination_leave_the_other_members_as_they_were() -> None
     group = SeedGroup(mods[0], lr=0.1, momentum=0.9)
     for lane, m in enumerate(mods):
         group.add(lane, m)
-    x = torch.randn(3, 5, 4, 2, 2)
+    x = torch.randn(5, 3 * 4, 2, 2)
     group(x).square().sum().backward()
     group.step()
     before = {lane: group.member(lane) for lane in (0, 2)}
