@@ -9,11 +9,15 @@ count. Policies: ``wait`` (WAIT throughout) and ``grow`` (a random legal action 
 times). Reported: the medians of env-steps/s, the paired speedup (K x batched steps/s over the
 single env's) with its 95 % bootstrap interval, and the memory per lane: the peak resident
 memory of a fresh process that builds K lanes and steps them, minus that of one lane, per extra
-lane.
+lane. Then, for each policy and each K in ``--breakdown-ks``, where a batched step's time goes:
+one more run of ``--steps`` steps with the trainer's clock on
+(:data:`esper_env.nn.batch_trainer.PARTS`: training, validation, counterfactuals, twin, test,
+bookkeeping), the rest of the step being the shared transition, observations and infos
+(``transition``), in ms per env-step (one lane's step) and as shares of the step.
 
     python -m benchmarks.speed vector --ks 1,8,32,64,256 --repeats 3 --torch-threads 1
 
-Result: ``vector.jsonl``.
+Results: ``vector.jsonl`` and ``vector-breakdown.jsonl``.
 """
 
 from __future__ import annotations
@@ -30,16 +34,23 @@ from benchmarks._common import OptionError, paired_ratios
 
 def add_options(p: Any) -> None:  # noqa: D103
     p.add_argument("--ks", default="1,8,32,64,256", help="comma-separated lane counts K")
+    p.add_argument("--breakdown-ks", default="1,64",
+                   help="comma-separated K whose step time is broken down by part ('' for none)")
+
+
+def _ks(option: str, text: str, empty_ok: bool) -> list[int]:
+    try:
+        ks = [int(x) for x in text.split(",") if x]
+    except ValueError:
+        ks = [0]
+    if (not ks and not empty_ok) or (ks and min(ks) < 1):
+        raise OptionError(f"{option} {text!r}: allowed are positive integers, comma-separated")
+    return ks
 
 
 def check(args: Any) -> None:  # noqa: D103
-    try:
-        args.k_values = [int(x) for x in args.ks.split(",") if x]
-    except ValueError:
-        raise OptionError(f"--ks {args.ks!r}: allowed are positive integers, comma-separated") \
-            from None
-    if not args.k_values or min(args.k_values) < 1:
-        raise OptionError(f"--ks {args.ks!r}: allowed are positive integers, comma-separated")
+    args.k_values = _ks("--ks", args.ks, empty_ok=False)
+    args.breakdown_k_values = _ks("--breakdown-ks", args.breakdown_ks, empty_ok=True)
 
 
 _PEAK = """
@@ -98,6 +109,23 @@ def _batched(kwargs: dict, k: int, policy: str, steps: int, seed: int) -> float:
     return k * steps / (time.perf_counter() - t0)
 
 
+def _breakdown(kwargs: dict, k: int, policy: str, steps: int) -> dict[str, float]:
+    """ms per env-step of each part of a batched step (the trainer's clock), and the rest."""
+    from esper_env.nn.batch_trainer import PARTS
+    from esper_env.vector import EsperVectorEnv
+
+    vec, rng = EsperVectorEnv(k, **kwargs), np.random.default_rng(0)
+    vec.reset(seed=0)
+    vec.trainer.clock.on = True
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        vec.step(_act(vec.action_masks(), policy, rng))
+    total = time.perf_counter() - t0
+    parts = {p: vec.trainer.clock.seconds[p] for p in PARTS}
+    parts["transition"] = total - sum(parts.values())
+    return {p: 1e3 * v / (k * steps) for p, v in parts.items()}
+
+
 def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
     prov = provenance()
     kwargs = {"task": args.tasks.split(",")[0], "max_epochs": args.max_epochs, **dict(args.env_kwarg)}
@@ -127,4 +155,13 @@ def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
                   f"{ratio['speedup']:>9.2f} (±{ratio['speedup_ci95']:.2f}) "
                   f"{per_lane[k]:>8.2f}", flush=True)
             records.append(rec)
+    for policy in args.policies:
+        for k in args.breakdown_k_values:
+            ms = _breakdown(kwargs, k, policy, args.steps)
+            total = sum(ms.values())
+            print(f"# breakdown {policy} K={k}: {total:.2f} ms per env-step = " + ", ".join(
+                f"{p} {v:.2f} ({100 * v / total:.0f}%)" for p, v in ms.items()), flush=True)
+            records.append({"bench": "vector-breakdown", "policy": policy, "k": k,
+                            "steps": args.steps, "env_kwargs": kwargs,
+                            "ms_per_env_step": ms, "ms_per_env_step_total": total})
     return records

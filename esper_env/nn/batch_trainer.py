@@ -20,6 +20,7 @@ An exception raised by the stacked computation is a fault of every lane that tra
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -103,6 +104,43 @@ def check_memory(k: int, per_lane: int, device: torch.device) -> None:
                           f"available: allowed up to num_envs={max(0, free // per_lane)}")
 
 
+PARTS = ("train", "validate", "counterfactual", "twin", "test", "bookkeeping")
+"""Where :attr:`BatchedTrainer.seconds` puts a batched epoch's time: the host and seed
+mini-batches (forward, backward, SGD), the validation pass, the counterfactual (seed-ablated)
+passes, the twins (training, readings, restacking), the test passes at the episodes' ends, and
+the lanes' bookkeeping (resets, germinations, checkpoints, idle lanes kept as they were)."""
+
+
+class _Clock:
+    """Seconds per part of :data:`PARTS`, summed while :attr:`on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seconds = dict.fromkeys(PARTS, 0.0)
+        self._part: str | None = None
+        self._next = ""
+        self._since = 0.0
+        self._stack: list[str | None] = []
+
+    def __call__(self, part: str) -> _Clock:
+        self._next = part
+        return self
+
+    def __enter__(self) -> None:
+        if self.on:
+            now = time.perf_counter()
+            if self._part is not None:  # nested: the outer part pauses
+                self.seconds[self._part] += now - self._since
+            self._stack.append(self._part)
+            self._part, self._since = self._next, now
+
+    def __exit__(self, *exc: object) -> None:
+        if self.on:
+            now = time.perf_counter()
+            self.seconds[self._part] += now - self._since  # type: ignore[index]
+            self._part, self._since = self._stack.pop(), now
+
+
 @dataclass
 class _Seed:
     blueprint: str
@@ -171,6 +209,8 @@ class BatchedTrainer:
         self.groups: dict[tuple[int, str], SeedGroup] = {}
         self.lanes = [_Lane(torch.Generator(), [None] * len(self.points), self.twin)
                       for _ in range(k)]
+        self.clock = _Clock()
+        """Set ``clock.on = True`` to sum each part's seconds in ``clock.seconds`` (:data:`PARTS`)."""
 
     # -- lanes ------------------------------------------------------------------------------------
     def reset_lane(self, i: int, model_seed: int, data_seed: int) -> None:
@@ -178,14 +218,15 @@ class BatchedTrainer:
         seeds, no twin, no checkpoint, and the data order of ``data_seed``.
         """  # noqa: D205
         cfg = self.cfg
-        host = build_seeded(model_seed, lambda: build_host(self.data.spec, cfg.host,
-                                                           cfg.host.bn_momentum))
-        _write_member(self.hosts, self.opt, i, host.state_dict())
-        for s, seed in enumerate(self.lanes[i].seeds):
-            if seed is not None:
-                self._drop_seed(i, s)
-        self.lanes[i] = _Lane(torch.Generator().manual_seed(data_seed), [None] * len(self.points),
-                              self.twin)
+        with self.clock("bookkeeping"):
+            host = build_seeded(model_seed, lambda: build_host(self.data.spec, cfg.host,
+                                                               cfg.host.bn_momentum))
+            _write_member(self.hosts, self.opt, i, host.state_dict())
+            for s, seed in enumerate(self.lanes[i].seeds):
+                if seed is not None:
+                    self._drop_seed(i, s)
+            self.lanes[i] = _Lane(torch.Generator().manual_seed(data_seed),
+                                  [None] * len(self.points), self.twin)
 
     def facts(self) -> EpisodeFacts:
         """The episode's constants as observed (the same for every lane)."""
@@ -307,17 +348,18 @@ class BatchedTrainer:
     def run_epoch(self, requests: Sequence[EpochRequest | None]) -> list[EpochReport | None]:
         """One epoch of every lane whose request is not None, as each request asks."""
         germinations: dict[int, Germination] = {}
-        for i, r in enumerate(requests):
-            if r is None:
-                continue
-            if r.germinate is not None:
-                g = r.germinate
-                germinations[i] = self._germinate(i, g.slot, g.blueprint, g.module_seed)
-            self._apply_slots(i, r.slots)
-            if r.checkpoint:
-                self._checkpoint(i)
-            if r.poison:
-                self._poison(i)
+        with self.clock("bookkeeping"):
+            for i, r in enumerate(requests):
+                if r is None:
+                    continue
+                if r.germinate is not None:
+                    g = r.germinate
+                    germinations[i] = self._germinate(i, g.slot, g.blueprint, g.module_seed)
+                self._apply_slots(i, r.slots)
+                if r.checkpoint:
+                    self._checkpoint(i)
+                if r.poison:
+                    self._poison(i)
         training = [i for i, r in enumerate(requests) if r is not None and r.train]
         measured: dict[int, EpochReport] = {}
         if training:
@@ -327,8 +369,9 @@ class BatchedTrainer:
                 measured = {i: self._fault_report(exc) for i in training}
         nan = float("nan")
         reports: list[EpochReport | None] = []
-        twin_val = self._twin_readings("val", [i for i, r in enumerate(requests)
-                                               if r is not None and r.twin])
+        with self.clock("twin"):
+            twin_val = self._twin_readings("val", [i for i, r in enumerate(requests)
+                                                   if r is not None and r.twin])
         for i, r in enumerate(requests):
             if r is None:
                 reports.append(None)
@@ -341,15 +384,17 @@ class BatchedTrainer:
     def _train_and_validate(self, training: list[int]) -> dict[int, EpochReport]:
         k = self.k
         idle = [i for i in range(k) if i not in training]
-        kept = {i: _read_member(self.hosts, self.opt, i) for i in idle}
-        forks = [i for i in training if self.lanes[i].twin_enabled and not self.lanes[i].twin_forked
-                 and self._blends(i)]
-        for i in forks:
-            self._fork_twin(i)
-        self._restack_twins()
-        twins = [i for i in training if self.lanes[i].twin_forked]
-        twins_kept = {r: _read_member(self.twins, self.twin_opt, r)  # type: ignore[arg-type]
-                      for r, i in enumerate(self.twin_lanes) if i not in training}
+        with self.clock("bookkeeping"):
+            kept = {i: _read_member(self.hosts, self.opt, i) for i in idle}
+        with self.clock("twin"):
+            forks = [i for i in training if self.lanes[i].twin_enabled
+                     and not self.lanes[i].twin_forked and self._blends(i)]
+            for i in forks:
+                self._fork_twin(i)
+            self._restack_twins()
+            twins = [i for i in training if self.lanes[i].twin_forked]
+            twins_kept = {r: _read_member(self.twins, self.twin_opt, r)  # type: ignore[arg-type]
+                          for r, i in enumerate(self.twin_lanes) if i not in training}
         active = {i: [s for s, seed in enumerate(self.lanes[i].seeds)
                       if seed is not None and seed.mode != "off"] for i in training}
         data, dev = self.data, self.device
@@ -361,37 +406,41 @@ class BatchedTrainer:
         correct = torch.zeros(k, device=dev, dtype=torch.long)
         host_sq = torch.zeros(k, device=dev)
         seed_sq = {key: torch.zeros(len(g), device=dev) for key, g in self.groups.items()}
-        self.hosts.train()
-        for start in range(0, n, bs):
-            xb, yb = gather_batches(data.train_x, data.train_y, perms[:, start:start + bs])
-            xb = data.prepare(xb)
-            logits = self._forward(xb)
-            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                                     reduction="none").view(k, -1)
-            self.opt.zero_grad()
-            for g in self.groups.values():
-                g.zero_grad()
-            losses.mean(dim=1).sum().backward()
-            with torch.no_grad():
-                host_sq += sum(p.grad.reshape(k, -1).square().sum(dim=1) for p in self.opt.params)
-                for key, g in self.groups.items():
+        with self.clock("train"):
+            self.hosts.train()
+            for start in range(0, n, bs):
+                xb, yb = gather_batches(data.train_x, data.train_y, perms[:, start:start + bs])
+                xb = data.prepare(xb)
+                logits = self._forward(xb)
+                losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                         reduction="none").view(k, -1)
+                self.opt.zero_grad()
+                for g in self.groups.values():
+                    g.zero_grad()
+                losses.mean(dim=1).sum().backward()
+                with torch.no_grad():
+                    host_sq += sum(p.grad.reshape(k, -1).square().sum(dim=1) for p in self.opt.params)
+                    for key, g in self.groups.items():
+                        if len(g):
+                            seed_sq[key] += sum(t.grad.reshape(len(g), -1).square().sum(dim=1)
+                                                for t in g.params.values() if t.grad is not None)
+                self.opt.step()
+                for g in self.groups.values():
                     if len(g):
-                        seed_sq[key] += sum(t.grad.reshape(len(g), -1).square().sum(dim=1)
-                                            for t in g.params.values() if t.grad is not None)
-            self.opt.step()
-            for g in self.groups.values():
-                if len(g):
-                    g.step()
-            with torch.no_grad():
-                loss_sum += losses.detach().sum(dim=1)
-                correct += (logits.argmax(dim=2) == yb).sum(dim=1)
-            if twins:
-                self._train_twins(xb, yb)
-        for i, state in kept.items():
-            _write_member(self.hosts, self.opt, i, state[0], state[1])
-        for r, state in twins_kept.items():
-            _write_member(self.twins, self.twin_opt, r, state[0], state[1])  # type: ignore[arg-type]
-        val = self._validate(training, "val")
+                        g.step()
+                with torch.no_grad():
+                    loss_sum += losses.detach().sum(dim=1)
+                    correct += (logits.argmax(dim=2) == yb).sum(dim=1)
+                if twins:
+                    with self.clock("twin"):
+                        self._train_twins(xb, yb)
+        with self.clock("bookkeeping"):
+            for i, state in kept.items():
+                _write_member(self.hosts, self.opt, i, state[0], state[1])
+            for r, state in twins_kept.items():
+                _write_member(self.twins, self.twin_opt, r, state[0], state[1])  # type: ignore[arg-type]
+        with self.clock("validate"):
+            val = self._validate(training, "val")
         reports = {}
         host_sq_l, loss_l, correct_l = host_sq.tolist(), (loss_sum / n).tolist(), correct.tolist()
         for i in training:
@@ -439,9 +488,10 @@ class BatchedTrainer:
                     loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(k),
                                                 reduction="none").view(k, m).sum(dim=1)
                     correct += (logits.argmax(dim=2) == y).sum(dim=1)
-                    for s in need:
-                        out = self._forward(arriving[s], start=self.points[s] + 1)
-                        ablated[s] += (out.argmax(dim=2) == y).sum(dim=1)
+                    with self.clock("counterfactual"):
+                        for s in need:
+                            out = self._forward(arriving[s], start=self.points[s] + 1)
+                            ablated[s] += (out.argmax(dim=2) == y).sum(dim=1)
         finally:
             self.hosts.train(was)
         losses, hits = (loss_sum / n).tolist(), correct.tolist()
@@ -577,22 +627,25 @@ class BatchedTrainer:
 
     def settle(self, settlements: Sequence[Settlement | None]) -> list[TestReading | None]:
         """End every lane's step as its settlement asks: slots, checkpoint, test accuracies."""
-        for i, st in enumerate(settlements):
-            if st is None:
-                continue
-            self._apply_slots(i, st.slots)
-            if st.checkpoint:
-                self._checkpoint(i)
+        with self.clock("bookkeeping"):
+            for i, st in enumerate(settlements):
+                if st is None:
+                    continue
+                self._apply_slots(i, st.slots)
+                if st.checkpoint:
+                    self._checkpoint(i)
         tested = [i for i, st in enumerate(settlements) if st is not None and st.test]
         accs: dict[int, float] = {}
         fault = None
         if tested:
             try:
-                accs = {i: v[1] for i, v in self._validate(tested, "test").items()}
+                with self.clock("test"):
+                    accs = {i: v[1] for i, v in self._validate(tested, "test").items()}
             except Exception as exc:  # noqa: BLE001 - a broken model scores 0
                 accs, fault = {i: 0.0 for i in tested}, f"{type(exc).__name__}: {exc}"
-        twin = self._twin_readings("test", [i for i, st in enumerate(settlements)
-                                            if st is not None and st.twin_test])
+        with self.clock("twin"):
+            twin = self._twin_readings("test", [i for i, st in enumerate(settlements)
+                                                if st is not None and st.twin_test])
         return [None if st is None else TestReading(accs.get(i) if st.test else None,
                                                     twin.get(i, TwinReading()),
                                                     fault if i in accs else None)

@@ -585,15 +585,27 @@ def test_speed_cifar_profile_summary_of_a_gpu_trace_counts_kernels_not_annotatio
 def test_speed_vector_pairs_the_batched_env_with_one_env_and_reports_memory(tmp_path, capsys):
     from benchmarks import speed
 
-    recs = speed.main(["vector", "--ks", "1,2", "--repeats", "2", "--steps", "2",
-                       "--max-epochs", "3", "--policy", "grow", "--out", str(tmp_path)])
-    assert [(r["policy"], r["k"]) for r in recs] == [("grow", 1), ("grow", 2)]
-    assert all(r["speedup"] > 0 and len(r["speedup_ratios"]) == 2 for r in recs)
-    assert all(r["batched_env_steps_per_s_median"] > 0 for r in recs)
+    recs = speed.main(["vector", "--ks", "1,2", "--repeats", "2", "--steps", "3",
+                       "--max-epochs", "3", "--policy", "grow", "--breakdown-ks", "2",
+                       "--out", str(tmp_path)])
+    speeds, (parts,) = recs[:2], recs[2:]
+    assert [(r["policy"], r["k"]) for r in speeds] == [("grow", 1), ("grow", 2)]
+    assert all(r["speedup"] > 0 and len(r["speedup_ratios"]) == 2 for r in speeds)
+    assert all(r["batched_env_steps_per_s_median"] > 0 for r in speeds)
+    assert (parts["bench"], parts["k"]) == ("vector-breakdown", 2)
+    ms = parts["ms_per_env_step"]
+    assert list(ms) == ["train", "validate", "counterfactual", "twin", "test", "bookkeeping",
+                        "transition"]
+    assert ms["train"] > 0 and ms["validate"] > 0 and ms["test"] > 0  # 3 steps: an episode ends
+    assert all(v >= 0 for v in ms.values())
+    assert parts["ms_per_env_step_total"] == pytest.approx(sum(ms.values()))
     assert len((tmp_path / "vector.jsonl").read_text().splitlines()) == 2
-    assert "speedup" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        speed.main(["vector", "--ks", "0"])
+    assert len((tmp_path / "vector-breakdown.jsonl").read_text().splitlines()) == 1
+    out = capsys.readouterr().out
+    assert "speedup" in out and "# breakdown grow K=2" in out
+    for bad in (["--ks", "0"], ["--breakdown-ks", "x"]):
+        with pytest.raises(SystemExit):
+            speed.main(["vector", *bad])
 
 
 def test_study_parity_pairs_batched_lanes_with_single_envs_on_the_same_seeds(tmp_path, capsys):
