@@ -17,6 +17,7 @@ device's free memory is refused at construction, naming K and the memory it need
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -58,27 +59,34 @@ class EsperVectorEnv(VectorEnv):
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs={num_envs!r} is invalid; allowed: an integer >= 1")
         kwargs.pop("render_mode", None)
-        mode = AutoresetMode(autoreset_mode) if isinstance(autoreset_mode, str) else autoreset_mode
+        mode = autoreset_mode
+        if isinstance(mode, str):  # a value ("SameStep") or a name ("SAME_STEP", "same_step")
+            by_text = {m.value: m for m in AutoresetMode} | {m.name: m for m in AutoresetMode}
+            mode = by_text.get(mode, by_text.get(mode.upper(), mode))
         if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
             raise ConfigError(f"autoreset_mode={mode!r} is invalid; allowed: NEXT_STEP, SAME_STEP")
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.config = cfg = resolve_instance_set(from_kwargs(config, **kwargs), kwargs)
-        if cfg.task.instance_set is not None:
-            raise ConfigError(f"instance_set={cfg.task.instance_set!r} is not batchable yet; "
-                              "the batched engine supports: None (one task)")
         check_batchable(cfg)
         self.template = EsperEnv(cfg)  # spaces, codec and episode parameters; it never trains
         self.num_envs = k = num_envs
         self.params = self.template._params
+        self.instances = self.template.instances
+        """The instance split's instances (empty without an instance set)."""
+        self._episode_cfgs = [self.template._episode_config(inst) for inst in self.instances]
+        self._episode_params = [self.template._episode_params(c) for c in self._episode_cfgs]
+        self._lane_params = [self.params] * k
         self.single_observation_space = self.template.observation_space
         self.single_action_space = self.template.action_space
         self.observation_space = batch_space(self.single_observation_space, k)
         self.action_space = batch_space(self.single_action_space, k)
         self._low, self._high = self.template._low, self.template._high
-        data = load_config_task(cfg, 0)
+        whole = replace(cfg, task=replace(cfg.task, train_fraction=1.0, label_noise=0.0))
+        data = load_config_task(whole, 0)  # lanes draw their own subsets and noisy labels
         if tune_allocator and data.train_x.device.type == "cpu":
             keep_freed_memory()
-        self.trainer = BatchedTrainer(cfg, data, k, twin=self.params.twin)
+        self.trainer = BatchedTrainer(self.template._cfg, data, k, twin=self.params.twin,
+                                      configs=self._episode_cfgs or None)
         self._rngs: list[np.random.Generator | None] = [None] * k
         self._states: list[EpisodeState | None] = [None] * k
         self._obs = np.zeros((k, *self._low.shape), np.float32)
@@ -162,39 +170,45 @@ class EsperVectorEnv(VectorEnv):
         as one batched epoch; the lanes' observations go to ``self._obs``. Returns per lane: the
         reset's info, or (info, reward, terminated) of a step.
         """  # noqa: D205
-        p, trainer, k = self.params, self.trainer, self.num_envs
+        trainer, k, lp = self.trainer, self.num_envs, self._lane_params
         requests: list[Any] = [None] * k
         setups: dict[int, EpisodeSetup] = {}
         pendings: dict[int, Any] = {}
         for i in resets:
             rng = self._rngs[i]
             assert rng is not None
-            seeds = ep.episode_seeds(int(rng.integers(0, 2**31 - 1)))
-            trainer.reset_lane(i, seeds.model, seeds.data)
-            setups[i] = EpisodeSetup(seeds.module_base, trainer.facts(),
-                                     trainer.seed_costs(self.template.blueprints), None)
-            requests[i] = ep.first_request(p)
+            instance, cfg = None, None
+            if self.instances:  # drawn as EsperEnv.reset draws it, then the episode seed
+                j = int(rng.integers(len(self.instances)))
+                instance, cfg, lp[i] = (self.instances[j], self._episode_cfgs[j],
+                                        self._episode_params[j])
+            episode_seed = int(rng.integers(0, 2**31 - 1))
+            seeds = ep.episode_seeds(episode_seed)
+            trainer.reset_lane(i, seeds.model, seeds.data, cfg, episode_seed)
+            setups[i] = EpisodeSetup(seeds.module_base, trainer.facts(i),
+                                     trainer.seed_costs(self.template.blueprints, i), instance)
+            requests[i] = ep.first_request(lp[i])
         states: dict[int, EpisodeState] = {}
         for i, a in enumerate(actions):
             if a is None or i in setups:
                 continue
             state = self._states[i]
             assert state is not None and not state.done  # a finished lane is reset first
-            states[i], pendings[i] = ep.apply_action(state, a, p)
+            states[i], pendings[i] = ep.apply_action(state, a, lp[i])
             requests[i] = pendings[i].request
         reports = trainer.run_epoch(requests)
         outcomes: dict[int, Any] = {}
         for i in setups:
-            states[i], outcomes[i] = ep.start_episode(setups[i], reports[i], p)
+            states[i], outcomes[i] = ep.start_episode(setups[i], reports[i], lp[i])
         for i, pending in pendings.items():
-            states[i], outcomes[i] = ep.after_epoch(states[i], pending, reports[i], p)
+            states[i], outcomes[i] = ep.after_epoch(states[i], pending, reports[i], lp[i])
             if outcomes[i].restore is not None:
                 report = trainer.roll_back(i, outcomes[i].restore)
-                states[i], outcomes[i] = ep.after_restore(states[i], outcomes[i], report, p)
+                states[i], outcomes[i] = ep.after_restore(states[i], outcomes[i], report, lp[i])
         tests = trainer.settle([outcomes[i].settle if i in outcomes else None for i in range(k)])
         results: dict[int, Any] = {}
         for i, outcome in outcomes.items():
-            state, test = states[i], tests[i]
+            state, test, p = states[i], tests[i], lp[i]
             assert test is not None
             self._states[i] = state
             self._obs[i] = observe(state, p, self._low, self._high)

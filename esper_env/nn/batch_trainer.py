@@ -9,10 +9,18 @@ episode, and the records it takes and returns are the shared transition's
 a seed, the seedless twins a second stack; every lane draws its own mini-batch order from its own
 generator, so a lane's numbers do not depend on the other lanes beyond floating-point rounding.
 
+Lanes may run different configs (the instances of an instance set): each lane has its own host
+widths, injection points, host learning rate, training subset and label noise (drawn from its
+episode seed, as the single env draws them), epoch and parameter budgets. Hosts of different
+widths are *padded*: the stack is as wide as the widest host, a narrower host's extra channels
+hold zero weights, so their activations and gradients are exactly zero and the host computes
+what it computes alone. Lanes whose training sets differ in size train in *phases*: each
+mini-batch step runs every lane, and the lanes without a batch of that size at that point keep
+their weights, momentum and BatchNorm statistics as they were (a masked update).
+
 Scope (refused with a clear error otherwise): CNN tasks whose data do not depend on the episode
-seed (``digits``, ``cifar10``; not ``synthetic``), the whole training split
-(``train_fraction=1``, ``label_noise=0``), the ``add`` and ``multiply`` blends, no gradient
-clipping, one host shape and learning rate for all lanes. Isolation is structural here (the seeds
+seed (``digits``, ``cifar10``; not ``synthetic``), hosts of one depth and pooling, the ``add``
+and ``multiply`` blends, no gradient clipping. Isolation is structural here (the seeds
 see the detached activation), so ``isolation_violations`` is always 0; the single env measures it.
 An exception raised by the stacked computation is a fault of every lane that trained in it.
 """
@@ -22,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +40,10 @@ from esper_env.core.episode import EpochRequest, Settlement, SlotPlan, TestReadi
 from esper_env.core.observation import EpisodeFacts
 from esper_env.core.state import EpochReport, Germination, SlotMetrics, TwinReading
 from esper_env.errors import ConfigError
-from esper_env.nn.batched import SeedGroup, StackedHosts, StackedSGD, gather_batches, per_channel
+from esper_env.nn.batched import SeedGroup, StackedHosts, StackedSGD, gather_inputs, per_channel
 from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
-from esper_env.nn.data import TaskData
+from esper_env.nn.data import TaskData, episode_training_set
+from esper_env.nn.hosts import CNNHost
 from esper_env.nn.slots import _StraightThrough
 from esper_env.nn.trainer import EVAL_CHUNK, build_seeded
 from esper_env.tasks import build_host
@@ -51,8 +60,6 @@ def check_batchable(cfg: EsperConfig) -> None:
         (spec.topology == "cnn", "task", cfg.task.name, "a CNN task ('digits', 'cifar10')"),
         (cfg.task.name != "synthetic", "task", cfg.task.name,
          "a task whose data do not depend on the episode seed ('digits', 'cifar10')"),
-        (cfg.task.train_fraction == 1.0, "train_fraction", cfg.task.train_fraction, "1.0"),
-        (cfg.task.label_noise == 0.0, "label_noise", cfg.task.label_noise, "0.0"),
         (cfg.lifecycle.blend in ("add", "multiply"), "blend", cfg.lifecycle.blend,
          "'add' or 'multiply'"),
         (cfg.optimiser.grad_clip is None or math.isinf(cfg.optimiser.grad_clip), "grad_clip",
@@ -150,50 +157,88 @@ class _Seed:
 
 
 @dataclass
+class _Shape:
+    """What a lane's config fixes on the torch side."""
+
+    cfg: EsperConfig
+    points: tuple[int, ...]
+    channels: tuple[int, ...]
+    host_params: int
+    widths: tuple[int, ...]
+
+    @property
+    def n_blocks(self) -> int:  # noqa: D102
+        return len(self.widths)
+
+    @property
+    def slot_of_block(self) -> dict[int, int]:  # noqa: D102
+        return {p: s for s, p in enumerate(self.points)}
+
+
+@dataclass
 class _Lane:
     generator: torch.Generator
     seeds: list[_Seed | None]
     twin_enabled: bool
+    shape: _Shape
+    rows: torch.Tensor | None = None
+    """The lane's training samples (CPU indices into the shared split), None for all of them."""
+    labels: torch.Tensor | None = None
+    """Their labels (CPU; noisy where the config asks), None for the split's own."""
     twin_forked: bool = False
     checkpoint: dict | None = None
+
+    @property
+    def n_train(self) -> int | None:  # noqa: D102
+        return None if self.rows is None else int(self.rows.shape[0])
+
+
+def _points(cfg: EsperConfig, n_points: int) -> tuple[int, ...]:
+    points = cfg.host.injection_points
+    if points is None:
+        if cfg.host.n_slots > n_points:
+            raise ConfigError(f"n_slots={cfg.host.n_slots} is invalid; allowed: 1..{n_points} "
+                              f"(the host has {n_points} injection points)")
+        points = tuple(range(n_points - cfg.host.n_slots, n_points))
+    return tuple(points)
 
 
 class BatchedTrainer:
     """The training of K episodes (lanes) as one computation (see the module docstring).
 
     Args:
-        cfg: the config every lane runs (its host, optimisers, slots, blend).
+        cfg: the config of the lanes (optimisers, blend, seeds) and, without ``configs``, of
+            their hosts too.
         data: the task's tensors on the device, shared by the lanes.
         k: the number of lanes.
         twin: keep a seedless twin per lane (contribution reward).
         memory_format: the stacks' layout (default ``torch.channels_last``, the faster one for
             grouped convolutions on the CPU).
+        configs: every config a lane may be reset to (an instance set's episode configs); the
+            stack is as wide as the widest of their hosts. Default: ``[cfg]``.
 
     Lanes start empty: :meth:`reset_lane` gives lane ``i`` a fresh host before its first epoch.
     """
 
     def __init__(self, cfg: EsperConfig, data: TaskData, k: int, twin: bool = False,
-                 memory_format: torch.memory_format | None = torch.channels_last) -> None:
-        check_batchable(cfg)
+                 memory_format: torch.memory_format | None = torch.channels_last,
+                 configs: Sequence[EsperConfig] | None = None) -> None:
+        configs = list(configs) if configs else [cfg]
+        for c in [cfg, *configs]:
+            check_batchable(c)
         self.cfg, self.data, self.k, self.twin = cfg, data, k, bool(twin)
         self.device = data.train_x.device
         self.memory_format = memory_format
-        spec = data.spec
+        self._shapes: dict[int, _Shape] = {}
+        shapes = [self._shape(c) for c in configs]
+        widths = _stack_widths([self._host(c) for c in configs])
         # its weights are overwritten by reset_lane; seeded so the global RNG stays untouched
-        template = build_seeded(0, lambda: build_host(spec, cfg.host, cfg.host.bn_momentum))
-        n_points = len(template.injection_points)
-        points = cfg.host.injection_points
-        if points is None:
-            if cfg.host.n_slots > n_points:
-                raise ConfigError(f"n_slots={cfg.host.n_slots} is invalid; allowed: 1..{n_points} "
-                                  f"(the host has {n_points} injection points)")
-            points = tuple(range(n_points - cfg.host.n_slots, n_points))
-        self.points = tuple(points)
-        self._slot_after = {p: s for s, p in enumerate(self.points)}
-        self.channels = tuple(template.injection_points[p].channels for p in self.points)
-        self.n_blocks = len(template.blocks)
-        self.host_params = count_parameters(template)
+        wide = replace(cfg, host=replace(cfg.host, channels=widths))
+        template = self._host(wide)
+        self.n_blocks = len(widths)
         self._template = template
+        self.widths = widths
+        """The stack's block widths: the widest host's, block by block."""
         check_memory(k, lane_bytes(template, cfg.optimiser.batch_size), self.device)
         self.hosts = build_seeded(0, lambda: StackedHosts([template] * k, memory_format)).to(
             self.device)
@@ -205,49 +250,91 @@ class BatchedTrainer:
         self.twin_opt: StackedSGD | None = None
         self.twin_lanes: list[int] = []
         self._twin_forks: dict[int, tuple[dict[str, torch.Tensor], list[torch.Tensor] | None]] = {}
-        self.seed_lr = float(o.seed_lr if o.seed_lr is not None else spec.seed_lr)
-        self.groups: dict[tuple[int, str], SeedGroup] = {}
-        self.lanes = [_Lane(torch.Generator(), [None] * len(self.points), self.twin)
-                      for _ in range(k)]
+        self.seed_lr = float(o.seed_lr if o.seed_lr is not None else data.spec.seed_lr)
+        self.groups: dict[tuple[int, str, int], SeedGroup] = {}
+        """(block, blueprint, width) -> the seeds of that blueprint after that block."""
+        self._lr = [o.host_lr] * k
+        self.n_slots = len(shapes[0].points)
+        if any(len(sh.points) != self.n_slots for sh in shapes):
+            raise ConfigError(f"the configs have {sorted({len(sh.points) for sh in shapes})} "
+                              "slots; allowed: one slot count for every lane")
+        self.lanes = [_Lane(torch.Generator(), [None] * len(shapes[0].points), self.twin,
+                            shapes[0]) for _ in range(k)]
         self.clock = _Clock()
         """Set ``clock.on = True`` to sum each part's seconds in ``clock.seconds`` (:data:`PARTS`)."""
 
     # -- lanes ------------------------------------------------------------------------------------
-    def reset_lane(self, i: int, model_seed: int, data_seed: int) -> None:
-        """Give lane ``i`` a fresh episode: the host a single env builds from ``model_seed``, no
-        seeds, no twin, no checkpoint, and the data order of ``data_seed``.
+    def _host(self, cfg: EsperConfig) -> CNNHost:
+        return build_seeded(0, lambda: build_host(self.data.spec, cfg.host, cfg.host.bn_momentum))
+
+    def _shape(self, cfg: EsperConfig) -> _Shape:
+        key = id(cfg)
+        if key not in self._shapes or self._shapes[key].cfg is not cfg:
+            host = self._host(cfg)
+            points = _points(cfg, len(host.injection_points))
+            self._shapes[key] = _Shape(cfg, points,
+                                       tuple(host.injection_points[p].channels for p in points),
+                                       count_parameters(host), tuple(host.channels))
+        return self._shapes[key]
+
+    def reset_lane(self, i: int, model_seed: int, data_seed: int, cfg: EsperConfig | None = None,
+                   episode_seed: int = 0) -> None:
+        """Give lane ``i`` a fresh episode of ``cfg`` (default: the trainer's): the host a single
+        env builds from ``model_seed``, no seeds, no twin, no checkpoint, the training set the
+        single env draws from ``episode_seed`` (``train_fraction``, ``label_noise``) and the data
+        order of ``data_seed``.
         """  # noqa: D205
-        cfg = self.cfg
+        cfg = cfg or self.cfg
         with self.clock("bookkeeping"):
+            shape = self._shape(cfg)
+            if shape.n_blocks != self.n_blocks or any(
+                    c > w for c, w in zip(shape.widths, self.widths, strict=True)):
+                raise ConfigError(f"host_channels={shape.widths} does not fit this "
+                                  f"batch; allowed: {self.n_blocks} blocks of at most "
+                                  f"{self.widths} channels (pass every config to configs=)")
             host = build_seeded(model_seed, lambda: build_host(self.data.spec, cfg.host,
                                                                cfg.host.bn_momentum))
             _write_member(self.hosts, self.opt, i, host.state_dict())
             for s, seed in enumerate(self.lanes[i].seeds):
                 if seed is not None:
                     self._drop_seed(i, s)
-            self.lanes[i] = _Lane(torch.Generator().manual_seed(data_seed),
-                                  [None] * len(self.points), self.twin)
+            lane = _Lane(torch.Generator().manual_seed(data_seed), [None] * len(shape.points),
+                         self.twin, shape)
+            drawn = episode_training_set(self.data.train_y.cpu().numpy(), self.data.spec.n_classes,
+                                         cfg.task.train_fraction, cfg.task.label_noise,
+                                         episode_seed)
+            if drawn is not None:
+                lane.rows, lane.labels = torch.from_numpy(drawn[0]), torch.from_numpy(drawn[1])
+            self.lanes[i] = lane
+            if self._lr[i] != cfg.optimiser.host_lr:
+                self._lr[i] = cfg.optimiser.host_lr
+                self.opt.set_lr(self._lr)
 
-    def facts(self) -> EpisodeFacts:
-        """The episode's constants as observed (the same for every lane)."""
-        c = self.cfg
+    def facts(self, i: int = 0) -> EpisodeFacts:
+        """Lane ``i``'s episode constants as observed: host size and learning rate, data, slots."""
+        shape = self.lanes[i].shape
+        c = shape.cfg
         return EpisodeFacts(
-            host_params=self.host_params, host_lr=c.optimiser.host_lr,
+            host_params=shape.host_params, host_lr=c.optimiser.host_lr,
             train_fraction=c.task.train_fraction, label_noise=c.task.label_noise,
-            param_budget=c.lifecycle.param_budget, slot_channels=self.channels,
-            slot_depths=tuple((q + 1) / self.n_blocks for q in self.points))
+            param_budget=c.lifecycle.param_budget, slot_channels=shape.channels,
+            slot_depths=tuple((q + 1) / shape.n_blocks for q in shape.points))
 
-    def seed_costs(self, blueprints: Sequence[str]) -> tuple[tuple[int, ...], ...]:
-        """``costs[s][b]``: parameters blueprint ``b`` would add at slot ``s``."""
+    def seed_costs(self, blueprints: Sequence[str], i: int = 0) -> tuple[tuple[int, ...], ...]:
+        """``costs[s][b]``: parameters blueprint ``b`` would add at lane ``i``'s slot ``s``."""
         return tuple(tuple(blueprint_param_count("cnn", b, c) for b in blueprints)
-                     for c in self.channels)
+                     for c in self.lanes[i].shape.channels)
 
     # -- seeds ------------------------------------------------------------------------------------
+    def _key(self, i: int, slot: int, blueprint: str) -> tuple[int, str, int]:
+        shape = self.lanes[i].shape
+        return (shape.points[slot], blueprint, shape.channels[slot])
+
     def _germinate(self, i: int, slot: int, blueprint: str, module_seed: int) -> Germination:
-        c = self.channels[slot]
+        c = self.lanes[i].shape.channels[slot]
         seed = build_seeded(module_seed, lambda: build_blueprint("cnn", blueprint, c)).to(
             self.device)
-        size = self.hosts.sizes[self.points[slot]]
+        size = self.hosts.sizes[self.lanes[i].shape.points[slot]]
         with torch.no_grad():
             seed.eval()
             try:
@@ -258,7 +345,7 @@ class BatchedTrainer:
             seed.train()
         if not ok:
             return Germination(0, False)
-        key = (slot, blueprint)
+        key = self._key(i, slot, blueprint)
         if key not in self.groups:
             self.groups[key] = SeedGroup(seed, self.seed_lr, self.cfg.optimiser.seed_momentum)
         self.groups[key].add(i, seed)
@@ -268,7 +355,7 @@ class BatchedTrainer:
     def _drop_seed(self, i: int, slot: int) -> None:
         seed = self.lanes[i].seeds[slot]
         assert seed is not None
-        self.groups[(slot, seed.blueprint)].remove(i)
+        self.groups[self._key(i, slot, seed.blueprint)].remove(i)
         self.lanes[i].seeds[slot] = None
 
     def _apply_slots(self, i: int, plans: Sequence[SlotPlan | None]) -> None:
@@ -290,34 +377,34 @@ class BatchedTrainer:
     def _forward(self, x: torch.Tensor, start: int = 0, keep: Sequence[int] = (),
                  arriving: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
         """The stacked model from block ``start`` on ``x`` (logits ``(K, N, classes)``); the
-        activation arriving at each slot in ``keep`` is put into ``arriving``.
+        activation after each block in ``keep``, before its seeds, is put into ``arriving``.
         """  # noqa: D205
         hosts = self.hosts
         if hosts.memory_format is not None:
             x = x.contiguous(memory_format=hosts.memory_format)
         for b in range(start, self.n_blocks):
             x = hosts.block(b, x)
-            s = self._slot_after.get(b)
-            if s is not None:
-                if s in keep and arriving is not None:
-                    arriving[s] = x
-                x = self._slot(s, x)
+            if b in keep and arriving is not None:
+                arriving[b] = x
+            x = self._seeds_after(b, x)
         return hosts.head(x)
 
-    def _slot(self, s: int, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1] // self.k
+    def _seeds_after(self, block: int, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (after ``block``) with every lane's seed at that block applied."""
         out = x
-        for (slot, _), group in self.groups.items():
-            if slot != s or not len(group):
+        for (where, _, c), group in self.groups.items():
+            if where != block or not len(group):
                 continue
-            seeds = [self.lanes[i].seeds[s] for i in group.lanes]
+            seeds = [self.lanes[i].seeds[self.lanes[i].shape.slot_of_block[block]]
+                     for i in group.lanes]
             live = [j for j, seed in enumerate(seeds) if seed is not None and (
                 seed.mode == "incubate" or (seed.mode == "blend" and seed.alpha > 0.0))]
             if not live:
                 continue
             lanes = [group.lanes[j] for j in live]
-            every = lanes == list(range(self.k))
-            channels = None if every else _channels(lanes, c, x.device)
+            width = x.shape[1] // self.k
+            every = lanes == list(range(self.k)) and c == width
+            channels = None if every else _channels(lanes, c, width, x.device)
             hl = x if channels is None else _take(x, channels)  # (B, G' * C, H, W)
             iso = [seeds[j].isolate for j in live]  # type: ignore[union-attr]
             hs = hl.detach() if all(iso) else hl if not any(iso) else torch.where(
@@ -383,96 +470,133 @@ class BatchedTrainer:
 
     def _train_and_validate(self, training: list[int]) -> dict[int, EpochReport]:
         k = self.k
-        idle = [i for i in range(k) if i not in training]
-        with self.clock("bookkeeping"):
-            kept = {i: _read_member(self.hosts, self.opt, i) for i in idle}
         with self.clock("twin"):
             forks = [i for i in training if self.lanes[i].twin_enabled
                      and not self.lanes[i].twin_forked and self._blends(i)]
             for i in forks:
                 self._fork_twin(i)
             self._restack_twins()
-            twins = [i for i in training if self.lanes[i].twin_forked]
-            twins_kept = {r: _read_member(self.twins, self.twin_opt, r)  # type: ignore[arg-type]
-                          for r, i in enumerate(self.twin_lanes) if i not in training}
         active = {i: [s for s, seed in enumerate(self.lanes[i].seeds)
                       if seed is not None and seed.mode != "off"] for i in training}
         data, dev = self.data, self.device
-        n = data.train_x.shape[0]
-        perms = torch.stack([torch.randperm(n, generator=self.lanes[i].generator)
-                             if i in active else torch.arange(n) for i in range(k)]).to(dev)
         bs = self.cfg.optimiser.batch_size
+        with self.clock("bookkeeping"):
+            sizes, orders, labels = self._orders(training)
         loss_sum = torch.zeros(k, device=dev)
         correct = torch.zeros(k, device=dev, dtype=torch.long)
         host_sq = torch.zeros(k, device=dev)
         seed_sq = {key: torch.zeros(len(g), device=dev) for key, g in self.groups.items()}
         with self.clock("train"):
             self.hosts.train()
-            for start in range(0, n, bs):
-                xb, yb = gather_batches(data.train_x, data.train_y, perms[:, start:start + bs])
-                xb = data.prepare(xb)
+            for start, size, lanes in _phases(sizes, bs):
+                mask = None if len(lanes) == k else torch.zeros(k, dtype=torch.bool, device=dev
+                                                                ).index_fill_(0, torch.tensor(
+                                                                    lanes, device=dev), True)
+                xb = data.prepare(gather_inputs(data.train_x, orders[:, start:start + size]))
+                yb = labels[:, start:start + size]
+                kept = None if mask is None else _running_stats(self.hosts)
                 logits = self._forward(xb)
                 losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
                                          reduction="none").view(k, -1)
+                per_lane = losses.mean(dim=1)
+                if mask is not None:
+                    per_lane = torch.where(mask, per_lane, 0.0)
                 self.opt.zero_grad()
                 for g in self.groups.values():
                     g.zero_grad()
-                losses.mean(dim=1).sum().backward()
+                per_lane.sum().backward()
+                if kept is not None:  # after backward: BatchNorm's backward reads them
+                    _keep_running_stats(self.hosts, kept, mask)  # type: ignore[arg-type]
                 with torch.no_grad():
-                    host_sq += sum(p.grad.reshape(k, -1).square().sum(dim=1) for p in self.opt.params)
+                    sq = sum(p.grad.reshape(k, -1).square().sum(dim=1) for p in self.opt.params)
+                    hits = (logits.argmax(dim=2) == yb).sum(dim=1)
+                    lsum = losses.detach().sum(dim=1)
+                    if mask is not None:
+                        sq, hits, lsum = (torch.where(mask, v, 0) for v in (sq, hits, lsum))
+                    host_sq += sq
+                    loss_sum += lsum
+                    correct += hits
                     for key, g in self.groups.items():
                         if len(g):
-                            seed_sq[key] += sum(t.grad.reshape(len(g), -1).square().sum(dim=1)
-                                                for t in g.params.values() if t.grad is not None)
-                self.opt.step()
+                            gsq = sum(t.grad.reshape(len(g), -1).square().sum(dim=1)
+                                      for t in g.params.values() if t.grad is not None)
+                            if mask is not None:
+                                gsq = torch.where(mask[g.lanes], gsq, 0.0)
+                            seed_sq[key] += gsq
+                self.opt.step(mask)
                 for g in self.groups.values():
                     if len(g):
-                        g.step()
-                with torch.no_grad():
-                    loss_sum += losses.detach().sum(dim=1)
-                    correct += (logits.argmax(dim=2) == yb).sum(dim=1)
-                if twins:
+                        g.step(None if mask is None else mask[g.lanes])
+                if self.twin_lanes:
                     with self.clock("twin"):
-                        self._train_twins(xb, yb)
-        with self.clock("bookkeeping"):
-            for i, state in kept.items():
-                _write_member(self.hosts, self.opt, i, state[0], state[1])
-            for r, state in twins_kept.items():
-                _write_member(self.twins, self.twin_opt, r, state[0], state[1])  # type: ignore[arg-type]
+                        self._train_twins(xb, yb, mask)
         with self.clock("validate"):
             val = self._validate(training, "val")
         reports = {}
-        host_sq_l, loss_l, correct_l = host_sq.tolist(), (loss_sum / n).tolist(), correct.tolist()
+        host_sq_l, loss_l, correct_l = host_sq.tolist(), loss_sum.tolist(), correct.tolist()
         for i in training:
-            ratios = [0.0] * len(self.points)
+            shape = self.lanes[i].shape
+            ratios = [0.0] * len(shape.points)
             host = math.sqrt(host_sq_l[i])
             for s in active[i]:
                 seed = self.lanes[i].seeds[s]
                 assert seed is not None
-                group = self.groups[(s, seed.blueprint)]
+                key = self._key(i, s, seed.blueprint)
+                group = self.groups[key]
                 j = group.lanes.index(i)
-                sq = float(seed_sq[(s, seed.blueprint)][j]) if j < len(seed_sq[(s, seed.blueprint)]) \
-                    else 0.0
+                sq = float(seed_sq[key][j]) if key in seed_sq and j < len(seed_sq[key]) else 0.0
                 n_seed = sum(t[0].numel() for t in group.params.values())
                 sd = math.sqrt(sq)
                 if host >= 1e-12 and sd >= 1e-12 and n_seed > 0:
-                    r = (sd / math.sqrt(n_seed)) / (host / math.sqrt(self.host_params))
+                    r = (sd / math.sqrt(n_seed)) / (host / math.sqrt(shape.host_params))
                     ratios[s] = r if math.isfinite(r) else 0.0
             val_loss, val_acc, cf = val[i]
-            slots = tuple(SlotMetrics(ratios[s], 0, cf.get(s)) for s in range(len(self.points)))
-            reports[i] = EpochReport(loss_l[i], 100.0 * correct_l[i] / n, val_loss, val_acc, slots)
+            slots = tuple(SlotMetrics(ratios[s], 0, cf.get(s)) for s in range(len(shape.points)))
+            n = sizes[i]
+            reports[i] = EpochReport(loss_l[i] / n, 100.0 * correct_l[i] / n, val_loss, val_acc,
+                                     slots)
         return reports
 
-    def _validate(self, lanes: Sequence[int], split: str
+    def _orders(self, training: Sequence[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+        """Each lane's training-set size and this epoch's sample order (indices into the shared
+        split) and labels, ``(K, n_max)`` (zero past a lane's size; lanes not training: size 0).
+
+        A lane's order is ``torch.randperm(n, generator=...)`` of its own training set, the draw
+        a single :class:`~esper_env.nn.trainer.Trainer` makes.
+        """  # noqa: D205
+        data, k = self.data, self.k
+        n_all = data.train_x.shape[0]
+        sizes = [0] * k
+        for i in training:
+            sizes[i] = self.lanes[i].n_train or n_all
+        n_max = max(sizes)
+        orders = torch.zeros(k, n_max, dtype=torch.long)
+        labels = torch.zeros(k, n_max, dtype=data.train_y.dtype)
+        y_all = data.train_y.cpu()
+        for i in training:
+            lane, n = self.lanes[i], sizes[i]
+            perm = torch.randperm(n, generator=lane.generator)
+            if lane.rows is None:
+                orders[i, :n], labels[i, :n] = perm, y_all[perm]
+            else:
+                assert lane.labels is not None
+                orders[i, :n], labels[i, :n] = lane.rows[perm], lane.labels[perm]
+        return sizes, orders.to(self.device), labels.to(self.device)
+
+    def _validate(self, lanes: Sequence[int], split: str,
+                  samples: tuple[torch.Tensor, torch.Tensor] | None = None
                   ) -> dict[int, tuple[float, float, dict[int, float]]]:
-        """Loss, accuracy (pp) and the counterfactual of each blended seed, per lane in ``lanes``."""
-        x_all, y_all = self._split(split)
+        """Loss, accuracy (pp) and the counterfactual of each blended seed, per lane in
+        ``lanes``, on ``split`` (or on ``samples``, inputs and labels).
+        """  # noqa: D205
+        x_all, y_all = samples if samples is not None else self._split(split)
         k, n = self.k, x_all.shape[0]
-        need = {s for i in lanes for s, seed in enumerate(self.lanes[i].seeds)
+        need = {self.lanes[i].shape.points[s] for i in lanes
+                for s, seed in enumerate(self.lanes[i].seeds)
                 if seed is not None and seed.mode == "blend" and seed.alpha > 0.0}
         loss_sum = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
-        ablated = {s: torch.zeros(k, device=self.device, dtype=torch.long) for s in need}
+        ablated = {b: torch.zeros(k, device=self.device, dtype=torch.long) for b in need}
         chunk = max(1, EVAL_CHUNK // k)
         was = self.hosts.training
         self.hosts.eval()
@@ -489,18 +613,21 @@ class BatchedTrainer:
                                                 reduction="none").view(k, m).sum(dim=1)
                     correct += (logits.argmax(dim=2) == y).sum(dim=1)
                     with self.clock("counterfactual"):
-                        for s in need:
-                            out = self._forward(arriving[s], start=self.points[s] + 1)
-                            ablated[s] += (out.argmax(dim=2) == y).sum(dim=1)
+                        for b in need:
+                            out = self._forward(arriving[b], start=b + 1)
+                            ablated[b] += (out.argmax(dim=2) == y).sum(dim=1)
         finally:
             self.hosts.train(was)
         losses, hits = (loss_sum / n).tolist(), correct.tolist()
-        abl = {s: t.tolist() for s, t in ablated.items()}
+        abl = {b: t.tolist() for b, t in ablated.items()}
         out: dict[int, tuple[float, float, dict[int, float]]] = {}
         for i in lanes:
             acc = 100.0 * hits[i] / n
-            cf = {s: acc - 100.0 * abl[s][i] / n for s, seed in enumerate(self.lanes[i].seeds)
-                  if s in abl and seed is not None and seed.mode == "blend" and seed.alpha > 0.0}
+            points = self.lanes[i].shape.points
+            cf = {s: acc - 100.0 * abl[points[s]][i] / n
+                  for s, seed in enumerate(self.lanes[i].seeds)
+                  if points[s] in abl and seed is not None and seed.mode == "blend"
+                  and seed.alpha > 0.0}
             out[i] = (losses[i], acc, cf)
         return out
 
@@ -532,7 +659,7 @@ class BatchedTrainer:
             o = self.cfg.optimiser
             twins = build_seeded(0, lambda: StackedHosts([self._template] * len(wanted),
                                                          self.memory_format)).to(self.device)
-            opt = StackedSGD(list(twins.parameters()), len(wanted), [o.host_lr] * len(wanted),
+            opt = StackedSGD(list(twins.parameters()), len(wanted), [self._lr[i] for i in wanted],
                              o.host_momentum, o.host_weight_decay)
             for r, i in enumerate(wanted):
                 state, bufs = self._twin_forks[i] if i in self._twin_forks else _read_member(
@@ -541,18 +668,28 @@ class BatchedTrainer:
             self.twins, self.twin_opt = twins, opt
         self._twin_forks.clear()
 
-    def _train_twins(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+    def _train_twins(self, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """One SGD step of the twins on their lanes' batch (only where ``mask``, if given)."""
         twins, opt, lanes = self.twins, self.twin_opt, self.twin_lanes
         assert twins is not None and opt is not None
         if len(lanes) < self.k:
-            xb = _take(xb, _channels(lanes, xb.shape[1] // self.k, xb.device))
+            c = xb.shape[1] // self.k
+            xb = _take(xb, _channels(lanes, c, c, xb.device))
             yb = yb[lanes]
+            mask = None if mask is None else mask[lanes]
+        if mask is not None and bool(mask.all()):
+            mask = None
+        kept = None if mask is None else _running_stats(twins)
         logits = twins(xb)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                               reduction="none").view(len(lanes), -1).mean(dim=1).sum()
+        per_lane = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                   reduction="none").view(len(lanes), -1).mean(dim=1)
+        if mask is not None:
+            per_lane = torch.where(mask, per_lane, 0.0)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
+        per_lane.sum().backward()
+        if kept is not None:
+            _keep_running_stats(twins, kept, mask)  # type: ignore[arg-type]
+        opt.step(mask)
 
     def _twin_readings(self, split: str, lanes: Sequence[int]) -> dict[int, TwinReading]:
         out = {i: TwinReading(None, self.lanes[i].twin_enabled) for i in lanes}
@@ -572,7 +709,7 @@ class BatchedTrainer:
                 logits = self.twins(xs)
                 losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.repeat(t),
                                          reduction="none").view(t, n).mean(dim=1).tolist()
-                accs = (100.0 * (logits.argmax(dim=2) == y).sum(dim=1) / n).tolist()
+                accs = [100.0 * c / n for c in (logits.argmax(dim=2) == y).sum(dim=1).tolist()]
             finally:
                 self.twins.train(was)
         for i in forked:
@@ -592,7 +729,7 @@ class BatchedTrainer:
             if seed is None:
                 seeds.append(None)
                 continue
-            group = self.groups[(s, seed.blueprint)]
+            group = self.groups[self._key(i, s, seed.blueprint)]
             j = group.lanes.index(i)
             seeds.append((_Seed(seed.blueprint, seed.mode, seed.alpha, seed.isolate),
                           {n: t[j].detach().clone() for n, t in group.params.items()},
@@ -613,16 +750,19 @@ class BatchedTrainer:
             if kept is None:
                 continue
             seed, params, seed_bufs = kept
-            group = self.groups[(s, seed.blueprint)]
+            group = self.groups[self._key(i, s, seed.blueprint)]
             group.add_state(i, params, seed_bufs)
             lane.seeds[s] = _Seed(seed.blueprint, seed.mode, seed.alpha, seed.isolate)
         self._apply_slots(i, plans)
         try:
             val_loss, val_acc, cf = self._validate([i], "val")[i]
-            train_loss, train_acc, _ = self._validate([i], "train")[i]
+            d = self.data
+            own = None if lane.rows is None else (d.train_x[lane.rows.to(self.device)],
+                                                  lane.labels.to(self.device))  # type: ignore[union-attr]
+            train_loss, train_acc, _ = self._validate([i], "train", own)[i]
         except Exception as exc:  # noqa: BLE001 - the restored state cannot run either
             return self._fault_report(exc)
-        slots = tuple(SlotMetrics(0.0, 0, cf.get(s)) for s in range(len(self.points)))
+        slots = tuple(SlotMetrics(0.0, 0, cf.get(s)) for s in range(self.n_slots))
         return EpochReport(train_loss, train_acc, val_loss, val_acc, slots)
 
     def settle(self, settlements: Sequence[Settlement | None]) -> list[TestReading | None]:
@@ -660,13 +800,13 @@ class BatchedTrainer:
 
     def _fault_report(self, exc: Exception) -> EpochReport:
         nan = float("nan")
-        return EpochReport(nan, 0.0, nan, 0.0, tuple(SlotMetrics() for _ in self.points),
+        return EpochReport(nan, 0.0, nan, 0.0, tuple(SlotMetrics() for _ in range(self.n_slots)),
                            f"{type(exc).__name__}: {exc}")
 
 
-def _channels(lanes: Sequence[int], c: int, device: torch.device) -> torch.Tensor:
-    """The stacked channel indices of ``lanes`` (``c`` channels each), in order."""
-    return (torch.tensor(lanes, device=device)[:, None] * c
+def _channels(lanes: Sequence[int], c: int, width: int, device: torch.device) -> torch.Tensor:
+    """The stacked channel indices of the first ``c`` of each lane's ``width`` channels."""
+    return (torch.tensor(lanes, device=device)[:, None] * width
             + torch.arange(c, device=device)).reshape(-1)
 
 
@@ -704,3 +844,48 @@ def _write_member(hosts: StackedHosts, opt: StackedSGD, i: int, state: dict[str,
         for b, new in zip(opt.bufs, bufs or [None] * len(opt.bufs), strict=True):
             rows = _member_rows(b, hosts.k, i)
             rows.copy_(new) if new is not None else rows.zero_()
+
+
+def _stack_widths(hosts: Sequence[CNNHost]) -> tuple[int, ...]:
+    """The widths of a stack that holds every host of ``hosts`` (the widest, block by block);
+    ConfigError where they differ in depth or pooling.
+    """  # noqa: D205
+    first = hosts[0]
+    for h in hosts[1:]:
+        same = len(h.blocks) == len(first.blocks) and all(
+            isinstance(a.pool, torch.nn.MaxPool2d) == isinstance(b.pool, torch.nn.MaxPool2d)
+            for a, b in zip(h.blocks, first.blocks, strict=True))
+        if not same:
+            raise ConfigError(f"host_channels={tuple(h.channels)} is not batchable with "
+                              f"{tuple(first.channels)}; the batched engine supports: hosts of "
+                              "one depth and pooling in one batch")
+    return tuple(max(col) for col in zip(*(h.channels for h in hosts), strict=True))
+
+
+def _phases(sizes: Sequence[int], batch_size: int) -> list[tuple[int, int, list[int]]]:
+    """The mini-batch steps of one epoch of lanes with ``sizes[i]`` training samples each:
+    ``(start, size, lanes)``, the lanes whose batch at ``start`` has ``size`` samples (each lane
+    takes its chunks of ``batch_size`` in order; lanes of size 0 take none).
+    """  # noqa: D205
+    phases = []
+    for start in range(0, max(sizes, default=0), batch_size):
+        by_size: dict[int, list[int]] = {}
+        for i, n in enumerate(sizes):
+            if n > start:
+                by_size.setdefault(min(batch_size, n - start), []).append(i)
+        phases.extend((start, b, lanes) for b, lanes in sorted(by_size.items(), reverse=True))
+    return phases
+
+
+def _running_stats(hosts: StackedHosts) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(n.running_mean.clone(), n.running_var.clone()) for n in hosts.norms]
+
+
+def _keep_running_stats(hosts: StackedHosts, kept: list[tuple[torch.Tensor, torch.Tensor]],
+                        mask: torch.Tensor) -> None:
+    """Put back the BatchNorm statistics of the members outside ``mask`` (a ``(K,)`` bool)."""
+    with torch.no_grad():
+        for norm, (mean, var) in zip(hosts.norms, kept, strict=True):
+            rows = mask.repeat_interleave(norm.num_features // hosts.k)
+            norm.running_mean.copy_(torch.where(rows, norm.running_mean, mean))
+            norm.running_var.copy_(torch.where(rows, norm.running_var, var))

@@ -123,14 +123,22 @@ class StackedHosts(nn.Module):
 
     @torch.no_grad()
     def load_member(self, k: int, state: dict[str, torch.Tensor]) -> None:
-        """Put a :class:`CNNHost` state dict (of this stack's shape) into member ``k``."""
+        """Put a :class:`CNNHost` state dict into member ``k``.
+
+        A host narrower than the stack (fewer channels in some block) is *padded*: its weights
+        fill the leading channels and the rest are zero (running variance one), so the extra
+        channels' activations and gradients are exactly zero and the member computes what the
+        narrower host computes.
+        """
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             c = conv.out_channels // self.k
             rows = slice(k * c, (k + 1) * c)
-            conv.weight[rows] = state[f"blocks.{i}.conv.weight"]
+            w = state[f"blocks.{i}.conv.weight"]
+            _pad_into(conv.weight[rows], w)
             for name in ("weight", "bias", "running_mean", "running_var"):
-                getattr(norm, name)[rows] = state[f"blocks.{i}.norm.{name}"]
-        self.head_weight[k] = state["head.weight"]
+                _pad_into(getattr(norm, name)[rows], state[f"blocks.{i}.norm.{name}"],
+                          1.0 if name == "running_var" else 0.0)
+        _pad_into(self.head_weight[k], state["head.weight"])
         self.head_bias[k] = state["head.bias"]
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
@@ -146,6 +154,18 @@ class StackedHosts(nn.Module):
         state["head.weight"] = self.head_weight[k].detach().clone()
         state["head.bias"] = self.head_bias[k].detach().clone()
         return state
+
+
+def _pad_into(dst: torch.Tensor, src: torch.Tensor, fill: float = 0.0) -> None:
+    """``dst`` = ``src`` in its leading corner, ``fill`` elsewhere (in place)."""
+    if dst.shape == src.shape:
+        dst.copy_(src)
+        return
+    if src.dim() != dst.dim() or any(a > b for a, b in zip(src.shape, dst.shape, strict=True)):
+        raise ValueError(f"a host tensor of shape {tuple(src.shape)} does not fit the stack's "
+                         f"{tuple(dst.shape)}; allowed: at most the stack's widths")
+    dst.fill_(fill)
+    dst[tuple(slice(0, n) for n in src.shape)] = src
 
 
 def _shape(host: CNNHost) -> tuple[object, ...]:
@@ -185,18 +205,36 @@ class StackedSGD:
             p.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One update of every parameter from its ``.grad``."""
+    def step(self, mask: torch.Tensor | None = None) -> None:
+        """One update of every parameter from its ``.grad``; with ``mask`` (``(K,)`` bool) only
+        the members where it is True change (the others keep weights and momentum).
+        """  # noqa: D205
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         if self.weight_decay:
             grads = torch._foreach_add(grads, self.params, alpha=self.weight_decay)
-        if self.bufs is None:
-            self.bufs = [g.clone() for g in grads]
-        else:
-            torch._foreach_mul_(self.bufs, self.momentum)
-            torch._foreach_add_(self.bufs, grads)
-        for p, buf, lr in zip(self.params, self.bufs, self._lr, strict=True):
-            p.sub_(buf * lr)
+        if mask is None:
+            if self.bufs is None:
+                self.bufs = [g.clone() for g in grads]
+            else:
+                torch._foreach_mul_(self.bufs, self.momentum)
+                torch._foreach_add_(self.bufs, grads)
+            for p, buf, lr in zip(self.params, self.bufs, self._lr, strict=True):
+                p.sub_(buf * lr)
+            return
+        if self.bufs is None:  # zero momentum: the first step's buf = g
+            self.bufs = [torch.zeros_like(p) for p in self.params]
+        for p, g, buf, lr in zip(self.params, grads, self.bufs, self._lr, strict=True):
+            rows = mask.repeat_interleave(p.shape[0] // self.k).view(-1, *([1] * (p.dim() - 1)))
+            buf.copy_(torch.where(rows, buf * self.momentum + g, buf))
+            p.sub_(torch.where(rows, buf * lr, 0.0))
+
+
+def gather_inputs(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The stacked input of K hosts' mini-batches: ``x`` ``(S, C, H, W)``, ``index`` ``(K, B)``
+    sample indices per host; returns ``(B, K * C, H, W)``.
+    """  # noqa: D205
+    k, b = index.shape
+    return x[index].transpose(0, 1).reshape(b, k * x.shape[1], *x.shape[2:])
 
 
 def gather_batches(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
@@ -429,11 +467,18 @@ class SeedGroup:
             t.grad = None
 
     @torch.no_grad()
-    def step(self) -> None:
-        """One SGD step of every member from its ``.grad`` (members without one stay)."""
+    def step(self, mask: torch.Tensor | None = None) -> None:
+        """One SGD step of every member from its ``.grad`` (members without one stay); with
+        ``mask`` (``(G,)`` bool) only the members where it is True.
+        """  # noqa: D205
         for name, t in self.params.items():
             if t.grad is None:
                 continue
             buf = self.bufs[name]
-            buf.mul_(self.momentum).add_(t.grad)
-            t.sub_(buf, alpha=self.lr)
+            if mask is None:
+                buf.mul_(self.momentum).add_(t.grad)
+                t.sub_(buf, alpha=self.lr)
+            else:
+                rows = mask.view(-1, *([1] * (t.dim() - 1)))
+                buf.copy_(torch.where(rows, buf * self.momentum + t.grad, buf))
+                t.sub_(torch.where(rows, buf * self.lr, 0.0))

@@ -155,6 +155,18 @@ def subsample_and_corrupt(labels: np.ndarray, n_classes: int, train_fraction: fl
     return kept, y
 
 
+def episode_training_set(labels: np.ndarray, n_classes: int, train_fraction: float,
+                         label_noise: float, episode_seed: int
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The episode's training indices and labels (:func:`subsample_and_corrupt`, drawn from the
+    episode seed), or None when the episode trains on the whole, clean split.
+    """  # noqa: D205
+    if train_fraction >= 1.0 and label_noise <= 0.0:
+        return None
+    seed = int(np.random.SeedSequence([episode_seed, 1]).generate_state(1)[0])
+    return subsample_and_corrupt(labels, n_classes, train_fraction, label_noise, seed)
+
+
 def fixed_subset(labels: np.ndarray | None, n_total: int, size: int) -> np.ndarray:
     """Indices of the ``train_subset``: ``size`` of ``n_total`` samples, the same in every episode.
 
@@ -198,12 +210,11 @@ def load_task(name: str, *, episode_seed: int, device: torch.device | str,
         index = torch.from_numpy(fixed_subset(tensors[1].numpy() if classify else None,
                                               len(tensors[1]), int(train_subset)))
         tensors[0], tensors[1] = tensors[0][index], tensors[1][index]
-    if classify and (train_fraction < 1.0 or label_noise > 0.0):
-        seed = int(np.random.SeedSequence([episode_seed, 1]).generate_state(1)[0])
-        kept, y = subsample_and_corrupt(tensors[1].numpy(), spec.n_classes, train_fraction,
-                                        label_noise, seed)
-        index = torch.from_numpy(kept)
-        tensors[0], tensors[1] = tensors[0][index], torch.from_numpy(y)
+    drawn = episode_training_set(tensors[1].numpy(), spec.n_classes, train_fraction,
+                                 label_noise, episode_seed) if classify else None
+    if drawn is not None:
+        index = torch.from_numpy(drawn[0])
+        tensors[0], tensors[1] = tensors[0][index], torch.from_numpy(drawn[1])
     # Copy: the loaders' cached tensors live for the process and must not be changed in place.
     moved = [t.to(device, copy=True) for t in tensors]
     recipe = {"name": name, "episode_seed": episode_seed, "device": str(device),

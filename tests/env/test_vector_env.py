@@ -127,6 +127,81 @@ def test_lanes_that_grow_other_seeds_at_other_times_each_equal_their_single_env(
     assert len(forked_counts) >= 3  # the twin stack grew as lanes began to blend
 
 
+IMAGE_PP = 100.0 / 359
+"""One validation image, in pp: a float-rounding flip of one image is the largest drift allowed."""
+
+
+def _against_singles(vec: EsperVectorEnv, kw: dict, seed: int, steps: int, policy
+                     ) -> tuple[list[float], set[str]]:
+    """Step ``vec`` and one EsperEnv per lane (seed ``seed + i``) on the same actions; the
+    absolute reward differences, lane by lane and step by step (episodes that end start again),
+    and the instances played.
+    """  # noqa: D205
+    k = vec.num_envs
+    singles = [EsperEnv(**kw) for _ in range(k)]
+    obs, info = vec.reset(seed=seed)
+    for i, env in enumerate(singles):
+        o, inf = env.reset(seed=seed + i)
+        np.testing.assert_allclose(obs[i], o, atol=OBS_TOL)  # the first epoch
+        assert info["instance"][i] == inf["instance"]
+    names, diffs, seen = singles[0].action_names, [], set(info["instance"])
+    for t in range(steps):
+        masks = vec.action_masks()
+        acts = [policy(names, masks[i], t, i) for i in range(k)]
+        obs, r, d, _, info = vec.step(acts)
+        for i, env in enumerate(singles):
+            assert bool(env.action_masks()[acts[i]])
+            _, r1, d1, _, i1 = env.step(acts[i])
+            diffs.append(abs(r[i] - r1))
+            assert bool(d[i]) == d1
+            if d1:  # SAME_STEP: the lane's next episode began in this step
+                assert info["final_info"]["instance"][i] == i1["instance"]
+                o, inf = env.reset()
+                assert info["instance"][i] == inf["instance"]
+                seen.add(inf["instance"])
+                np.testing.assert_allclose(obs[i], o, atol=OBS_TOL)
+    return diffs, seen
+
+
+def _grow_late(names: tuple[str, ...], mask: np.ndarray, t: int, i: int) -> int:
+    """Lane i waits 1 + i % 3 epochs, then grows conv_light, attention or depthwise."""
+    return 0 if t < 1 + i % 3 else _germinate(names, mask, ("conv_light", "attention",
+                                                            "depthwise")[i % 3])
+
+
+def test_lanes_on_an_instance_set_each_equal_their_single_env() -> None:
+    """Host widths (padded), slot positions, learning rates, half training sets, label noise."""
+    kw = dict(instance_set="digits-mix", instance_split="test", torch_threads=1,
+              germination_gate=False, min_germinate_epoch=2, gates={"min_training_epochs": 1})
+    vec = EsperVectorEnv(6, **kw)
+    diffs, seen = _against_singles(vec, kw, 100, 6, _grow_late)
+    drawn = [x for x in vec.instances if x.name in seen]
+    assert len({d.host_channels for d in drawn}) >= 4 and vec.trainer.widths == (4, 8, 16)
+    assert {d.train_fraction for d in drawn} == {0.5, 1.0}
+    assert {d.label_noise for d in drawn} == {0.0, 0.1}
+    assert len({d.injection_points for d in drawn}) == 2
+    assert max(diffs) <= 2 * IMAGE_PP + 1e-6  # a twin or a host one image apart at most
+    assert sum(x < REWARD_TOL for x in diffs) >= 0.9 * len(diffs)
+
+
+def test_lanes_of_other_lengths_and_training_set_sizes_autoreset_alone() -> None:
+    """Same-step autoreset of the lanes that end; the others train on (a masked step)."""
+    records = [{"name": "short-half", "host_channels": [2, 4, 8], "max_epochs": 3,
+                "train_fraction": 0.5, "host_lr": 0.02},
+               {"name": "long-noisy", "host_channels": [2, 2, 4], "max_epochs": 5,
+                "label_noise": 0.1, "host_lr": 0.01},
+               {"name": "mid", "host_channels": [2, 4, 8], "max_epochs": 4,
+                "injection_points": [1]}]
+    kw = dict(instance_set=records, torch_threads=1, germination_gate=False,
+              min_germinate_epoch=1, gates={"min_training_epochs": 1})
+    vec = EsperVectorEnv(4, autoreset_mode="same_step", **kw)
+    diffs, seen = _against_singles(vec, kw, 30, 9, lambda names, m, t, i: _germinate(
+        names, m, "conv_light") if i % 2 else 0)
+    assert seen == {"short-half", "long-noisy", "mid"}
+    assert max(diffs) <= 2 * IMAGE_PP + 1e-6
+    assert sum(x < REWARD_TOL for x in diffs) >= 0.9 * len(diffs)
+
+
 def test_make_vec_builds_it_with_masks_per_lane_and_next_step_autoreset() -> None:
     envs = gym.make_vec("Esper-v0", num_envs=2, vectorization_mode="vector_entry_point",
                         task="digits", max_epochs=3, torch_threads=1)
@@ -167,9 +242,10 @@ def test_record_episode_statistics_counts_each_lanes_episode() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     (dict(task="synthetic"), "task='synthetic' is not batchable"),
     (dict(task="tinytext"), "task='tinytext' is not batchable"),
-    (dict(label_noise=0.1), "label_noise=0.1 is not batchable"),
     (dict(blend="gate"), "blend='gate' is not batchable"),
-    (dict(instance_set="digits-mix"), "instance_set='digits-mix' is not batchable yet"),
+    (dict(instance_set=[{"name": "a", "host_channels": [2, 4, 8]},
+                        {"name": "b", "host_channels": [2, 4]}]),
+     r"host_channels=\(2, 4\) is not batchable with \(2, 4, 8\).*one depth"),
 ])
 def test_what_the_batched_engine_cannot_run_yet_is_refused_by_name(kwargs, message) -> None:
     with pytest.raises(ConfigError, match=message):
