@@ -55,6 +55,11 @@ def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, maske
     """
     trace = EpisodeTrace(info_keys=info_keys)
     r = run_episode(env, policy, seed, options=options, use_masks=masked, trace=trace)
+    return _record(r, trace, seed)
+
+
+def _record(r: Any, trace: EpisodeTrace, seed: int) -> dict[str, Any]:
+    """An episode's record (plain JSON types) from its result and trace."""
     rec = {"seed": seed, "instance": r.instance, "val_curve": trace.val_curve,
            "test_curve": trace.test_curve, "stages": trace.stages, "actions": trace.actions,
            "episode_return": r.episode_return, "illegal_actions": r.illegal_actions,
@@ -62,9 +67,23 @@ def play(env: Any, policy: Any, seed: int, options: dict[str, Any] | None, maske
            "final_val_acc": r.final_val_acc, "params_added": r.params_added,
            "n_fossilized": r.n_fossilized, "lifecycle": r.lifecycle, "rollbacks": r.rollbacks,
            "length": r.length, "wall_s": trace.wall_s}
-    if info_keys:
+    if trace.info_keys:
         rec["info"] = trace.info
     return rec
+
+
+def batched_env(spec: EnvSpec, n_envs: int) -> Any:
+    """The batched vector env that plays ``spec``'s episodes as a work queue (DISABLED
+    autoreset); ConfigError for agent-side wrappers, which are per-env.
+    """  # noqa: D205
+    from esper_env.errors import ConfigError
+    from esper_env.vector import EsperVectorEnv
+
+    if spec.mask_observation or spec.curriculum is not None:
+        raise ConfigError("vec_env='batched' cannot play an env with agent-side wrappers (the "
+                          "mask in the observation, the blueprint curriculum) yet; allowed: "
+                          "the plain env (--vec-env env plays these)")
+    return EsperVectorEnv(n_envs, config=spec.esper_config, autoreset_mode="DISABLED")
 
 
 def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
@@ -95,6 +114,19 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     if task["model"] is not None:
         policy, _ = load_model(task["model"], which="best")
         curriculum = load_curriculum(task["model"], "best")
+    if task.get("batched"):  # the whole plan as one batched work queue
+        from agents.rollout import run_queue
+
+        venv = batched_env(spec, min(int(task["batched"]), len(task["plan"])))
+        env = venv.template
+        try:
+            played = run_queue(venv, task["plan"], (lambda seed, options: policy) if task["model"]
+                               else baseline, name=task["policy"], info_keys=info_keys)
+        finally:
+            venv.close()
+        return [{"policy": task["policy"], "reward_mode": task["mode"], **tags,
+                 **_record(r, trace, seed)}
+                for (r, trace), (seed, _) in zip(played, task["plan"], strict=True)]
     env = spec.make(curriculum=curriculum)
     out = []
     if task["model"] is None and task["sequential"]:  # one policy that learns across the episodes
@@ -196,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="local worker processes, or CPUs of a local Ray instance (1 torch thread each)")
     p.add_argument("--chunk", type=int, default=5, help="episodes per task (the unit sent to a worker)")
+    p.add_argument("--vec-env", choices=("env", "batched"), default="env",
+                   help="env: one EsperEnv per episode; batched: each policy's episodes as one "
+                        "batched work queue of --n-envs lanes (a task per policy and mode)")
+    p.add_argument("--n-envs", type=int, default=16, help="lanes of a batched work queue")
     p.add_argument("--ray", action="store_true", help="run the tasks on Ray (a local instance by default)")
     p.add_argument("--ray-address", help="address of an existing Ray cluster (implies --ray), e.g. auto "
                                          "or ray://head:10001; nodes need esper-env installed")
@@ -214,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"esper-bench: error: reward modes {unknown or modes} invalid; allowed: {REWARD_MODES}",
               file=sys.stderr)
         return 2
-    if args.chunk < 1 or args.workers < 1:
-        print(f"esper-bench: error: --chunk {args.chunk} and --workers {args.workers} must be >= 1",
-              file=sys.stderr)
+    if args.chunk < 1 or args.workers < 1 or args.n_envs < 1:
+        print(f"esper-bench: error: --chunk {args.chunk}, --workers {args.workers} and --n-envs "
+              f"{args.n_envs} must be >= 1", file=sys.stderr)
         return 2
     # test accuracy every epoch, for the pictures (reporting only: nothing else changes)
     spec = EnvSpec.from_kwargs(**env_kwargs_from(args), report_test_acc=True)
@@ -249,9 +285,12 @@ def main(argv: list[str] | None = None) -> int:
             players.append((Path(run).name, str(run), run_spec))
             seq[Path(run).name] = False
         # policies that learn across episodes play all of them, in order, in one task
+        batched = args.vec_env == "batched"
         tasks += [{"policy": name, "model": model, "spec": s.to_json(), "mode": mode, "plan": chunk,
-                   "threads": threads, "sequential": seq[name]}
-                  for name, model, s in players for chunk in ([plan] if seq[name] else chunks)]
+                   "threads": threads, "sequential": seq[name],
+                   "batched": args.n_envs if batched and not seq[name] else None}
+                  for name, model, s in players
+                  for chunk in ([plan] if seq[name] or batched else chunks)]
     t0 = time.perf_counter()
     if args.ray or args.ray_address:
         done = run_on_ray(_run_task, tasks, args.ray_address, args.workers)

@@ -105,8 +105,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="policy that paired differences (same seeds and instances) are taken against")
     p.add_argument("--json", help="write the summary and every episode to this JSON file")
     p.add_argument("--device", default="cpu", help="torch device of the loaded models")
+    p.add_argument("--vec-env", choices=("env", "batched"), default="env",
+                   help="env: one EsperEnv plays the episodes in turn; batched: a batched work "
+                        "queue of --n-envs lanes plays them (each baseline made afresh per "
+                        "episode, seeded by it)")
+    p.add_argument("--n-envs", type=int, default=16, help="lanes of the batched work queue")
     add_env_arguments(p)
     return p
+
+
+def _play_batched(spec: EnvSpec, name: str, model: Any, plan: list, args: Any
+                  ) -> list[EpisodeResult]:
+    """``--vec-env batched``: ``plan`` as one work queue of ``--n-envs`` lanes."""
+    from agents.bench import batched_env
+    from agents.rollout import run_queue
+
+    if args.n_envs < 1:
+        raise ValueError(f"--n-envs {args.n_envs} is invalid; allowed: 1 or more")
+    venv = batched_env(spec, min(args.n_envs, len(plan)))
+    try:
+        def policy_for(seed: int, options: Any) -> Any:
+            return model if model is not None else make_baseline(name, venv.template, seed=seed)
+        return [r for r, _ in run_queue(venv, plan, policy_for, name=name,
+                                        use_masks=args.use_masks)]
+    finally:
+        venv.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,9 +156,17 @@ def main(argv: list[str] | None = None) -> int:
         for name, model, spec in players:
             if spec.esper_config.task.instance_set is not None:
                 spec = spec.replace_config(instance_split=args.split)
+            if args.episodes is not None and args.episodes < 1:
+                raise ValueError(f"--episodes {args.episodes} is invalid; allowed: 1 or more")
             env = spec.make(curriculum=curricula.get(name))
+            plan = episode_plan(env, args.first_seed, args.episodes)
+            if args.vec_env == "batched":
+                env.close()
+                results += _play_batched(spec, name, model, plan, args)
+                print(f"{name}: {len(results)} episodes done", file=sys.stderr, flush=True)
+                continue
             policy = model if model is not None else make_baseline(name, env, seed=args.first_seed)
-            for seed, options in episode_plan(env, args.first_seed, args.episodes):
+            for seed, options in plan:
                 results.append(run_episode(env, policy, seed, name=name, options=options,
                                            use_masks=args.use_masks))
             env.close()

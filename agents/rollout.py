@@ -220,3 +220,111 @@ def run_batched(venv: Any, policies: list[Any], seeds: list[int], name: str | No
                     n_fossilized=int(info["n_fossilized"][i]), lifecycle=dict(counts[i]),
                     illegal_actions=illegal[i], rollbacks=rollbacks[i], length=steps[i])
     return results  # type: ignore[return-value]
+
+
+def run_queue(venv: Any, plan: list[tuple[int, dict[str, Any] | None]],
+              policy_for: Any, name: str | None = None, use_masks: bool = True,
+              info_keys: tuple[str, ...] = ()) -> list[tuple[EpisodeResult, EpisodeTrace]]:
+    """Play the episodes of ``plan`` (``(seed, reset options)``, as :func:`episode_plan` gives)
+    on a batched vector env (:class:`esper_env.vector.EsperVectorEnv` in the DISABLED autoreset
+    mode) as a work queue: each lane takes the next episode when its episode ends, so every
+    episode of the plan is played exactly once, as :func:`run_episode` plays it in one env.
+
+    ``policy_for(seed, options)`` gives the policy of an episode (a fresh baseline, or one saved
+    model for all). Returns each episode's result and trace, in plan order (a trace's ``wall_s``
+    is the time from the episode's reset to its end, which it shares with the other lanes).
+    """  # noqa: D205
+    from gymnasium.vector import AutoresetMode
+
+    k = venv.num_envs
+    if venv.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
+        raise ValueError("run_queue needs the DISABLED autoreset mode (it resets each lane when "
+                         "the lane's episode ends)")
+    results: list[tuple[EpisodeResult, EpisodeTrace] | None] = [None] * len(plan)
+    lanes: list[dict[str, Any] | None] = [None] * k
+    queue = list(range(len(plan)))
+    queue.reverse()
+    obs = None
+
+    def start(free: list[int]) -> Any:
+        mask, seeds, pins = [False] * k, [None] * k, [None] * k
+        for i in free:
+            if not queue:
+                break
+            j = queue.pop()
+            seed, options = plan[j]
+            unknown = set(options or {}) - {"instance"}
+            if unknown:
+                raise ValueError(f"plan options {sorted(unknown)} are not supported by run_queue; "
+                                 "allowed: 'instance'")
+            mask[i], seeds[i] = True, seed
+            pins[i] = (options or {}).get("instance")
+            policy = policy_for(seed, options)
+            masked = takes_masks(policy) and use_masks
+            if not masked and requires_masks(policy):
+                raise MasksRequired(f"{name or type(policy).__name__} was trained with action "
+                                    "masks and would play masked-out actions without them")
+            lanes[i] = {"case": j, "seed": seed, "policy": policy, "masked": masked,
+                        "trace": EpisodeTrace(info_keys=info_keys), "t0": time.perf_counter(),
+                        "total": 0.0, "steps": 0, "illegal": 0, "rollbacks": 0,
+                        "counts": Counter(), "instance": None}
+        if not any(mask):
+            return None
+        options = {"reset_mask": mask}
+        if any(p is not None for p in pins):
+            options["instance"] = pins
+        new_obs, info = venv.reset(seed=seeds, options=options)
+        from agents.batched_vec_env import unbatch_info
+
+        for i in range(k):
+            if mask[i]:
+                lane_info = unbatch_info(info, i)
+                lanes[i]["trace"].record(lane_info)  # type: ignore[index]
+                lanes[i]["instance"] = lane_info.get("instance")  # type: ignore[index]
+        return new_obs
+
+    obs = start(list(range(k)))
+    from agents.batched_vec_env import unbatch_info
+
+    while any(lane is not None for lane in lanes):
+        masks = venv.action_masks()
+        actions = [0] * k
+        for i, lane in enumerate(lanes):
+            if lane is None:
+                continue
+            p = lane["policy"]
+            a = p.predict(obs[i], action_masks=masks[i], deterministic=True)[0] if lane["masked"] \
+                else p.predict(obs[i], deterministic=True)[0]
+            actions[i] = int(a)
+        obs, reward, terminated, truncated, info = venv.step(actions)
+        ended = []
+        for i, lane in enumerate(lanes):
+            if lane is None:
+                continue
+            lane_info = unbatch_info(info, i)
+            lane["total"] += float(reward[i])
+            lane["steps"] += 1
+            lane["illegal"] += int(lane_info["illegal_action"])
+            lane["rollbacks"] += int(lane_info["rollback"])
+            for e in lane_info["events"]:
+                lane["counts"][e["to"].lower()] += 1
+            lane["trace"].record(lane_info, lane_info["action_name"])
+            if terminated[i] or truncated[i]:
+                trace = lane["trace"]
+                trace.wall_s = time.perf_counter() - lane["t0"]
+                p = lane["policy"]
+                results[lane["case"]] = (EpisodeResult(
+                    policy=name or getattr(p, "name", type(p).__name__), seed=lane["seed"],
+                    episode_return=lane["total"], final_val_acc=lane_info["final_val_acc"],
+                    final_test_acc=lane_info["final_test_acc"],
+                    params_added=lane_info["params_added"],
+                    n_fossilized=lane_info["n_fossilized"], lifecycle=dict(lane["counts"]),
+                    illegal_actions=lane["illegal"], rollbacks=lane["rollbacks"],
+                    length=lane["steps"], instance=lane["instance"]), trace)
+                lanes[i] = None
+                ended.append(i)
+        if ended and queue:
+            new = start(ended)
+            if new is not None:
+                obs = new
+    return results  # type: ignore[return-value]

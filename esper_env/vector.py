@@ -28,7 +28,7 @@ from gymnasium.vector.utils import batch_space
 from esper_env.config import EsperConfig, from_kwargs
 from esper_env.core import episode as ep
 from esper_env.core.episode import EpisodeSetup, EpisodeState
-from esper_env.core.instances import resolve_instance_set
+from esper_env.core.instances import pinned_instance, resolve_instance_set
 from esper_env.core.view import observe, reset_info, step_info
 from esper_env.env import EsperEnv
 from esper_env.errors import ConfigError
@@ -63,8 +63,9 @@ class EsperVectorEnv(VectorEnv):
         if isinstance(mode, str):  # a value ("SameStep") or a name ("SAME_STEP", "same_step")
             by_text = {m.value: m for m in AutoresetMode} | {m.name: m for m in AutoresetMode}
             mode = by_text.get(mode, by_text.get(mode.upper(), mode))
-        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP):
-            raise ConfigError(f"autoreset_mode={mode!r} is invalid; allowed: NEXT_STEP, SAME_STEP")
+        if mode not in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED):
+            raise ConfigError(f"autoreset_mode={mode!r} is invalid; allowed: NEXT_STEP, "
+                              "SAME_STEP, DISABLED")
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.config = cfg = resolve_instance_set(from_kwargs(config, **kwargs), kwargs)
         check_batchable(cfg)
@@ -96,29 +97,82 @@ class EsperVectorEnv(VectorEnv):
     @own_threads
     def reset(self, *, seed: int | list[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start every lane's episode (lane ``i`` seeded ``seed + i``, or ``seed[i]``)."""
-        if options:
-            raise ConfigError(f"options={options!r} is not supported yet; allowed: None")
+        """Start every lane's episode (lane ``i`` seeded ``seed + i``, or ``seed[i]``).
+
+        ``options``: ``{"instance": spec}`` pins an instance of the split for every lane (an
+        index or a record, as ``EsperEnv.reset`` takes it), ``{"instance": [spec_0, ...]}`` one
+        per lane (None: drawn); in the DISABLED autoreset mode ``{"reset_mask": mask}`` resets
+        only the lanes where ``mask`` is True (the others go on; a lane never reset waits).
+        """
         k = self.num_envs
+        options = dict(options or {})
+        mask = options.pop("reset_mask", None)
+        pins_spec = options.pop("instance", None)
+        if options:
+            raise ConfigError(f"options keys {sorted(options)} are not supported; allowed: "
+                              "'instance', 'reset_mask'")
+        if mask is None:
+            lanes = list(range(k))
+        else:
+            if self.metadata["autoreset_mode"] != AutoresetMode.DISABLED:
+                raise ConfigError("options['reset_mask'] needs autoreset_mode=DISABLED; the "
+                                  f"autoreset mode is {self.metadata['autoreset_mode'].name}")
+            m = np.asarray(mask, dtype=bool).reshape(-1)
+            if m.shape != (k,):
+                raise ConfigError(f"reset_mask has shape {np.shape(mask)}; allowed: ({k},)")
+            lanes = [int(i) for i in np.flatnonzero(m)]
         seeds = [None if seed is None else seed + i for i in range(k)] \
             if seed is None or isinstance(seed, int) else list(seed)
         if len(seeds) != k:
             raise ConfigError(f"seed has {len(seeds)} entries; allowed: {k} (one per lane)")
-        for i, s in enumerate(seeds):
-            if s is not None or self._rngs[i] is None:
-                self._rngs[i] = seeding.np_random(s)[0]
+        pins = self._pins(pins_spec, lanes)  # checked before any lane changes
+        for i in lanes:
+            if seeds[i] is not None or self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random(seeds[i])[0]
         infos: dict[str, Any] = {}
-        for i, info in self._run(list(range(k)), [None] * k).items():
+        for i, info in self._run(lanes, [None] * k, pins).items():
             infos = self._add_info(infos, info, i)
-        self._needs_reset[:] = False
+        self._needs_reset[lanes] = False
         return self._obs.copy(), infos
+
+    def _pins(self, spec: Any, lanes: list[int]) -> dict[int, tuple[Any, Any, Any]]:
+        """Lane -> (instance, config, params) of the instances ``spec`` pins, all checked."""
+        if spec is None:
+            return {}
+        if isinstance(spec, (list, tuple)):
+            if len(spec) != self.num_envs:
+                raise ConfigError(f"options['instance'] has {len(spec)} entries; allowed: "
+                                  f"{self.num_envs} (one per lane) or one instance for all")
+            per_lane = list(spec)
+        else:
+            per_lane = [spec] * self.num_envs
+        split = self.config.task.instance_split
+        pins = {}
+        for i in lanes:
+            inst = pinned_instance({"instance": per_lane[i]}, self.instances, split) \
+                if per_lane[i] is not None else None
+            if inst is None:
+                continue
+            j = self.instances.index(inst) if inst in self.instances else None
+            cfg = self._episode_cfgs[j] if j is not None else self.template._episode_config(inst)
+            self.trainer.check_fits(cfg)
+            params = self._episode_params[j] if j is not None else \
+                self.template._episode_params(cfg)
+            pins[i] = (inst, cfg, params)
+        return pins
 
     @own_threads
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                          dict[str, Any]]:
-        """Step every lane; NEXT_STEP resets the lanes that ended at the previous step instead."""
+        """Step every lane; NEXT_STEP resets the lanes that ended at the previous step instead,
+        SAME_STEP in this step. DISABLED leaves them (and lanes never reset) waiting until
+        ``reset(options={"reset_mask": ...})``: a waiting lane ignores its action and reports
+        reward 0, not terminated, and no info.
+        """  # noqa: D205
         k = self.num_envs
-        if any(s is None for s in self._states):
+        disabled = self.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+        if all(s is None for s in self._states) or (
+                not disabled and any(s is None for s in self._states)):
             from gymnasium.error import ResetNeeded
 
             raise ResetNeeded("call reset() before step()")
@@ -129,15 +183,17 @@ class EsperVectorEnv(VectorEnv):
             raise InvalidAction(f"expected {k} integer actions in [0, {self.params.codec.n}), "
                                 f"actual: {actions!r}")
         resets = [i for i in range(k) if self._needs_reset[i]]
-        stepping = [int(a) if not self._needs_reset[i] else None for i, a in enumerate(acts)]
+        waiting = [s is None or s.done for s in self._states] if disabled else [False] * k
+        stepping = [None if self._needs_reset[i] or waiting[i] else int(a)
+                    for i, a in enumerate(acts)]
         results = self._run(resets, stepping)
         rewards = np.zeros(k, np.float64)
-        terminated = np.zeros(k, bool)
+        terminated = np.zeros(k, bool)  # a waiting lane (DISABLED) does nothing and reports nothing
         for i, r in results.items():
             if isinstance(r, tuple):
                 rewards[i], terminated[i] = r[1], r[2]
         self._needs_reset[:] = False
-        ended = [i for i in range(k) if terminated[i]]
+        ended = [i for i, r in results.items() if isinstance(r, tuple) and r[2]]
         same_step = bool(ended) and self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
         final_obs = self._obs.copy()
         again = self._run(ended, [None] * k) if same_step else {}
@@ -147,17 +203,21 @@ class EsperVectorEnv(VectorEnv):
             if i in again:  # SAME_STEP: the new episode's info, the old one's as final_info
                 info = {**again[i], "final_obs": final_obs[i], "final_info": info}
             infos = self._add_info(infos, info, i)
-        if ended and not same_step:
+        if ended and not same_step and not disabled:
             self._needs_reset[ended] = True
         return self._obs.copy(), rewards, terminated, np.zeros(k, bool), infos
 
     def action_masks(self) -> np.ndarray:
         """``(K, n)`` boolean masks of the legal actions, one row per lane (MaskablePPO's)."""
-        if any(s is None for s in self._states):
+        if all(s is None for s in self._states) or (
+                self.metadata["autoreset_mode"] != AutoresetMode.DISABLED
+                and any(s is None for s in self._states)):
             from gymnasium.error import ResetNeeded
 
             raise ResetNeeded("call reset() before action_masks()")
-        return np.array([s.mask for s in self._states], dtype=bool)  # type: ignore[union-attr]
+        wait_only = np.zeros(self.params.codec.n, bool)
+        wait_only[0] = True  # a lane never reset (DISABLED mode) can only wait
+        return np.array([wait_only if s is None else s.mask for s in self._states], dtype=bool)
 
     @property
     def states(self) -> tuple[EpisodeState | None, ...]:
@@ -165,7 +225,8 @@ class EsperVectorEnv(VectorEnv):
         return tuple(self._states)
 
     # -- one batched epoch -----------------------------------------------------------------------
-    def _run(self, resets: list[int], actions: list[int | None]) -> dict[int, Any]:
+    def _run(self, resets: list[int], actions: list[int | None],
+             pins: dict[int, tuple[Any, Any, Any]] | None = None) -> dict[int, Any]:
         """Reset the lanes in ``resets`` (their first epoch) and step the lanes with an action,
         as one batched epoch; the lanes' observations go to ``self._obs``. Returns per lane: the
         reset's info, or (info, reward, terminated) of a step.
@@ -182,6 +243,8 @@ class EsperVectorEnv(VectorEnv):
                 j = int(rng.integers(len(self.instances)))
                 instance, cfg, lp[i] = (self.instances[j], self._episode_cfgs[j],
                                         self._episode_params[j])
+            if pins and i in pins:
+                instance, cfg, lp[i] = pins[i]
             episode_seed = int(rng.integers(0, 2**31 - 1))
             seeds = ep.episode_seeds(episode_seed)
             trainer.reset_lane(i, seeds.model, seeds.data, cfg, episode_seed)

@@ -286,12 +286,7 @@ class BatchedTrainer:
         """  # noqa: D205
         cfg = cfg or self.cfg
         with self.clock("bookkeeping"):
-            shape = self._shape(cfg)
-            if shape.n_blocks != self.n_blocks or any(
-                    c > w for c, w in zip(shape.widths, self.widths, strict=True)):
-                raise ConfigError(f"host_channels={shape.widths} does not fit this "
-                                  f"batch; allowed: {self.n_blocks} blocks of at most "
-                                  f"{self.widths} channels (pass every config to configs=)")
+            shape = self.check_fits(cfg)
             host = build_seeded(model_seed, lambda: build_host(self.data.spec, cfg.host,
                                                                cfg.host.bn_momentum))
             _write_member(self.hosts, self.opt, i, host.state_dict())
@@ -309,6 +304,18 @@ class BatchedTrainer:
             if self._lr[i] != cfg.optimiser.host_lr:
                 self._lr[i] = cfg.optimiser.host_lr
                 self.opt.set_lr(self._lr)
+
+    def check_fits(self, cfg: EsperConfig) -> _Shape:
+        """Raise ConfigError unless a lane can run ``cfg`` (its host fits the stack)."""
+        check_batchable(cfg)
+        shape = self._shape(cfg)
+        if shape.n_blocks != self.n_blocks or len(shape.points) != self.n_slots or any(
+                c > w for c, w in zip(shape.widths, self.widths, strict=True)):
+            raise ConfigError(f"host_channels={shape.widths} with {len(shape.points)} slot(s) "
+                              f"does not fit this batch; allowed: {self.n_blocks} blocks of at "
+                              f"most {self.widths} channels, {self.n_slots} slot(s) (pass every "
+                              "config to configs=)")
+        return shape
 
     def facts(self, i: int = 0) -> EpisodeFacts:
         """Lane ``i``'s episode constants as observed: host size and learning rate, data, slots."""

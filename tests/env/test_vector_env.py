@@ -5,7 +5,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.vector import AutoresetMode
 
 import esper_env  # noqa: F401 - registers Esper-v0
 from esper_env.env import EsperEnv
@@ -255,14 +254,43 @@ def test_what_the_batched_engine_cannot_run_yet_is_refused_by_name(kwargs, messa
 def test_bad_num_envs_actions_and_autoreset_modes_are_refused() -> None:
     with pytest.raises(ConfigError, match="num_envs=0 is invalid"):
         EsperVectorEnv(0)
-    with pytest.raises(ConfigError, match="autoreset_mode=.*DISABLED"):
-        EsperVectorEnv(1, autoreset_mode=AutoresetMode.DISABLED, max_epochs=2)
+    with pytest.raises(ConfigError, match="autoreset_mode='Sometimes' is invalid; allowed: "
+                                          "NEXT_STEP, SAME_STEP, DISABLED"):
+        EsperVectorEnv(1, autoreset_mode="Sometimes", max_epochs=2)
     vec = EsperVectorEnv(2, task="digits", max_epochs=2)
+    with pytest.raises(ConfigError, match="reset_mask'.* needs autoreset_mode=DISABLED"):
+        vec.reset(seed=0, options={"reset_mask": [True, False]})
+    with pytest.raises(ConfigError, match=r"options keys \['colour'\] are not supported"):
+        vec.reset(seed=0, options={"colour": 1})
     with pytest.raises(gym.error.ResetNeeded):
         vec.step([0, 0])
     vec.reset(seed=0)
     with pytest.raises(gym.error.InvalidAction, match="expected 2 integer actions"):
         vec.step([0, 99])
+
+
+def test_disabled_autoreset_resets_the_masked_lanes_with_pinned_instances() -> None:
+    """The work queue's interface: lanes reset one by one, each on a chosen (seed, instance)."""
+    kw = dict(instance_set="digits-mix", instance_split="test", torch_threads=1)
+    vec = EsperVectorEnv(3, autoreset_mode="DISABLED", **kw)
+    obs, info = vec.reset(seed=[8, 9, None], options={"reset_mask": [True, True, False],
+                                                      "instance": [4, 11, None]})
+    assert list(info["_instance"]) == [True, True, False]
+    assert list(info["instance"][:2]) == ["test-04", "test-11"]
+    single = EsperEnv(**kw)
+    o, inf = single.reset(seed=9, options={"instance": 11})
+    np.testing.assert_allclose(obs[1], o, atol=OBS_TOL)
+    assert vec.action_masks()[2].tolist() == [True] + [False] * (vec.params.codec.n - 1)
+    before = obs[0].copy()
+    obs, r, d, _, info = vec.step([0, 0, 5])  # lane 2 was never reset: it waits
+    assert list(info["_val_acc"]) == [True, True, False] and r[2] == 0.0 and not d[2]
+    assert not np.allclose(obs[0], before)
+    obs2, info2 = vec.reset(seed=[None, None, 9], options={"reset_mask": [False, False, True],
+                                                           "instance": [None, None, 11]})
+    np.testing.assert_allclose(obs2[2], o, atol=OBS_TOL)  # the same case in another lane
+    np.testing.assert_array_equal(obs2[:2], obs[:2])  # the other lanes are untouched
+    with pytest.raises(ConfigError, match="options\\['instance'\\] has 2 entries"):
+        vec.reset(seed=1, options={"reset_mask": [True, False, False], "instance": [1, 2]})
 
 
 def test_the_vector_env_leaves_the_global_rngs_alone() -> None:
