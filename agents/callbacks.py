@@ -8,11 +8,14 @@
   the deterministic policy every ``eval_freq`` steps, logs ``eval/*``, keeps the model with the best
   mean return and writes the history to ``evaluations.json``. Unlike SB3's ``EvalCallback`` it passes
   action masks to models that take them (through :func:`agents.rollout.run_episode`).
+* :class:`TimeSplitCallback` (with :class:`StepTimer` around the training envs) splits a run's
+  time into env steps, the policy's forward passes, the updates and evaluation.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from agents.rollout import EpisodeResult, run_episode
 
@@ -95,6 +99,8 @@ class EsperEvalCallback(BaseCallback):
         self.best_mean_return = -np.inf
         self.history: list[dict[str, Any]] = []
         self._next_eval = self.eval_freq
+        self.eval_s = 0.0
+        """Seconds spent playing the evaluation episodes."""
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next_eval:
@@ -106,8 +112,10 @@ class EsperEvalCallback(BaseCallback):
         """Play the evaluation episodes now; log, record and maybe save the best model."""
         if self.before_eval is not None:
             self.before_eval()
+        t0 = time.perf_counter()
         results = [run_episode(self.eval_env, self.model, seed, options=opts)
                    for seed, opts in self.episodes]
+        self.eval_s += time.perf_counter() - t0
         row = {
             "timesteps": int(self.num_timesteps),
             "mean_return": float(np.mean([r.episode_return for r in results])),
@@ -136,3 +144,68 @@ class EsperEvalCallback(BaseCallback):
                   f"test acc {row['mean_final_test_acc']:.2f}" + (" (new best)" if new_best else ""))
         self.logger.dump(self.num_timesteps)
         return results
+
+
+class StepTimer(VecEnvWrapper):
+    """A VecEnv as it is, summing the seconds its ``step`` takes in :attr:`seconds`."""
+
+    def __init__(self, venv: Any) -> None:
+        super().__init__(venv)
+        self.seconds = 0.0
+        self._t0 = 0.0
+
+    def reset(self) -> Any:  # noqa: D102
+        return self.venv.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:  # noqa: D102
+        self._t0 = time.perf_counter()
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> Any:  # noqa: D102
+        out = self.venv.step_wait()
+        self.seconds += time.perf_counter() - self._t0
+        return out
+
+
+class TimeSplitCallback(BaseCallback):
+    """Where a training run's time goes: :attr:`split` (seconds) after ``learn``.
+
+    ``env``: the training envs' steps (``timer``); ``evaluation``: the evaluation episodes
+    (``evaluator``, an :class:`EsperEvalCallback`, or None); ``policy``: the rest of collecting
+    rollouts (the policy's forward passes, the buffer, the other callbacks); ``update``: between
+    the end of a rollout and the start of the next (the gradient updates, logging).
+    """
+
+    def __init__(self, timer: StepTimer, evaluator: EsperEvalCallback | None = None) -> None:
+        super().__init__()
+        self.timer, self.evaluator = timer, evaluator
+        self._rollout = self._update = 0.0
+        self._started: float | None = None
+        self._ended: float | None = None
+
+    def _on_rollout_start(self) -> None:
+        now = time.perf_counter()
+        if self._ended is not None:
+            self._update += now - self._ended
+        self._started = now
+
+    def _on_rollout_end(self) -> None:
+        self._ended = time.perf_counter()
+        if self._started is not None:
+            self._rollout += self._ended - self._started
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        if self._ended is not None:
+            self._update += time.perf_counter() - self._ended
+            self._ended = None
+
+    @property
+    def split(self) -> dict[str, float]:
+        """Seconds per part: env, policy, update, evaluation."""
+        ev = self.evaluator.eval_s if self.evaluator is not None else 0.0
+        env = self.timer.seconds
+        return {"env": env, "policy": max(0.0, self._rollout - env - ev), "update": self._update,
+                "evaluation": ev}

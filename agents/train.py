@@ -159,7 +159,7 @@ def train(args: TrainArgs) -> Path:
         from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
     except ImportError as e:  # pragma: no cover - depends on the installation
         raise ImportError(f"esper-train needs the training extra: {TRAIN_EXTRA}") from e
-    from agents.callbacks import EsperEvalCallback, EsperMetricsCallback
+    from agents.callbacks import EsperEvalCallback, EsperMetricsCallback, StepTimer, TimeSplitCallback
 
     hp = load_hyperparams(args.algo, args.hyperparams_file)
     hp.update(args.hyperparams)
@@ -207,7 +207,8 @@ def train(args: TrainArgs) -> Path:
         vec_cls = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv,
                    "thread": ThreadVecEnv}[args.vec_env]
         venv = make_vec_env(make_env, n_envs=n_envs, seed=args.seed, vec_env_cls=vec_cls)
-    venv = _vec_normalize(venv, run_hp.get("normalize", False), float(algo_kwargs.get("gamma", 0.99)))
+    timer = StepTimer(venv)
+    venv = _vec_normalize(timer, run_hp.get("normalize", False), float(algo_kwargs.get("gamma", 0.99)))
 
     cls = algo_class(args.algo, args.policy_mask)
     policy = run_hp.get("policy", "MlpPolicy")
@@ -238,6 +239,8 @@ def train(args: TrainArgs) -> Path:
                                                         out / "best_curriculum.json")
         callbacks.append(EsperEvalCallback(eval_env, episodes, eval_freq=args.eval_freq, save_path=out,
                                            verbose=args.verbose, **hooks))
+    split = TimeSplitCallback(timer, callbacks[-1] if eval_env is not None else None)
+    callbacks.append(split)
 
     save_run_config(out, asdict(args), spec, resolved)
     from esper_env.nn.threads import num_threads
@@ -249,6 +252,8 @@ def train(args: TrainArgs) -> Path:
         wall = time.perf_counter() - t0
         stats = {"timesteps": int(model.num_timesteps), "wall_s": round(wall, 1),
                  "steps_per_s": round(model.num_timesteps / wall, 2) if wall > 0 else None,
+                 "n_envs": n_envs, "vec_env": args.vec_env,
+                 "time_split_s": {k: round(v, 3) for k, v in split.split.items()},
                  **provenance()}  # inside: provenance records the training's thread count
     model.save(out / "model")
     save_train_stats(out, stats)

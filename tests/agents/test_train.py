@@ -86,6 +86,10 @@ def test_each_algorithm_trains_saves_and_reloads(tmp_path, algo):
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["timesteps"] >= 88 and stats["wall_s"] > 0 and stats["steps_per_s"] > 0
     assert {"commit", "machine", "torch", "torch_threads"} <= set(stats)
+    split = stats["time_split_s"]  # where the run's time went
+    assert list(split) == ["env", "policy", "update", "evaluation"]
+    assert split["env"] > 0 and split["evaluation"] > 0 and split["policy"] >= 0
+    assert sum(split.values()) <= stats["wall_s"] + 0.1
     history = json.loads((out / "evaluations.json").read_text())
     assert [h["timesteps"] for h in history] == [44, 88]
     assert all(h["illegal_fraction"] == 0.0 for h in history), "masked policies play legal actions"
@@ -265,7 +269,8 @@ def test_vec_env_batched_trains_maskable_ppo_on_the_batched_engine(tmp_path):
     out = train(args)
     stats = json.loads((out / "train_stats.json").read_text())
     assert stats["timesteps"] == 12 and (out / "model.zip").exists()
-    assert stats["steps_per_s"] > 0
+    assert stats["steps_per_s"] > 0 and stats["vec_env"] == "batched" and stats["n_envs"] == 3
+    assert stats["time_split_s"]["env"] > 0 and stats["time_split_s"]["evaluation"] == 0
     model = load_model(out)[0]
     obs = np.zeros((1, *model.observation_space.shape), np.float32)
     mask = np.zeros((1, model.action_space.n), bool)
