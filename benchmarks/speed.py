@@ -12,6 +12,8 @@ Recipes (one module each in :mod:`benchmarks._speed`):
 * ``cifar``: CIFAR-10 host epochs/s of several envs on one device, or a profile of one env's step;
 * ``soak``: memory over many episodes with forks and snapshots;
 * ``vector``: the batched vector env's env-steps/s for several K against one env, paired.
+* ``train``: esper-train with the batched engine against the default, side by side, and where
+  each run's time goes.
 
 The shared options are declared once, here; a recipe takes those it uses, with its own defaults,
 and adds its own. ``--torch-threads`` holds torch's thread count for the run and gives the process
@@ -19,7 +21,7 @@ its count back afterwards. Medians and paired ratios with 95 % bootstrap interva
 (:mod:`agents.stats`). Each record goes, with provenance (:func:`benchmarks._common.save`), to the
 result file its ``bench`` key names (``env_step.jsonl``, ``throughput.jsonl``,
 ``channels_last.jsonl``, ``optimizer.jsonl``, ``cifar_speed.jsonl``, ``cifar_profile.jsonl``,
-``soak.jsonl``, ``vector.jsonl``): in the untracked ``results/`` by default, in the tracked
+``soak.jsonl``, ``vector.jsonl``, ``train.jsonl``): in the untracked ``results/`` by default, in the tracked
 ``benchmarks/results/`` only with ``--record``, or in ``--out``.
 """
 
@@ -33,7 +35,7 @@ from typing import Any
 
 from agents.cli import key_value
 from benchmarks._common import OptionError, save
-from benchmarks._speed import channels_last, cifar, env_step, optimizer, soak, throughput, vector
+from benchmarks._speed import channels_last, cifar, env_step, optimizer, soak, throughput, train, vector
 
 POLICIES = ("wait", "grow")
 """``--policy`` values: WAIT throughout, or germinate ``conv_heavy`` at the first step."""
@@ -69,6 +71,8 @@ RECIPES: dict[str, SpeedRecipe] = {r.name: r for r in (
     SpeedRecipe("vector", vector, ("tasks", "repeats", "steps", "policy", "max_epochs",
                                    "torch_threads", "env_kwarg"),
                 {"tasks": "digits", "repeats": 3, "steps": 12, "torch_threads": 1}),
+    SpeedRecipe("train", train, ("tasks", "repeats", "torch_threads", "env_kwarg"),
+                {"repeats": 2, "torch_threads": 1}),
 )}
 """The recipes by command-line name."""
 

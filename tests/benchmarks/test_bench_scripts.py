@@ -608,6 +608,24 @@ def test_speed_vector_pairs_the_batched_env_with_one_env_and_reports_memory(tmp_
             speed.main(["vector", *bad])
 
 
+def test_speed_train_pairs_batched_esper_train_runs_with_default_ones(tmp_path, capsys):
+    from benchmarks import speed
+
+    (rec,) = speed.main(["train", "--n-envs", "3", "--train-steps", "8", "--repeats", "1",
+                         "--rollout", "12", "--instance-set", "", "--env-kwarg", "max_epochs=3",
+                         "--out", str(tmp_path)])
+    assert rec["bench"] == "train" and rec["n_envs_batched"] == 3
+    assert rec["batched_hyperparams"] == {"n_steps": 4, "batch_size": 12}  # 12 per update
+    assert rec["dummy_hyperparams"] == {"n_steps": 3, "batch_size": 12}
+    assert rec["speedup"] > 0 and len(rec["speedup_ratios"]) == 1
+    for run in rec["dummy_runs"] + rec["batched_runs"]:
+        assert run["time_split_s"]["env"] > 0 and run["steps_per_s"] > 0
+    assert "speedup" in capsys.readouterr().out
+    assert (tmp_path / "train.jsonl").exists()
+    with pytest.raises(SystemExit):
+        speed.main(["train", "--n-envs", "5"])
+
+
 def test_study_parity_pairs_batched_lanes_with_single_envs_on_the_same_seeds(tmp_path, capsys):
     from benchmarks import study
 
