@@ -4,15 +4,22 @@
 builds it. Every episode (lane) follows the shared pure transition of
 :mod:`esper_env.core.episode` with its own state, seed and data order; the torch side is one
 :class:`~esper_env.nn.batch_trainer.BatchedTrainer` (its module docstring says what it can run).
-Gymnasium's autoreset modes NEXT_STEP (the default) and SAME_STEP are supported; infos follow
-Gymnasium's vector layout (arrays with ``_key`` masks; ``final_obs``/``final_info`` in SAME_STEP).
-``reset(seed=s)`` seeds lane ``i`` with ``s + i``; the same seeds, K and actions give identical
-results on the CPU. A lane's results equal the single env's on the same seed within
-floating-point tolerance (``tests/env/test_vector_env.py``).
+With an instance set every lane draws its own instance at each reset, as ``EsperEnv.reset`` draws
+it (host widths, slot position, learning rate, training subset, label noise, epoch and parameter
+budgets); lanes whose episodes end at other times are reset alone.
 
-Not yet supported: instance sets (refused with a ConfigError), snapshots, forks, pickles and deep
-copies (refused with an error that says why and what to use instead). A K too large for the
-device's free memory is refused at construction, naming K and the memory it needs.
+Gymnasium's autoreset modes NEXT_STEP (the default), SAME_STEP and DISABLED are supported; infos
+follow Gymnasium's vector layout (arrays with ``_key`` masks; ``final_obs``/``final_info`` in
+SAME_STEP). ``reset(seed=s)`` seeds lane ``i`` with ``s + i``; ``options={"instance": ...}`` pins
+instances (one for all lanes or one per lane) and, in DISABLED mode, ``options={"reset_mask":
+...}`` resets only some lanes: the interface of the evaluation work queue
+(:func:`agents.rollout.run_queue`). The same seeds, K and actions give identical results on the
+CPU. A lane's results equal the single env's on the same seed within floating-point tolerance
+(``tests/env/test_vector_env.py``).
+
+Not supported: snapshots, forks, pickles and deep copies (refused with an error that says why and
+what to use instead). A K too large for the device's free memory is refused at construction,
+naming K and the memory it needs.
 """
 
 from __future__ import annotations
