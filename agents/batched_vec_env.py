@@ -48,13 +48,24 @@ class BatchedVecEnv(VecEnv):
 
     Args:
         num_envs: K.
+        mask_observation: append each lane's legal-action mask (0/1 floats) to its observation,
+            as :class:`agents.masking.ActionMaskObservation` does for one env (what PPO, DQN and
+            PER-DQN train with); the terminal observation gets the final state's mask.
         **kwargs: the env's keywords, as for ``gym.make("Esper-v0", ...)``.
     """
 
-    def __init__(self, num_envs: int, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int, mask_observation: bool = False, **kwargs: Any) -> None:
         self.venv = EsperVectorEnv(num_envs, autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
-        super().__init__(num_envs, self.venv.single_observation_space,
-                         self.venv.single_action_space)
+        self.mask_observation = bool(mask_observation)
+        space = self.venv.single_observation_space
+        if self.mask_observation:
+            from gymnasium import spaces
+
+            n = int(self.venv.single_action_space.n)
+            space = spaces.Box(np.concatenate([space.low, np.zeros(n, np.float32)]),
+                               np.concatenate([space.high, np.ones(n, np.float32)]),
+                               dtype=np.float32)
+        super().__init__(num_envs, space, self.venv.single_action_space)
         self._actions: np.ndarray | None = None
         self._seed: int | None = None
 
@@ -62,7 +73,13 @@ class BatchedVecEnv(VecEnv):
         obs, infos = self.venv.reset(seed=self._seed)
         self._seed = None
         self.reset_infos = [unbatch_info(infos, i) for i in range(self.num_envs)]
-        return obs
+        return self._with_masks(obs)
+
+    def _with_masks(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
+        if not self.mask_observation:
+            return obs
+        masks = self.venv.action_masks() if masks is None else masks
+        return np.concatenate([obs.astype(np.float32), masks.astype(np.float32)], axis=-1)
 
     def seed(self, seed: int | None = None) -> Sequence[None | int]:  # noqa: D102
         self._seed = seed
@@ -79,14 +96,17 @@ class BatchedVecEnv(VecEnv):
         for i in range(self.num_envs):
             if dones[i]:
                 info = dict(unbatch_info(infos["final_info"], i))
-                info["terminal_observation"] = infos["final_obs"][i]
+                final = infos["final_obs"][i]
+                if self.mask_observation:
+                    final = self._with_masks(final[None], np.asarray(info["action_mask"])[None])[0]
+                info["terminal_observation"] = final
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 self.reset_infos[i] = {k: v for k, v in unbatch_info(infos, i).items()
                                        if k not in ("final_info", "final_obs")}
             else:
                 info = unbatch_info(infos, i)
             out.append(info)
-        return obs, rewards.astype(np.float32), dones, out
+        return self._with_masks(obs), rewards.astype(np.float32), dones, out
 
     def action_masks(self) -> np.ndarray:
         """``(K, n)`` boolean masks of the legal actions."""

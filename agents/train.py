@@ -87,8 +87,8 @@ class TrainArgs:
     n_envs: int | None = option(None, "parallel envs (default: the YAML's n_envs)")
     vec_env: str = option("dummy", "vectorization: one process (envs in turn), one worker process per "
                                    "env, one thread per env in this process (envs step at once), or "
-                                   "the envs trained as one batched computation (maskable-ppo; "
-                                   "digits or cifar10, no instance set or curriculum yet)",
+                                   "the envs trained as one batched computation (digits or "
+                                   "cifar10, instance sets too; no curriculum yet)",
                           choices=VEC_ENVS)
     seed: int = option(0, "seed of the agent and the envs")
     output: str | None = option(None, "run folder (default: runs/<algo>-seed<seed>)")
@@ -275,13 +275,10 @@ def _batched_venv(args: TrainArgs, spec: EnvSpec, n_envs: int, masked_obs: bool)
 
     from agents.batched_vec_env import BatchedVecEnv
 
-    if masked_obs:
-        raise ConfigError(f"vec_env='batched' with algo={args.algo!r} is not supported yet (the mask "
-                          "in the observation is a per-env wrapper); allowed: algo='maskable-ppo'")
     if args.curriculum:
         raise ConfigError("vec_env='batched' with curriculum=True is not supported yet (the "
                           "curriculum is a per-env wrapper); allowed: curriculum=False")
-    venv = BatchedVecEnv(n_envs, config=spec.esper_config)
+    venv = BatchedVecEnv(n_envs, mask_observation=masked_obs, config=spec.esper_config)
     venv.seed(args.seed)
     return VecMonitor(venv)
 

@@ -86,3 +86,21 @@ def test_run_batched_plays_one_episode_per_lane_like_run_episode() -> None:
     same = EsperVectorEnv(1, autoreset_mode="SameStep", **kw)
     with pytest.raises(ValueError, match="needs the NEXT_STEP autoreset mode"):
         run_batched(same, [make_baseline("no-growth", same.template)], [1])
+
+
+def test_mask_observation_appends_each_lanes_mask_and_the_final_states_mask() -> None:
+    venv = BatchedVecEnv(2, mask_observation=True, task="digits", max_epochs=2, torch_threads=1)
+    n = venv.action_space.n
+    obs = venv.reset()
+    assert obs.shape == (2, venv.venv.single_observation_space.shape[0] + n)
+    np.testing.assert_array_equal(obs[:, -n:], venv.action_masks().astype(np.float32))
+    assert venv.observation_space.contains(obs[0])
+    for _ in range(3):  # 2 epochs: reset's and at most two steps
+        obs, _, dones, infos = venv.step(np.array([0, 0]))
+        if dones.all():
+            break
+    assert dones.all()
+    for info in infos:
+        final = info["terminal_observation"]
+        np.testing.assert_array_equal(final[-n:], info["action_mask"].astype(np.float32))
+    np.testing.assert_array_equal(obs[:, -n:], venv.action_masks().astype(np.float32))

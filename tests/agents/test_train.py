@@ -17,6 +17,7 @@ from agents.envs import EnvSpec
 from agents.rollout import MasksRequired, run_episode
 from agents.runs import load_model
 from agents.train import TrainArgs, parse_args, train
+from esper_env.env import EsperEnv
 from esper_env.errors import ConfigError
 
 SMALL = {"ppo": {"n_steps": 22, "batch_size": 22, "n_epochs": 1, "policy_kwargs": {"net_arch": [16]}},
@@ -278,11 +279,27 @@ def test_vec_env_batched_trains_maskable_ppo_on_the_batched_engine(tmp_path):
     assert model.predict(obs, action_masks=mask)[0].tolist() == [0]  # a masked policy
 
 
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_vec_env_batched_trains_the_mask_in_the_observation_algorithms(tmp_path, algo):
+    records = tmp_path / "set.json"
+    records.write_text(json.dumps([{"name": "a", "host_channels": [2, 4, 8], "max_epochs": 3},
+                                   {"name": "b", "host_channels": [2, 2, 4], "max_epochs": 4,
+                                    "train_fraction": 0.5}]))
+    hp = ["--hyperparams", "n_steps=4", "--hyperparams", "batch_size=6"] if algo == "ppo" else \
+        ["--hyperparams", "learning_starts=2", "--hyperparams", "batch_size=4"]
+    out = train(parse_args(["--algo", algo, "--vec-env", "batched", "--n-envs", "3",
+                            "--total-timesteps", "12", "--output", str(tmp_path / "run"),
+                            "--eval-freq", "0", "--no-progress-bar", "--instance-set",
+                            str(records), *hp]))
+    model = load_model(out)[0]
+    env = EsperEnv(instance_set=str(records))
+    assert model.observation_space.shape == (env.observation_space.shape[0] + env.action_space.n,)
+    assert json.loads((out / "train_stats.json").read_text())["timesteps"] >= 12
+
+
 def test_vec_env_batched_refuses_what_it_cannot_run_yet(tmp_path):
     base = ["--vec-env", "batched", "--n-envs", "2", "--total-timesteps", "4", "--eval-freq", "0",
             "--task", "digits", "--max-epochs", "3"]
-    with pytest.raises(ConfigError, match="vec_env='batched' with algo='dqn' is not supported"):
-        train(parse_args(["--algo", "dqn", "--output", str(tmp_path / "a"), *base]))
     with pytest.raises(ConfigError, match="vec_env='batched' with curriculum=True"):
         train(parse_args(["--algo", "maskable-ppo", "--curriculum", "--output",
                           str(tmp_path / "b"), *base]))

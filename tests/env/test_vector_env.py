@@ -269,6 +269,64 @@ def test_bad_num_envs_actions_and_autoreset_modes_are_refused() -> None:
         vec.step([0, 99])
 
 
+def test_a_governor_fault_rolls_back_that_lane_only() -> None:
+    """Lanes started one step apart: each lane's injected NaN epoch (3) comes at another step."""
+    kw = dict(task="digits", max_epochs=6, torch_threads=1, fault_epochs=(3,))
+    vec = EsperVectorEnv(3, autoreset_mode="DISABLED", **kw)
+    singles = [EsperEnv(**kw) for _ in range(3)]
+    started: dict[int, int] = {}
+    rollbacks: dict[int, list[bool]] = {0: [], 1: [], 2: []}
+    for t in range(7):
+        if t < 3:  # lane t starts now
+            mask = [i == t for i in range(3)]
+            obs, info = vec.reset(seed=[20 + i for i in range(3)], options={"reset_mask": mask})
+            o, _ = singles[t].reset(seed=20 + t)
+            np.testing.assert_allclose(obs[t], o, atol=OBS_TOL)
+            started[t] = t
+        acts = [0, 0, 0]
+        obs, r, d, _, info = vec.step(acts)
+        for i in started:
+            if singles[i]._state is None or singles[i].state.done:
+                continue
+            o1, r1, d1, _, i1 = singles[i].step(0)
+            assert bool(info["_rollback"][i])
+            rollbacks[i].append(bool(info["rollback"][i]))
+            assert bool(info["rollback"][i]) == i1["rollback"], (t, i)
+            assert r[i] == pytest.approx(r1, abs=REWARD_TOL), (t, i)
+            np.testing.assert_allclose(obs[i], o1, atol=1e-4)
+    # each lane rolled back once, at its own third epoch: steps 1, 2 and 3 of the batch
+    assert [rollbacks[i].index(True) for i in range(3)] == [1, 1, 1]
+    assert all(sum(v) == 1 for v in rollbacks.values())
+
+
+def test_an_exploding_learning_rate_ends_that_lane_only() -> None:
+    records = [{"name": "calm", "host_lr": 0.01, "max_epochs": 5},
+               {"name": "wild", "host_lr": 1e4, "max_epochs": 5}]
+    kw = dict(instance_set=records, torch_threads=1)
+    vec = EsperVectorEnv(2, autoreset_mode="DISABLED", **kw)
+    obs, info = vec.reset(seed=[3, 4], options={"instance": [0, 1]})
+    singles = [EsperEnv(**kw), EsperEnv(**kw)]
+    for i, env in enumerate(singles):
+        o, _ = env.reset(seed=3 + i, options={"instance": i})
+        np.testing.assert_allclose(obs[i], o, atol=OBS_TOL)
+    wild_events = []
+    for _ in range(5):
+        obs, r, d, _, info = vec.step([0, 0])
+        for i, env in enumerate(singles):
+            if env.state.done:
+                continue
+            o1, r1, d1, _, i1 = env.step(0)
+            assert r[i] == pytest.approx(r1, abs=REWARD_TOL) and bool(d[i]) == d1
+            assert bool(info["diverged"][i]) == i1["diverged"]
+            assert bool(info["rollback"][i]) == i1["rollback"]
+            if i == 1:
+                wild_events.append(i1["rollback"] or i1["diverged"])
+            else:
+                assert not i1["rollback"] and not i1["diverged"]
+                np.testing.assert_allclose(obs[0], o1, atol=1e-4)
+    assert any(wild_events)  # the wild lane's governor acted; the calm lane trained on
+
+
 def test_disabled_autoreset_resets_the_masked_lanes_with_pinned_instances() -> None:
     """The work queue's interface: lanes reset one by one, each on a chosen (seed, instance)."""
     kw = dict(instance_set="digits-mix", instance_split="test", torch_threads=1)
