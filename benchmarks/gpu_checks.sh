@@ -4,14 +4,18 @@
 #   benchmarks/gpu_checks.sh OUT_DIR [more `benchmarks.speed cifar` flags for step 3]
 #
 # In order of value, each bounded by its own timeout so that one slow part cannot eat the others'
-# time (at most 9.5 minutes in all, under the device tool's 10 minutes per command):
+# time (at most 8 minutes in all, under the device tool's 10 minutes per command):
 #   1. the CUDA-only tests (skipped everywhere else), with their skip reasons;
-#   2. where one env's step goes on the GPU: `benchmarks.speed cifar --profile` (kernels, phases),
+#   2. the batched engine on digits: K = 1, 64, 1024 against one env (issue: K = 1024 >= 5,000
+#      env-steps/s), WAIT and growing, the step's breakdown at K = 64, CUDA bytes per lane;
+#   3. the batched engine on full CIFAR-10 epochs, K = 4 and 8 (issue: >= 10 host epochs/s
+#      growing);
+#   4. where one env's step goes on the GPU: `benchmarks.speed cifar --profile` (kernels, phases),
 #      channels_last off and on, cudnn.benchmark off and on; traces under OUT_DIR/traces;
-#   3. the aggregate speed of 4 envs on full CIFAR-10 epochs (issue: >= 10 host epochs/s):
-#      processes against threads, channels_last off and on, cudnn.benchmark on.
+#   5. the aggregate speed of 4 separate envs on full CIFAR-10 epochs: processes against threads,
+#      channels_last off and on, cudnn.benchmark on.
 # Random CIFAR-format images of the real size (speed does not depend on the pixels). Everything
-# is printed and saved under OUT_DIR (cifar_profile.jsonl, cifar_speed.jsonl, *.txt).
+# is printed and saved under OUT_DIR (vector*.jsonl, cifar_profile.jsonl, cifar_speed.jsonl, *.txt).
 set -u
 out=${1:?usage: benchmarks/gpu_checks.sh OUT_DIR [more benchmarks.speed cifar flags]}
 shift
@@ -28,15 +32,29 @@ cuda_tests=(tests/env/test_env_device.py tests/nn/test_isolation_violations.py)
 for f in tests/nn/test_cuda_graphs.py; do [ -f "$f" ] && cuda_tests+=("$f"); done
 if "$py" -c "import stable_baselines3" 2>/dev/null; then cuda_tests+=(tests/agents/test_vec_env.py); fi
 echo "== 1. CUDA tests: ${cuda_tests[*]}"
-timeout 150 "$py" -m pytest -q -rs -p no:cacheprovider "${cuda_tests[@]}" 2>&1 | tail -25 \
+timeout 90 "$py" -m pytest -q -rs -p no:cacheprovider "${cuda_tests[@]}" 2>&1 | tail -25 \
   | tee "$out/cuda_tests.txt"
 
-echo "== 2. profile of one env's step"
-timeout 120 "$py" -m benchmarks.speed cifar --fake-data --device cuda --batch-size 512 \
+echo "== 2. the batched engine on digits"
+timeout 100 "$py" -m benchmarks.speed vector --ks 1,64,1024 --repeats 2 --steps 6 \
+  --breakdown-ks 64 --torch-threads 1 --env-kwarg device=cuda --out "$out" 2>&1 \
+  | tee "$out/vector_digits.txt"
+
+echo "== 3. the batched engine on CIFAR-10"
+fake=$(mktemp -d)
+root=$("$py" -c "from esper_env.nn.cifar import write_cifar10_folder as w; \
+print(w('$fake', train_per_batch=10_000, n_test=10_000, seed=0))")
+timeout 90 "$py" -m benchmarks.speed vector --tasks cifar10 --ks 4,8 --repeats 1 --steps 3 \
+  --breakdown-ks 8 --env-kwarg device=cuda --env-kwarg "data_root=$root" \
+  --out "$out/cifar_vector" 2>&1 | tee "$out/vector_cifar.txt"
+rm -rf "$fake"
+
+echo "== 4. profile of one env's step"
+timeout 70 "$py" -m benchmarks.speed cifar --fake-data --device cuda --batch-size 512 \
   --policy grow --steps 3 --profile --channels-last off,on --cudnn-benchmark off,on \
   --trace-dir "$out/traces" --out "$out" 2>&1 | tee "$out/profile.txt"
 
-echo "== 3. speed of 4 envs"
-timeout 300 "$py" -m benchmarks.speed cifar --fake-data --device cuda --envs 4 \
+echo "== 5. speed of 4 envs"
+timeout 120 "$py" -m benchmarks.speed cifar --fake-data --device cuda --envs 4 \
   --batch-size 512 --policy wait,grow --layout processes,threads --channels-last off,on \
-  --cudnn-benchmark on --steps 6 --out "$out" "$@" 2>&1 | tee "$out/speed.txt"
+  --cudnn-benchmark on --steps 4 --out "$out" "$@" 2>&1 | tee "$out/speed.txt"

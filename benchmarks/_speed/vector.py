@@ -9,11 +9,12 @@ count. Policies: ``wait`` (WAIT throughout) and ``grow`` (a random legal action 
 times). Reported: the medians of env-steps/s, the paired speedup (K x batched steps/s over the
 single env's) with its 95 % bootstrap interval, and the memory per lane: the peak resident
 memory of a fresh process that builds K lanes and steps them, minus that of one lane, per extra
-lane. Then, for each policy and each K in ``--breakdown-ks``, where a batched step's time goes:
-one more run of ``--steps`` steps with the trainer's clock on
-(:data:`esper_env.nn.batch_trainer.PARTS`: training, validation, counterfactuals, twin, test,
-bookkeeping), the rest of the step being the shared transition, observations and infos
-(``transition``), in ms per env-step (one lane's step) and as shares of the step.
+lane (and the same of its peak CUDA memory allocated, on a GPU). Then, for each policy and each
+K in ``--breakdown-ks``, where a batched step's time goes: one more run of ``--steps`` steps
+with the trainer's clock on (:data:`esper_env.nn.batch_trainer.PARTS`: training, validation,
+counterfactuals, twin, test, bookkeeping), the rest of the step being the shared transition,
+observations and infos (``transition``), in ms per env-step (one lane's step) and as shares of
+the step.
 
     python -m benchmarks.speed vector --ks 1,8,32,64,256 --repeats 3 --torch-threads 1
 
@@ -62,18 +63,23 @@ rng = np.random.default_rng(0)
 for _ in range(3):
     m = vec.action_masks()
     vec.step([int(rng.choice(np.flatnonzero(r))) if rng.random() < 0.3 else 0 for r in m])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+import torch
+cuda = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else 0
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cuda)
 """
 
 
-def peak_rss_mb(k: int, kwargs: dict) -> float:
-    """Peak resident memory (MB) of a fresh process that builds K lanes and steps them 3 times."""
+def peak_memory_mb(k: int, kwargs: dict) -> tuple[float, float]:
+    """Peak resident memory and peak CUDA memory allocated (MB; 0 without CUDA) of a fresh
+    process that builds K lanes and steps them 3 times.
+    """  # noqa: D205
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-c", _PEAK.format(k=k, kwargs=kwargs)], check=True,
                          capture_output=True, text=True, timeout=1800)
-    return int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    rss_kib, cuda_bytes = out.stdout.split()[-2:]
+    return int(rss_kib) / 1024, int(cuda_bytes) / 2**20  # ru_maxrss is in KiB on Linux
 
 
 def _act(masks: np.ndarray, policy: str, rng: np.random.Generator) -> list[int]:
@@ -135,9 +141,11 @@ def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
     print(f"{'policy':<6} {'K':>5} {'single steps/s':>14} {'batched env-steps/s':>19} "
           f"{'speedup (95% CI)':>20} {'MB/lane':>8}")
     records = []
-    base = peak_rss_mb(1, kwargs)
-    per_lane = {k: 0.0 if k == 1 else (peak_rss_mb(k, kwargs) - base) / (k - 1)
-                for k in args.k_values}
+    base, base_cuda = peak_memory_mb(1, kwargs)
+    peaks = {k: peak_memory_mb(k, kwargs) for k in args.k_values if k > 1}
+    per_lane = {k: 0.0 if k == 1 else (peaks[k][0] - base) / (k - 1) for k in args.k_values}
+    cuda_per_lane = {k: 0.0 if k == 1 else (peaks[k][1] - base_cuda) / (k - 1)
+                     for k in args.k_values}
     for policy in args.policies:
         for k in args.k_values:
             single, batched = [], []
@@ -149,7 +157,8 @@ def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
                    "repeats": args.repeats, "env_kwargs": kwargs,
                    "single_steps_per_s_median": statistics.median(single),
                    "batched_env_steps_per_s_median": statistics.median(batched),
-                   "peak_rss_mb_k1": base, "rss_mb_per_extra_lane": per_lane[k], **ratio}
+                   "peak_rss_mb_k1": base, "rss_mb_per_extra_lane": per_lane[k],
+                   "cuda_mb_per_extra_lane": cuda_per_lane[k], **ratio}
             print(f"{policy:<6} {k:>5} {rec['single_steps_per_s_median']:>14.1f} "
                   f"{rec['batched_env_steps_per_s_median']:>19.1f} "
                   f"{ratio['speedup']:>9.2f} (±{ratio['speedup_ci95']:.2f}) "

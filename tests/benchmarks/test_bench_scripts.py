@@ -532,13 +532,20 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
     assert "tests/env/test_env_device.py" in test_files
     assert all((repo / f).is_file() for f in test_files)
     benches = [c[2:] for c in calls if c[:2] == ["-m", "benchmarks.speed"]]
-    assert len(benches) == 2 and "--profile" in benches[0] and benches[1][-2:] == ["--steps", "4"]
-    for argv in benches:
-        assert argv[0] == "cifar"
+    assert [b[0] for b in benches] == ["vector", "vector", "cifar", "cifar"]
+    vectors, cifars = benches[:2], benches[2:]
+    assert "--profile" in cifars[0] and cifars[1][-2:] == ["--steps", "4"]
+    for argv in cifars:
         args = speed.parse_args(argv)  # exits on a flag the runner no longer knows
         assert args.device == "cuda" and args.fake_data and str(out) == args.out
+    for argv in vectors:  # the batched engine: digits K up to 1024, CIFAR-10 K = 4 and 8
+        args = speed.parse_args(argv)
+        assert ("device", "cuda") in args.env_kwarg
+    assert "1024" in speed.parse_args(vectors[0]).ks
+    assert speed.parse_args(vectors[1]).tasks == "cifar10"
     assert {p.name for p in out.iterdir()} >= {"machine.txt", "cuda_tests.txt", "profile.txt",
-                                               "speed.txt"}
+                                               "speed.txt", "vector_digits.txt",
+                                               "vector_cifar.txt"}
 
 
 def test_speed_cifar_profile_summary_of_a_gpu_trace_counts_kernels_not_annotations():
