@@ -111,6 +111,10 @@ def check_memory(k: int, per_lane: int, device: torch.device) -> None:
                           f"available: allowed up to num_envs={max(0, free // per_lane)}")
 
 
+EVAL_FLOATS = 2**24
+"""Activation floats (64 MiB in float32) at the injection points that an evaluation pass of the
+stack may hold (the pass itself holds a few times that, before pooling)."""
+
 PARTS = ("train", "validate", "counterfactual", "twin", "test", "bookkeeping")
 """Where :attr:`BatchedTrainer.seconds` puts a batched epoch's time: the host and seed
 mini-batches (forward, backward, SGD), the validation pass, the counterfactual (seed-ablated)
@@ -240,6 +244,10 @@ class BatchedTrainer:
         self.widths = widths
         """The stack's block widths: the widest host's, block by block."""
         check_memory(k, lane_bytes(template, cfg.optimiser.batch_size), self.device)
+        floats = sum(c * h * w for c, h, w in (p.shape for p in template.injection_points))
+        self._eval_chunk = max(1, min(EVAL_CHUNK, EVAL_FLOATS // (k * floats)))
+        """Samples per evaluation pass: as many as keep the K lanes' activations at the injection
+        points under :data:`EVAL_FLOATS` (the whole digits validation split at K = 64)."""
         self.hosts = build_seeded(0, lambda: StackedHosts([template] * k, memory_format)).to(
             self.device)
         o = cfg.optimiser
@@ -604,7 +612,7 @@ class BatchedTrainer:
         loss_sum = torch.zeros(k, device=self.device)
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         ablated = {b: torch.zeros(k, device=self.device, dtype=torch.long) for b in need}
-        chunk = max(1, EVAL_CHUNK // k)
+        chunk = self._eval_chunk
         was = self.hosts.training
         self.hosts.eval()
         try:
