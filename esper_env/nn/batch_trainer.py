@@ -458,9 +458,9 @@ class BatchedTrainer:
                     g = r.germinate
                     germinations[i] = self._germinate(i, g.slot, g.blueprint, g.module_seed)
                 self._apply_slots(i, r.slots)
-                if r.checkpoint:
-                    self._checkpoint(i)
-                if r.poison:
+            self._checkpoint([i for i, r in enumerate(requests) if r is not None and r.checkpoint])
+            for i, r in enumerate(requests):
+                if r is not None and r.poison:
                     self._poison(i)
         training = [i for i, r in enumerate(requests) if r is not None and r.train]
         measured: dict[int, EpochReport] = {}
@@ -737,36 +737,47 @@ class BatchedTrainer:
         return out
 
     # -- the governor's checkpoint, faults, the end of a step --------------------------------------
-    def _checkpoint(self, i: int) -> None:
-        lane = self.lanes[i]
-        seeds = []
-        for s, seed in enumerate(lane.seeds):
-            if seed is None:
-                seeds.append(None)
-                continue
-            group = self.groups[self._key(i, s, seed.blueprint)]
-            j = group.lanes.index(i)
-            seeds.append((_Seed(seed.blueprint, seed.mode, seed.alpha, seed.isolate),
-                          {n: t[j].detach().clone() for n, t in group.params.items()},
-                          {n: t[j].clone() for n, t in group.bufs.items()}))
-        lane.checkpoint = {"host": _read_member(self.hosts, self.opt, i), "seeds": seeds}
+    def _checkpoint(self, lanes: Sequence[int]) -> None:
+        """The governor's checkpoint of each lane of ``lanes``: one copy of the stacks for all
+        of them (a lane keeps a reference to it and its row), not one copy per lane.
+        """  # noqa: D205
+        if not lanes:
+            return
+        host = _Snapshot.of(self.hosts, self.opt)
+        groups: dict[tuple[int, str, int], tuple[dict, dict, list[int]]] = {}
+        for i in lanes:
+            lane = self.lanes[i]
+            seeds = []
+            for s, seed in enumerate(lane.seeds):
+                if seed is None:
+                    seeds.append(None)
+                    continue
+                key = self._key(i, s, seed.blueprint)
+                if key not in groups:
+                    g = self.groups[key]
+                    groups[key] = ({n: t.detach().clone() for n, t in g.params.items()},
+                                   {n: t.clone() for n, t in g.bufs.items()}, list(g.lanes))
+                params, bufs, order = groups[key]
+                seeds.append((_Seed(seed.blueprint, seed.mode, seed.alpha, seed.isolate),
+                              params, bufs, order.index(i)))
+            lane.checkpoint = {"host": host, "seeds": seeds}
 
     def roll_back(self, i: int, plans: Sequence[SlotPlan | None]) -> EpochReport:
         """Restore lane ``i``'s checkpoint, set its slots as planned and describe it."""
         lane = self.lanes[i]
         if lane.checkpoint is None:
             raise RuntimeError(f"roll_back({i}) without a checkpoint")
-        state, bufs = lane.checkpoint["host"]
-        _write_member(self.hosts, self.opt, i, state, bufs)
+        lane.checkpoint["host"].restore(self.hosts, self.opt, i)
         for s, seed in enumerate(lane.seeds):
             if seed is not None:
                 self._drop_seed(i, s)
         for s, kept in enumerate(lane.checkpoint["seeds"]):
             if kept is None:
                 continue
-            seed, params, seed_bufs = kept
+            seed, params, seed_bufs, j = kept
             group = self.groups[self._key(i, s, seed.blueprint)]
-            group.add_state(i, params, seed_bufs)
+            group.add_state(i, {n: t[j] for n, t in params.items()},
+                            {n: t[j] for n, t in seed_bufs.items()})
             lane.seeds[s] = _Seed(seed.blueprint, seed.mode, seed.alpha, seed.isolate)
         self._apply_slots(i, plans)
         try:
@@ -787,8 +798,8 @@ class BatchedTrainer:
                 if st is None:
                     continue
                 self._apply_slots(i, st.slots)
-                if st.checkpoint:
-                    self._checkpoint(i)
+            self._checkpoint([i for i, st in enumerate(settlements)
+                              if st is not None and st.checkpoint])
         tested = [i for i, st in enumerate(settlements) if st is not None and st.test]
         accs: dict[int, float] = {}
         fault = None
@@ -834,6 +845,38 @@ def _put(x: torch.Tensor, channels: torch.Tensor, values: torch.Tensor) -> torch
     """``x`` with ``x[:, channels]`` replaced by ``values`` (out of place, differentiable)."""
     return x.permute(0, 2, 3, 1).index_copy(3, channels, values.permute(0, 2, 3, 1)
                                            ).permute(0, 3, 1, 2)
+
+
+@dataclass
+class _Snapshot:
+    """A copy of a stack's weights, BatchNorm statistics and momentum, every member at once."""
+
+    tensors: list[torch.Tensor]
+    bufs: list[torch.Tensor] | None
+
+    @staticmethod
+    def _live(hosts: StackedHosts) -> list[torch.Tensor]:
+        return [*hosts.parameters(), *(b for n, b in hosts.named_buffers()
+                                       if "num_batches" not in n)]
+
+    @classmethod
+    def of(cls, hosts: StackedHosts, opt: StackedSGD) -> _Snapshot:  # noqa: D102
+        with torch.no_grad():
+            return cls([t.detach().clone() for t in cls._live(hosts)],
+                       None if opt.bufs is None else [b.clone() for b in opt.bufs])
+
+    @torch.no_grad()
+    def restore(self, hosts: StackedHosts, opt: StackedSGD, i: int) -> None:
+        """Put member ``i`` back as it was (its momentum: as it was, or zero)."""
+        k = hosts.k
+        for live, kept in zip(self._live(hosts), self.tensors, strict=True):
+            _member_rows(live, k, i).copy_(_member_rows(kept, k, i))
+        if opt.bufs is None and self.bufs is not None:
+            opt.bufs = [torch.zeros_like(p) for p in opt.params]
+        if opt.bufs is not None:
+            for live, kept in zip(opt.bufs, self.bufs or [None] * len(opt.bufs), strict=True):
+                rows = _member_rows(live, k, i)
+                rows.copy_(_member_rows(kept, k, i)) if kept is not None else rows.zero_()
 
 
 def _member_rows(p: torch.Tensor, k: int, i: int) -> torch.Tensor:
