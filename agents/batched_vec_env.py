@@ -19,9 +19,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+from stable_baselines3.common.vec_env.base_vec_env import (
+    VecEnv,
+    VecEnvIndices,
+    VecEnvStepReturn,
+    VecEnvWrapper,
+)
 
 from esper_env.vector import EsperVectorEnv
 
@@ -147,3 +153,102 @@ class BatchedVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         """No lane is wrapped (there are no per-lane Gymnasium envs)."""
         return [False for _ in self._indices(indices)]
+
+
+class _Lane(gym.Env):
+    """One lane of a :class:`BatchedVecEnv` as far as a per-env wrapper reads it: its spaces, its
+    codec and its mask (it cannot step alone).
+    """  # noqa: D205
+
+    def __init__(self, venv: BatchedVecEnv, i: int) -> None:
+        self._venv, self._i = venv, i
+        self.observation_space = venv.venv.single_observation_space
+        self.action_space = venv.venv.single_action_space
+        self.codec = venv.venv.template.codec
+
+    def action_masks(self) -> np.ndarray:  # noqa: D102
+        return self._venv.venv.action_masks()[self._i]
+
+    def step(self, action: Any) -> Any:  # noqa: D102
+        raise RuntimeError("a lane of a batched vector env steps with the others (step the VecEnv)")
+
+    def reset(self, **kwargs: Any) -> Any:  # noqa: D102
+        raise RuntimeError("a lane of a batched vector env resets with the others")
+
+
+class BatchedCurriculumVecEnv(VecEnvWrapper):
+    """The UCB1 blueprint curriculum on a :class:`BatchedVecEnv`: every lane's collapsed actions
+    (one GERMINATE per slot) and seed outcomes go through one shared
+    :class:`~agents.curriculum.BlueprintCurriculum`, as the envs of one ``DummyVecEnv`` share one
+    (:class:`agents.wrappers.BlueprintCurriculumWrapper` per lane, over the lane's mask).
+
+    Args:
+        venv: the batched env (built with ``mask_observation=False``).
+        curriculum: the shared curriculum.
+        mask_observation: append each lane's collapsed mask to its observation (PPO, DQN).
+    """  # noqa: D205
+
+    def __init__(self, venv: BatchedVecEnv, curriculum: Any, mask_observation: bool = False
+                 ) -> None:
+        from gymnasium import spaces
+
+        from agents.wrappers import BlueprintCurriculumWrapper
+
+        if venv.mask_observation:
+            raise ValueError("build the BatchedVecEnv with mask_observation=False: the "
+                             "curriculum's collapsed mask is appended here")
+        self.lanes = [BlueprintCurriculumWrapper(_Lane(venv, i), curriculum)
+                      for i in range(venv.num_envs)]
+        self.curriculum = curriculum
+        self.mask_observation = bool(mask_observation)
+        action_space = self.lanes[0].action_space
+        space = venv.observation_space
+        if self.mask_observation:
+            n = int(action_space.n)
+            space = spaces.Box(np.concatenate([space.low, np.zeros(n, np.float32)]),
+                               np.concatenate([space.high, np.ones(n, np.float32)]),
+                               dtype=np.float32)
+        super().__init__(venv, observation_space=space, action_space=action_space)
+
+    def _obs(self, obs: np.ndarray) -> np.ndarray:
+        if not self.mask_observation:
+            return obs
+        return np.concatenate([obs.astype(np.float32),
+                               self.action_masks().astype(np.float32)], axis=-1)
+
+    def reset(self) -> np.ndarray:  # noqa: D102
+        for lane in self.lanes:
+            lane._cancel_unresolved()
+            lane._last_cf = [None] * lane.codec.n_slots
+        return self._obs(self.venv.reset())
+
+    def step_async(self, actions: np.ndarray) -> None:  # noqa: D102
+        self.venv.step_async(np.array([lane.before_step(int(a))
+                                       for lane, a in zip(self.lanes, actions, strict=True)]))
+
+    def step_wait(self) -> Any:  # noqa: D102
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for lane, info, done in zip(self.lanes, infos, dones, strict=True):
+            lane.after_step(info, bool(done))
+            if done and self.mask_observation:  # the final state's collapsed mask
+                final = info["terminal_observation"]
+                info["terminal_observation"] = np.concatenate(
+                    [final.astype(np.float32), lane.collapse(info["action_mask"]).astype(np.float32)])
+        return self._obs(obs), rewards, dones, infos
+
+    def action_masks(self) -> np.ndarray:
+        """``(K, n)`` collapsed masks."""
+        return np.array([lane.action_masks() for lane in self.lanes], dtype=bool)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:  # noqa: D102
+        if attr_name == "curriculum":
+            return [self.curriculum for _ in self.venv._indices(indices)]
+        return self.venv.get_attr(attr_name, indices)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        """``action_masks``: each lane's collapsed mask; anything else: the batched env's."""
+        if method_name == "action_masks":
+            masks = self.action_masks()
+            return [masks[i] for i in self.venv._indices(indices)]
+        return self.venv.env_method(method_name, *method_args, indices=indices, **method_kwargs)

@@ -88,7 +88,7 @@ class TrainArgs:
     vec_env: str = option("dummy", "vectorization: one process (envs in turn), one worker process per "
                                    "env, one thread per env in this process (envs step at once), or "
                                    "the envs trained as one batched computation (digits or "
-                                   "cifar10, instance sets too; no curriculum yet)",
+                                   "cifar10, instance sets too)",
                           choices=VEC_ENVS)
     seed: int = option(0, "seed of the agent and the envs")
     output: str | None = option(None, "run folder (default: runs/<algo>-seed<seed>)")
@@ -193,14 +193,15 @@ def train(args: TrainArgs) -> Path:
     # one curriculum shared by the envs of this process (each subprocess or thread worker has its own,
     # so that the update order never depends on the threads' timing; then
     # evaluation and the saved curriculum use worker 0's)
-    shared = _build_curriculum(spec) if args.curriculum and args.vec_env == "dummy" else None
+    shared = _build_curriculum(spec) if args.curriculum and args.vec_env in ("dummy", "batched") \
+        else None
     one_thread = args.vec_env in ("subproc", "thread")
 
     def make_env() -> Any:
         return spec.make(curriculum=shared, torch_threads=1 if one_thread else None)
 
     if args.vec_env == "batched":
-        venv = _batched_venv(args, spec, n_envs, masked_obs)
+        venv = _batched_venv(args, spec, n_envs, masked_obs, shared)
     else:
         from agents.vec_env import ThreadVecEnv
 
@@ -267,19 +268,21 @@ def train(args: TrainArgs) -> Path:
     return out
 
 
-def _batched_venv(args: TrainArgs, spec: EnvSpec, n_envs: int, masked_obs: bool) -> Any:
+def _batched_venv(args: TrainArgs, spec: EnvSpec, n_envs: int, masked_obs: bool,
+                  curriculum: Any = None) -> Any:
     """``--vec-env batched``: the envs as one :class:`~agents.batched_vec_env.BatchedVecEnv` under
-    ``VecMonitor`` (env i seeded ``seed + i``, as ``make_vec_env`` seeds).
+    ``VecMonitor`` (env i seeded ``seed + i``, as ``make_vec_env`` seeds); with ``curriculum``,
+    the lanes share it (:class:`~agents.batched_vec_env.BatchedCurriculumVecEnv`).
     """  # noqa: D205
     from stable_baselines3.common.vec_env import VecMonitor
 
-    from agents.batched_vec_env import BatchedVecEnv
+    from agents.batched_vec_env import BatchedCurriculumVecEnv, BatchedVecEnv
 
-    if args.curriculum:
-        raise ConfigError("vec_env='batched' with curriculum=True is not supported yet (the "
-                          "curriculum is a per-env wrapper); allowed: curriculum=False")
-    venv = BatchedVecEnv(n_envs, mask_observation=masked_obs, config=spec.esper_config)
+    venv = BatchedVecEnv(n_envs, mask_observation=masked_obs and curriculum is None,
+                         config=spec.esper_config)
     venv.seed(args.seed)
+    if curriculum is not None:
+        return VecMonitor(BatchedCurriculumVecEnv(venv, curriculum, mask_observation=masked_obs))
     return VecMonitor(venv)
 
 

@@ -75,7 +75,11 @@ class BlueprintCurriculumWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def action_masks(self) -> np.ndarray:
         """Collapsed mask: GERMINATE@s is legal iff some GERMINATE_<bp>@s is."""
-        base = self._base_mask()
+        return self.collapse(self._base_mask())
+
+    def collapse(self, base: np.ndarray) -> np.ndarray:
+        """The collapsed mask of the underlying env's mask ``base``."""
+        base = np.asarray(base, dtype=bool)
         mask = np.zeros(self.action_space.n, dtype=bool)
         mask[0] = True
         for s in range(self.codec.n_slots):
@@ -120,18 +124,29 @@ class BlueprintCurriculumWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         action = int(action)
         if not 0 <= action < self.action_space.n:
             raise InvalidAction(f"expected an action in 0..{self.action_space.n - 1}, actual {action}")
+        obs, reward, terminated, truncated, info = self.env.step(self.before_step(action))
+        self.after_step(info, terminated or truncated)
+        return obs, reward, terminated, truncated, info
+
+    def before_step(self, action: int) -> int:
+        """The base action of a collapsed ``action`` (a valid index), this step's choice noted."""
         self._chosen = {}
-        obs, reward, terminated, truncated, info = self.env.step(self.base_action(action))
+        return self.base_action(action)
+
+    def after_step(self, info: dict[str, Any], done: bool) -> None:
+        """Record the step's seed outcomes (``info``, the step's, edited in place) and, when the
+        episode is ``done``, cancel the selections that never resolved.
+        """  # noqa: D205
         for event in info.get("events", ()):
             self._follow(event)
         for s, cf in enumerate(info.get("counterfactuals", ())):
             self._last_cf[s] = cf
         if self._chosen:
             (info["curriculum_choice"],) = self._chosen.values()
-        if terminated or truncated:
+        if done:
             self._cancel_unresolved()
+            self._last_cf = [None] * self.codec.n_slots
         info["curriculum"] = self.curriculum.stats()
-        return obs, reward, terminated, truncated, info
 
     def _follow(self, event: dict[str, Any]) -> None:
         seed_id, slot, to = event["seed_id"], event["slot"], event["to"]

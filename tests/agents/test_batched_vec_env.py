@@ -104,3 +104,33 @@ def test_mask_observation_appends_each_lanes_mask_and_the_final_states_mask() ->
         final = info["terminal_observation"]
         np.testing.assert_array_equal(final[-n:], info["action_mask"].astype(np.float32))
     np.testing.assert_array_equal(obs[:, -n:], venv.action_masks().astype(np.float32))
+
+
+def test_the_curriculum_picks_each_lanes_blueprint_and_learns_from_every_lane() -> None:
+    from agents.batched_vec_env import BatchedCurriculumVecEnv
+    from agents.curriculum import BlueprintCurriculum
+
+    kw = dict(task="digits", max_epochs=6, torch_threads=1, min_germinate_epoch=1,
+              germination_gate=False, gates={"min_training_epochs": 1})
+    base = BatchedVecEnv(2, **kw)
+    arms = tuple(base.venv.template.blueprints)
+    cur = BlueprintCurriculum(arms, 1.4, [i / (len(arms) - 1) for i in range(len(arms))], 0.0, 0)
+    venv = BatchedCurriculumVecEnv(base, cur, mask_observation=True)
+    obs = venv.reset()
+    n = venv.action_space.n
+    assert n == 4 and obs.shape[1] == base.observation_space.shape[0] + n
+    np.testing.assert_array_equal(obs[:, -n:], venv.action_masks().astype(np.float32))
+    assert venv.env_method("action_masks")[0].shape == (n,)
+    assert venv.get_attr("curriculum") == [cur, cur]
+    chosen, tracked = [], 0
+    for _ in range(6):
+        masks = venv.action_masks()
+        acts = [1 if masks[i][1] else (2 if masks[i][2] else 0) for i in range(2)]
+        obs, _, dones, infos = venv.step(np.array(acts))
+        chosen += [info["curriculum_choice"] for info in infos if "curriculum_choice" in info]
+        stats = cur.stats()
+        tracked = max(tracked, sum(a["pending"] + a["pulls"] for a in stats.values()))
+        if dones.any():
+            break
+    assert len(chosen) >= 2 and set(chosen) <= set(arms)  # each lane's germination asked it
+    assert tracked >= 2  # one shared curriculum follows both lanes' seeds

@@ -297,12 +297,26 @@ def test_vec_env_batched_trains_the_mask_in_the_observation_algorithms(tmp_path,
     assert json.loads((out / "train_stats.json").read_text())["timesteps"] >= 12
 
 
+@pytest.mark.parametrize("algo", ["maskable-ppo", "ppo"])
+def test_vec_env_batched_trains_with_the_shared_blueprint_curriculum(tmp_path, algo):
+    out = train(parse_args(["--algo", algo, "--curriculum", "--vec-env", "batched", "--n-envs",
+                            "3", "--total-timesteps", "18", "--output", str(tmp_path / "run"),
+                            "--eval-freq", "0", "--no-progress-bar", "--task", "digits",
+                            "--max-epochs", "3", "--env-kwarg", "min_germinate_epoch=1",
+                            "--env-kwarg", "germination_gate=false",
+                            "--hyperparams", "n_steps=6", "--hyperparams", "batch_size=6"]))
+    saved = json.loads((out / "curriculum.json").read_text())
+    model = load_model(out)[0]
+    n_collapsed = 1 + 3 * 1  # WAIT, then GERMINATE, FOSSILIZE, CULL per slot
+    assert model.action_space.n == n_collapsed
+    base = EsperEnv(task="digits").observation_space.shape[0]
+    assert model.observation_space.shape == ((base + n_collapsed,) if algo == "ppo" else (base,))
+    assert saved["arms"] == list(EsperEnv(task="digits").blueprints)
+
+
 def test_vec_env_batched_refuses_what_it_cannot_run_yet(tmp_path):
     base = ["--vec-env", "batched", "--n-envs", "2", "--total-timesteps", "4", "--eval-freq", "0",
             "--task", "digits", "--max-epochs", "3"]
-    with pytest.raises(ConfigError, match="vec_env='batched' with curriculum=True"):
-        train(parse_args(["--algo", "maskable-ppo", "--curriculum", "--output",
-                          str(tmp_path / "b"), *base]))
     with pytest.raises(ConfigError, match="task='synthetic' is not batchable"):
         train(parse_args(["--algo", "maskable-ppo", "--output", str(tmp_path / "c"),
                           *base[:-4], "--task", "synthetic", "--max-epochs", "3"]))
