@@ -5,8 +5,9 @@ It answers what :class:`~esper_env.nn.trainer.Trainer` answers for one episode (
 episode, and the records it takes and returns are the shared transition's
 (:mod:`esper_env.core.episode`), one per lane. The hosts are one
 :class:`~esper_env.nn.batched.StackedHosts`, the seeds one
-:class:`~esper_env.nn.batched.SeedGroup` per (slot, blueprint) holding the lanes that have such
-a seed, the seedless twins a second stack; every lane draws its own mini-batch order from its own
+:class:`~esper_env.nn.batched.SeedGroup` per (block, blueprint, width) holding the lanes that
+have such a seed after that block, the seedless twins a second stack of the lanes whose twin has
+forked; every lane draws its own mini-batch order from its own
 generator, so a lane's numbers do not depend on the other lanes beyond floating-point rounding.
 
 Lanes may run different configs (the instances of an instance set): each lane has its own host

@@ -12,10 +12,11 @@ momentum SGD over the stacked parameters with one learning rate per host (what
 Floating-point results differ from K separate hosts in the last bits (other kernels, other
 summation orders); ``tests/nn/test_batched.py`` states the tolerance.
 
-:class:`SeedGroup` holds the seeds of one blueprint at one slot across the episodes that have one:
+:class:`SeedGroup` holds the seeds of one blueprint after one block across the episodes that have one:
 their parameters stacked ``(G, ...)``, one hand-batched forward pass for the G members
 (:func:`stacked_forward`: grouped convolutions, GroupNorm over G times the groups, batched matrix
-products; measured 3-5x faster than a ``torch.func.vmap`` of the blueprint's ``functional_call``,
+products; forward and backward of 64 members, 1.2x (``norm``) to 4.5x (``conv_heavy``) faster
+than a ``torch.func.vmap`` of the blueprint's ``functional_call`` on one CPU thread,
 which remains the fallback for other modules), momentum SGD on the stack. A germination appends a
 seed (built as the single env builds it), a cull removes one; neither touches another member's
 numbers. Blending, the twins and the counterfactual passes are in
@@ -379,7 +380,7 @@ def stacked_forward(template: nn.Module
 
 
 class SeedGroup:
-    """The seeds of one blueprint at one slot in several episodes, as one stacked module.
+    """The seeds of one blueprint after one block (one width) in several episodes, stacked.
 
     Args:
         template: a module of the blueprint at the slot's width (its weights are not used; it
