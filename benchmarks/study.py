@@ -93,6 +93,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                              "help": "torch threads of every episode process (this "
                                                      "one too with --workers 1); default 1 (agents "
                                                      "without --workers: 2)"}),
+    "n_envs": (("--n-envs",), {"type": int, "default": 0,
+                               "help": "0: one EsperEnv per episode; K: each player's episodes "
+                                       "as one batched work queue of K lanes (EsperVectorEnv)"}),
     "record": (("--record",), {"action": "store_true",
                                "help": "append the result to the tracked benchmarks/results/ "
                                        "(default: the untracked results/ at the repository root)"}),
@@ -100,7 +103,8 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 }
 """Every shared option: the flags and ``add_argument`` keywords; a recipe's ``defaults`` override."""
 
-EVERY_RECIPE = ("seeds", "first_seed", "env_kwarg", "workers", "torch_threads", "record", "out")
+EVERY_RECIPE = ("seeds", "first_seed", "env_kwarg", "workers", "torch_threads", "n_envs",
+                "record", "out")
 """The shared options every recipe takes (the others only where its ``uses`` names them)."""
 
 
@@ -143,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     recipe = RECIPES[args.recipe]
     try:
+        if args.n_envs < 0:
+            raise OptionError(f"--n-envs {args.n_envs}: allowed are 0 (one env per episode) "
+                              "or a lane count")
         design = recipe.design(args)
     except OptionError as e:
         sys.exit(f"python -m benchmarks.study {recipe.name}: error: {e}")
@@ -152,7 +159,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = {"date": start["date"], "commit": start["commit"]}  # the code that ran
     try:
         t0 = time.perf_counter()
-        episodes = play(design.players, design.plan, args.workers, args.torch_threads)
+        episodes = play(design.players, design.plan, args.workers, args.torch_threads,
+                        n_envs=args.n_envs)
         record = recipe.report(args, design, episodes, time.perf_counter() - t0)
     finally:
         for cleanup in design.cleanup:

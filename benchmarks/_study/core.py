@@ -12,7 +12,9 @@ recipe's result file.
 
 Episodes do not depend on how they were spread: every episode is a fresh reset of its seed, each
 non-sequential player makes its policy afresh for every episode (seeded by it), and every process
-plays with the same torch thread count.
+plays with the same torch thread count. With ``n_envs`` (``--n-envs K``) each non-sequential
+player's cases are one batched work queue of K lanes instead (:func:`agents.rollout.run_queue`
+on :class:`esper_env.vector.EsperVectorEnv`): the same episodes within floating-point rounding.
 """
 
 from __future__ import annotations
@@ -104,12 +106,14 @@ class Recipe:
 # ---- playing -----------------------------------------------------------------------------------
 
 def play(players: list[Player], plan: list[Case], workers: int, threads: int,
-         progress: bool = True) -> list[dict[str, Any]]:
+         progress: bool = True, n_envs: int = 0) -> list[dict[str, Any]]:
     """Every player's episodes on ``plan``: players in order, each player's in plan order.
 
     One task per episode (per player, if it is sequential), in this process (``workers`` 1) or in
     ``workers`` spawned processes; each task uses ``threads`` torch threads, and this process gets
     its own count back afterwards. ``progress``: one line per finished task on stderr.
+    ``n_envs`` > 0: a non-sequential player's cases are one task, a batched work queue of that
+    many lanes.
     """
     import torch
 
@@ -118,11 +122,13 @@ def play(players: list[Player], plan: list[Case], workers: int, threads: int,
 
     tasks = []
     for p in players:
-        chunks = [plan] if p.sequential else [[case] for case in plan]
+        batched = n_envs > 0 and not p.sequential
+        chunks = [plan] if p.sequential or batched else [[case] for case in plan]
         tasks += [{"policy": p.policy, "model": p.model, "spec": p.spec.to_json(),
                    "mode": p.spec.esper_config.reward.mode, "plan": chunk, "threads": threads,
                    "sequential": p.sequential, "factory": p.factory, "tags": dict(p.tags),
-                   "info_keys": list(p.info_keys)} for chunk in chunks]
+                   "info_keys": list(p.info_keys), "batched": n_envs if batched else None}
+                  for chunk in chunks]
     done_after = [0]
     for t in tasks:
         done_after.append(done_after[-1] + len(t["plan"]))

@@ -141,6 +141,26 @@ def test_study_integrity_runs_on_a_tiny_config(tmp_path, capsys):
         study.main(["integrity", "--task", "synthetic", "--policies", "random", "--out", str(tmp_path)])
 
 
+def test_study_integrity_plays_on_the_batched_engine_as_on_single_envs(tmp_path):
+    from benchmarks import study
+
+    argv = ["integrity", "--task", "digits", "--seeds", "2", "--first-seed", "0", "--max-epochs",
+            "5", "--late-fraction", "0.4", "--blueprints", "conv_light", "--workers", "1",
+            "--policies", "no-growth,early-conv_light,late-conv_light",
+            "--env-kwarg", "min_germinate_epoch=1"]
+    single = study.main([*argv, "--out", str(tmp_path / "single")])
+    batched = study.main([*argv, "--n-envs", "2", "--out", str(tmp_path / "batched")])
+    assert batched["mode_mismatches"] == 0
+    key = lambda e: (e["policy"], e["seed"], e["mode"])  # noqa: E731
+    one = {key(e): e for e in single["episodes"]}
+    two = {key(e): e for e in batched["episodes"]}
+    assert set(one) == set(two) and len(one) == 2 * 3 * 3
+    close = [abs(two[k]["test_acc"] - one[k]["test_acc"]) <= 0.6 for k in one]
+    assert sum(close) >= 0.8 * len(close)  # within two test images, but for rounding's drift
+    with pytest.raises(SystemExit):
+        study.main([*argv, "--n-envs", "-1"])
+
+
 def test_study_integrity_statistics_on_hand_made_rows():
     from agents.stats import bootstrap_spearman, spearman
     from benchmarks._study import integrity as b
