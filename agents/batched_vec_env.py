@@ -49,6 +49,19 @@ def unbatch_info(infos: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
+def _with_mask_space(space: Any, n: int) -> Any:
+    """``space`` (a 1-D Box) with ``n`` mask entries in [0, 1] appended."""
+    from gymnasium import spaces
+
+    return spaces.Box(np.concatenate([space.low, np.zeros(n, np.float32)]),
+                      np.concatenate([space.high, np.ones(n, np.float32)]), dtype=np.float32)
+
+
+def _append_masks(obs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Observations (one or a batch) with their masks appended as 0/1 floats."""
+    return np.concatenate([obs.astype(np.float32), np.asarray(masks).astype(np.float32)], axis=-1)
+
+
 class BatchedVecEnv(VecEnv):
     """K Esper-v0 episodes stepped as one batched computation, for SB3 (module docstring).
 
@@ -65,12 +78,7 @@ class BatchedVecEnv(VecEnv):
         self.mask_observation = bool(mask_observation)
         space = self.venv.single_observation_space
         if self.mask_observation:
-            from gymnasium import spaces
-
-            n = int(self.venv.single_action_space.n)
-            space = spaces.Box(np.concatenate([space.low, np.zeros(n, np.float32)]),
-                               np.concatenate([space.high, np.ones(n, np.float32)]),
-                               dtype=np.float32)
+            space = _with_mask_space(space, int(self.venv.single_action_space.n))
         super().__init__(num_envs, space, self.venv.single_action_space)
         self._actions: np.ndarray | None = None
         self._seed: int | None = None
@@ -84,8 +92,7 @@ class BatchedVecEnv(VecEnv):
     def _with_masks(self, obs: np.ndarray, masks: np.ndarray | None = None) -> np.ndarray:
         if not self.mask_observation:
             return obs
-        masks = self.venv.action_masks() if masks is None else masks
-        return np.concatenate([obs.astype(np.float32), masks.astype(np.float32)], axis=-1)
+        return _append_masks(obs, self.venv.action_masks() if masks is None else masks)
 
     def seed(self, seed: int | None = None) -> Sequence[None | int]:  # noqa: D102
         self._seed = seed
@@ -104,7 +111,7 @@ class BatchedVecEnv(VecEnv):
                 info = dict(unbatch_info(infos["final_info"], i))
                 final = infos["final_obs"][i]
                 if self.mask_observation:
-                    final = self._with_masks(final[None], np.asarray(info["action_mask"])[None])[0]
+                    final = _append_masks(final, info["action_mask"])
                 info["terminal_observation"] = final
                 info["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 self.reset_infos[i] = {k: v for k, v in unbatch_info(infos, i).items()
@@ -190,8 +197,6 @@ class BatchedCurriculumVecEnv(VecEnvWrapper):
 
     def __init__(self, venv: BatchedVecEnv, curriculum: Any, mask_observation: bool = False
                  ) -> None:
-        from gymnasium import spaces
-
         from agents.wrappers import BlueprintCurriculumWrapper
 
         if venv.mask_observation:
@@ -204,17 +209,13 @@ class BatchedCurriculumVecEnv(VecEnvWrapper):
         action_space = self.lanes[0].action_space
         space = venv.observation_space
         if self.mask_observation:
-            n = int(action_space.n)
-            space = spaces.Box(np.concatenate([space.low, np.zeros(n, np.float32)]),
-                               np.concatenate([space.high, np.ones(n, np.float32)]),
-                               dtype=np.float32)
+            space = _with_mask_space(space, int(action_space.n))
         super().__init__(venv, observation_space=space, action_space=action_space)
 
     def _obs(self, obs: np.ndarray) -> np.ndarray:
         if not self.mask_observation:
             return obs
-        return np.concatenate([obs.astype(np.float32),
-                               self.action_masks().astype(np.float32)], axis=-1)
+        return _append_masks(obs, self.action_masks())
 
     def reset(self) -> np.ndarray:  # noqa: D102
         for lane in self.lanes:
@@ -232,8 +233,7 @@ class BatchedCurriculumVecEnv(VecEnvWrapper):
             lane.after_step(info, bool(done))
             if done and self.mask_observation:  # the final state's collapsed mask
                 final = info["terminal_observation"]
-                info["terminal_observation"] = np.concatenate(
-                    [final.astype(np.float32), lane.collapse(info["action_mask"]).astype(np.float32)])
+                info["terminal_observation"] = _append_masks(final, lane.collapse(info["action_mask"]))
         return self._obs(obs), rewards, dones, infos
 
     def action_masks(self) -> np.ndarray:

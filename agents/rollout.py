@@ -236,15 +236,15 @@ def run_queue(venv: Any, plan: list[tuple[int, dict[str, Any] | None]],
     """  # noqa: D205
     from gymnasium.vector import AutoresetMode
 
+    from agents.batched_vec_env import unbatch_info
+
     k = venv.num_envs
     if venv.metadata.get("autoreset_mode") != AutoresetMode.DISABLED:
         raise ValueError("run_queue needs the DISABLED autoreset mode (it resets each lane when "
                          "the lane's episode ends)")
     results: list[tuple[EpisodeResult, EpisodeTrace] | None] = [None] * len(plan)
     lanes: list[dict[str, Any] | None] = [None] * k
-    queue = list(range(len(plan)))
-    queue.reverse()
-    obs = None
+    queue = list(reversed(range(len(plan))))
 
     def start(free: list[int]) -> Any:
         mask, seeds, pins = [False] * k, [None] * k, [None] * k
@@ -274,8 +274,6 @@ def run_queue(venv: Any, plan: list[tuple[int, dict[str, Any] | None]],
         if any(p is not None for p in pins):
             options["instance"] = pins
         new_obs, info = venv.reset(seed=seeds, options=options)
-        from agents.batched_vec_env import unbatch_info
-
         for i in range(k):
             if mask[i]:
                 lane_info = unbatch_info(info, i)
@@ -284,8 +282,6 @@ def run_queue(venv: Any, plan: list[tuple[int, dict[str, Any] | None]],
         return new_obs
 
     obs = start(list(range(k)))
-    from agents.batched_vec_env import unbatch_info
-
     while any(lane is not None for lane in lanes):
         masks = venv.action_masks()
         actions = [0] * k

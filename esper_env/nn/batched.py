@@ -245,9 +245,7 @@ def gather_batches(x: torch.Tensor, y: torch.Tensor, index: torch.Tensor
     ``x`` ``(S, C, H, W)`` and ``y`` ``(S,)`` are one dataset; ``index`` ``(K, B)`` holds each
     host's sample indices. Returns ``(B, K * C, H, W)`` inputs and ``(K, B)`` targets.
     """
-    k, b = index.shape
-    xs = x[index]  # (K, B, C, H, W)
-    return xs.transpose(0, 1).reshape(b, k * x.shape[1], *x.shape[2:]), y[index]
+    return gather_inputs(x, index), y[index]
 
 
 def train_epoch(hosts: StackedHosts, opt: StackedSGD, x: torch.Tensor, y: torch.Tensor,
