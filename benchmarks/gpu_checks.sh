@@ -8,6 +8,8 @@
 #   1. the CUDA-only tests (skipped everywhere else), with their skip reasons;
 #   2. the batched engine on digits: K = 1, 64, 1024 against one env (issue: K = 1024 >= 5,000
 #      env-steps/s), WAIT and growing, the step's breakdown at K = 64, CUDA bytes per lane;
+#      then K = 64, 1024 again with CUDA graphs on (`--vec-kwarg cuda_graphs=true`, off by
+#      default until this has run);
 #   3. the batched engine on full CIFAR-10 epochs, K = 4 and 8 (issue: >= 10 host epochs/s
 #      growing);
 #   4. where one env's step goes on the GPU: `benchmarks.speed cifar --profile` (kernels, phases),
@@ -28,17 +30,20 @@ py=${PYTHON:-python}
   "$py" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
   git rev-parse --short HEAD 2>/dev/null; } 2>&1 | tee "$out/machine.txt"
 
-cuda_tests=(tests/env/test_env_device.py tests/nn/test_isolation_violations.py)
-for f in tests/nn/test_cuda_graphs.py; do [ -f "$f" ] && cuda_tests+=("$f"); done
+cuda_tests=(tests/env/test_env_device.py tests/nn/test_isolation_violations.py
+            tests/nn/test_static_shapes.py)
 if "$py" -c "import stable_baselines3" 2>/dev/null; then cuda_tests+=(tests/agents/test_vec_env.py); fi
 echo "== 1. CUDA tests: ${cuda_tests[*]}"
-timeout 90 "$py" -m pytest -q -rs -p no:cacheprovider "${cuda_tests[@]}" 2>&1 | tail -25 \
+timeout 80 "$py" -m pytest -q -rs -p no:cacheprovider "${cuda_tests[@]}" 2>&1 | tail -25 \
   | tee "$out/cuda_tests.txt"
 
 echo "== 2. the batched engine on digits"
 timeout 100 "$py" -m benchmarks.speed vector --ks 1,64,1024 --repeats 2 --steps 6 \
   --breakdown-ks 64 --torch-threads 1 --env-kwarg device=cuda --out "$out" 2>&1 \
   | tee "$out/vector_digits.txt"
+timeout 80 "$py" -m benchmarks.speed vector --ks 64,1024 --repeats 2 --steps 6 \
+  --breakdown-ks 64 --torch-threads 1 --env-kwarg device=cuda --vec-kwarg cuda_graphs=true \
+  --out "$out/graphs" 2>&1 | tee "$out/vector_digits_graphs.txt"
 
 echo "== 3. the batched engine on CIFAR-10"
 fake=$(mktemp -d)
@@ -55,6 +60,6 @@ timeout 70 "$py" -m benchmarks.speed cifar --fake-data --device cuda --batch-siz
   --trace-dir "$out/traces" --out "$out" 2>&1 | tee "$out/profile.txt"
 
 echo "== 5. speed of 4 envs"
-timeout 120 "$py" -m benchmarks.speed cifar --fake-data --device cuda --envs 4 \
+timeout 60 "$py" -m benchmarks.speed cifar --fake-data --device cuda --envs 4 \
   --batch-size 512 --policy wait,grow --layout processes,threads --channels-last off,on \
   --cudnn-benchmark on --steps 4 --out "$out" "$@" 2>&1 | tee "$out/speed.txt"

@@ -40,7 +40,7 @@ from esper_env.core.view import observe, reset_info, step_info
 from esper_env.env import EsperEnv
 from esper_env.errors import ConfigError
 from esper_env.nn.allocator import keep_freed_memory
-from esper_env.nn.batch_trainer import BatchedTrainer, check_batchable
+from esper_env.nn.batch_trainer import BatchedTrainer, GraphBackend, check_batchable
 from esper_env.nn.data import load_config_task
 from esper_env.nn.threads import own_threads
 
@@ -56,13 +56,19 @@ class EsperVectorEnv(VectorEnv):
             (:func:`esper_env.nn.allocator.keep_freed_memory`: process-wide, glibc only; it
             changes no result and makes a step about a fifth faster at K = 64). False leaves the
             allocator as it is.
+        static_shapes: mini-batch steps of fixed shapes (every seed group holds K rows, empty
+            ones masked; see :class:`~esper_env.nn.batch_trainer.BatchedTrainer`). Same
+            episodes within float rounding; slower on the CPU.
+        cuda_graphs: capture each mini-batch step as a CUDA graph and replay it (implies
+            ``static_shapes``; needs ``device="cuda"``). Off by default: not yet measured on a GPU.
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int, config: EsperConfig | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-                 tune_allocator: bool = True, **kwargs: Any) -> None:
+                 tune_allocator: bool = True, static_shapes: bool = False,
+                 cuda_graphs: bool | GraphBackend = False, **kwargs: Any) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ConfigError(f"num_envs={num_envs!r} is invalid; allowed: an integer >= 1")
         kwargs.pop("render_mode", None)
@@ -94,7 +100,8 @@ class EsperVectorEnv(VectorEnv):
         if tune_allocator and data.train_x.device.type == "cpu":
             keep_freed_memory()
         self.trainer = BatchedTrainer(self.template._cfg, data, k, twin=self.params.twin,
-                                      configs=self._episode_cfgs or None)
+                                      configs=self._episode_cfgs or None,
+                                      static_shapes=static_shapes, cuda_graphs=cuda_graphs)
         self._rngs: list[np.random.Generator | None] = [None] * k
         self._states: list[EpisodeState | None] = [None] * k
         self._obs = np.zeros((k, *self._low.shape), np.float32)

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.cli import key_value
 from agents.provenance import provenance
 from benchmarks._common import OptionError, paired_ratios
 
@@ -37,6 +38,9 @@ def add_options(p: Any) -> None:  # noqa: D103
     p.add_argument("--ks", default="1,8,32,64,256", help="comma-separated lane counts K")
     p.add_argument("--breakdown-ks", default="1,64",
                    help="comma-separated K whose step time is broken down by part ('' for none)")
+    p.add_argument("--vec-kwarg", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                   help="an option of the vector env only (repeatable), e.g. cuda_graphs=true, "
+                        "static_shapes=true")
 
 
 def _ks(option: str, text: str, empty_ok: bool) -> list[int]:
@@ -52,12 +56,13 @@ def _ks(option: str, text: str, empty_ok: bool) -> list[int]:
 def check(args: Any) -> None:  # noqa: D103
     args.k_values = _ks("--ks", args.ks, empty_ok=False)
     args.breakdown_k_values = _ks("--breakdown-ks", args.breakdown_ks, empty_ok=True)
+    args.vec_kwargs = dict(args.vec_kwarg)
 
 
 _PEAK = """
 import resource, sys, numpy as np
 from esper_env.vector import EsperVectorEnv
-vec = EsperVectorEnv({k}, **{kwargs!r})
+vec = EsperVectorEnv({k}, **{kwargs!r}, **{vec_kwargs!r})
 vec.reset(seed=0)
 rng = np.random.default_rng(0)
 for _ in range(3):
@@ -69,15 +74,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, cuda)
 """
 
 
-def peak_memory_mb(k: int, kwargs: dict) -> tuple[float, float]:
+def peak_memory_mb(k: int, kwargs: dict, vec_kwargs: dict | None = None) -> tuple[float, float]:
     """Peak resident memory and peak CUDA memory allocated (MB; 0 without CUDA) of a fresh
     process that builds K lanes and steps them 3 times.
     """  # noqa: D205
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _PEAK.format(k=k, kwargs=kwargs)], check=True,
-                         capture_output=True, text=True, timeout=1800)
+    code = _PEAK.format(k=k, kwargs=kwargs, vec_kwargs=vec_kwargs or {})
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         timeout=1800)
     rss_kib, cuda_bytes = out.stdout.split()[-2:]
     return int(rss_kib) / 1024, int(cuda_bytes) / 2**20  # ru_maxrss is in KiB on Linux
 
@@ -104,10 +110,11 @@ def _single(kwargs: dict, policy: str, steps: int, seed: int) -> float:
     return steps / elapsed
 
 
-def _batched(kwargs: dict, k: int, policy: str, steps: int, seed: int) -> float:
+def _batched(kwargs: dict, k: int, policy: str, steps: int, seed: int,
+             vec_kwargs: dict | None = None) -> float:
     from esper_env.vector import EsperVectorEnv
 
-    vec, rng = EsperVectorEnv(k, **kwargs), np.random.default_rng(seed)
+    vec, rng = EsperVectorEnv(k, **kwargs, **(vec_kwargs or {})), np.random.default_rng(seed)
     vec.reset(seed=seed)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -115,12 +122,13 @@ def _batched(kwargs: dict, k: int, policy: str, steps: int, seed: int) -> float:
     return k * steps / (time.perf_counter() - t0)
 
 
-def _breakdown(kwargs: dict, k: int, policy: str, steps: int) -> dict[str, float]:
+def _breakdown(kwargs: dict, k: int, policy: str, steps: int, vec_kwargs: dict | None = None
+               ) -> dict[str, float]:
     """ms per env-step of each part of a batched step (the trainer's clock), and the rest."""
     from esper_env.nn.batch_trainer import PARTS
     from esper_env.vector import EsperVectorEnv
 
-    vec, rng = EsperVectorEnv(k, **kwargs), np.random.default_rng(0)
+    vec, rng = EsperVectorEnv(k, **kwargs, **(vec_kwargs or {})), np.random.default_rng(0)
     vec.reset(seed=0)
     vec.trainer.clock.on = True
     t0 = time.perf_counter()
@@ -135,14 +143,15 @@ def _breakdown(kwargs: dict, k: int, policy: str, steps: int) -> dict[str, float
 def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
     prov = provenance()
     kwargs = {"task": args.tasks.split(",")[0], "max_epochs": args.max_epochs, **dict(args.env_kwarg)}
+    vec_kwargs = getattr(args, "vec_kwargs", {})
     print(f"# batched vector env vs one EsperEnv, {args.repeats} paired rounds x {args.steps} steps, "
-          f"{kwargs}, {prov['torch_threads']} torch thread(s), {prov['cpu']}, torch "
+          f"{kwargs}, vector env {vec_kwargs}, {prov['torch_threads']} torch thread(s), {prov['cpu']}, torch "
           f"{prov['torch']}, commit {prov['commit']}")
     print(f"{'policy':<6} {'K':>5} {'single steps/s':>14} {'batched env-steps/s':>19} "
           f"{'speedup (95% CI)':>20} {'MB/lane':>8}")
     records = []
-    base, base_cuda = peak_memory_mb(1, kwargs)
-    peaks = {k: peak_memory_mb(k, kwargs) for k in args.k_values if k > 1}
+    base, base_cuda = peak_memory_mb(1, kwargs, vec_kwargs)
+    peaks = {k: peak_memory_mb(k, kwargs, vec_kwargs) for k in args.k_values if k > 1}
     per_lane = {k: 0.0 if k == 1 else (peaks[k][0] - base) / (k - 1) for k in args.k_values}
     cuda_per_lane = {k: 0.0 if k == 1 else (peaks[k][1] - base_cuda) / (k - 1)
                      for k in args.k_values}
@@ -151,10 +160,10 @@ def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
             single, batched = [], []
             for r in range(args.repeats):
                 single.append(_single(kwargs, policy, args.steps, r))
-                batched.append(_batched(kwargs, k, policy, args.steps, r))
+                batched.append(_batched(kwargs, k, policy, args.steps, r, vec_kwargs))
             ratio = paired_ratios("speedup", batched, single)
             rec = {"bench": "vector", "policy": policy, "k": k, "steps": args.steps,
-                   "repeats": args.repeats, "env_kwargs": kwargs,
+                   "repeats": args.repeats, "env_kwargs": kwargs, "vec_kwargs": vec_kwargs,
                    "single_steps_per_s_median": statistics.median(single),
                    "batched_env_steps_per_s_median": statistics.median(batched),
                    "peak_rss_mb_k1": base, "rss_mb_per_extra_lane": per_lane[k],
@@ -166,11 +175,11 @@ def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
             records.append(rec)
     for policy in args.policies:
         for k in args.breakdown_k_values:
-            ms = _breakdown(kwargs, k, policy, args.steps)
+            ms = _breakdown(kwargs, k, policy, args.steps, vec_kwargs)
             total = sum(ms.values())
             print(f"# breakdown {policy} K={k}: {total:.2f} ms per env-step = " + ", ".join(
                 f"{p} {v:.2f} ({100 * v / total:.0f}%)" for p, v in ms.items()), flush=True)
             records.append({"bench": "vector-breakdown", "policy": policy, "k": k,
-                            "steps": args.steps, "env_kwargs": kwargs,
+                            "steps": args.steps, "env_kwargs": kwargs, "vec_kwargs": vec_kwargs,
                             "ms_per_env_step": ms, "ms_per_env_step_total": total})
     return records

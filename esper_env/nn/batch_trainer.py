@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -41,7 +41,7 @@ from esper_env.core.episode import EpochRequest, Settlement, SlotPlan, TestReadi
 from esper_env.core.observation import EpisodeFacts
 from esper_env.core.state import EpochReport, Germination, SlotMetrics, TwinReading
 from esper_env.errors import ConfigError
-from esper_env.nn.batched import SeedGroup, StackedHosts, StackedSGD, gather_inputs, per_channel
+from esper_env.nn.batched import SeedGroup, StackedHosts, StackedSGD, gather_inputs, per_channel, repeat_each
 from esper_env.nn.blueprints import blueprint_param_count, build_blueprint, count_parameters
 from esper_env.nn.data import TaskData, episode_training_set
 from esper_env.nn.hosts import CNNHost
@@ -221,18 +221,42 @@ class BatchedTrainer:
             grouped convolutions on the CPU).
         configs: every config a lane may be reset to (an instance set's episode configs); the
             stack is as wide as the widest of their hosts. Default: ``[cfg]``.
+        static_shapes: every tensor of a mini-batch step keeps its shape and address from step
+            to step: each seed group holds K rows (row ``i`` for lane ``i``, empty rows zero and
+            masked), the twins K members (the unforked ones masked), and the lanes' seed modes
+            and alphas live in tensors updated in place. It computes every group for every lane,
+            so on the CPU it is slower; it is what CUDA graphs need, and it is tested against
+            the default on the CPU.
+        cuda_graphs: True captures each mini-batch step (forward, backward, the SGD steps of
+            hosts, seeds and twins) as a CUDA graph and replays it (implies ``static_shapes``; a
+            CUDA device only); a :class:`GraphBackend` captures with it instead
+            (:class:`EagerGraphBackend` replays eagerly: the bookkeeping, testable on the CPU).
+            One graph per batch shape, captured again when a seed group of a new (block,
+            blueprint, width) appears; validation runs eagerly. Off by default: not yet
+            measured on a GPU.
 
     Lanes start empty: :meth:`reset_lane` gives lane ``i`` a fresh host before its first epoch.
     """
 
     def __init__(self, cfg: EsperConfig, data: TaskData, k: int, twin: bool = False,
                  memory_format: torch.memory_format | None = torch.channels_last,
-                 configs: Sequence[EsperConfig] | None = None) -> None:
+                 configs: Sequence[EsperConfig] | None = None, static_shapes: bool = False,
+                 cuda_graphs: bool | GraphBackend = False) -> None:
         configs = list(configs) if configs else [cfg]
         for c in [cfg, *configs]:
             check_batchable(c)
         self.cfg, self.data, self.k, self.twin = cfg, data, k, bool(twin)
         self.device = data.train_x.device
+        if cuda_graphs is True and self.device.type != "cuda":
+            raise ConfigError(f"cuda_graphs=True needs a CUDA device; the data are on "
+                              f"{self.device} (allowed: cuda_graphs=False, or device='cuda')")
+        if not isinstance(cuda_graphs, bool | GraphBackend):
+            raise ConfigError(f"cuda_graphs={cuda_graphs!r} is invalid; allowed: True, False or "
+                              "a GraphBackend")
+        self.static = bool(static_shapes or cuda_graphs)
+        """Fixed-shape mini-batch steps (``static_shapes``, or implied by ``cuda_graphs``)."""
+        backend = CudaGraphBackend() if cuda_graphs is True else cuda_graphs or None
+        self._graphs = None if backend is None else _StepGraphs(self, backend)
         self.memory_format = memory_format
         self._shapes: dict[int, _Shape] = {}
         shapes = [self._shape(c) for c in configs]
@@ -254,6 +278,8 @@ class BatchedTrainer:
         o = cfg.optimiser
         self.opt = StackedSGD(list(self.hosts.parameters()), k, [o.host_lr] * k, o.host_momentum,
                               o.host_weight_decay)
+        if self.static:  # zero momentum is SGD's first step; allocated now, never again
+            self.opt.bufs = [torch.zeros_like(p) for p in self.opt.params]
         self.twins: StackedHosts | None = None
         """The forked lanes' twins, one member per lane of :attr:`twin_lanes` (in that order)."""
         self.twin_opt: StackedSGD | None = None
@@ -262,6 +288,9 @@ class BatchedTrainer:
         self.seed_lr = float(o.seed_lr if o.seed_lr is not None else data.spec.seed_lr)
         self.groups: dict[tuple[int, str, int], SeedGroup] = {}
         """(block, blueprint, width) -> the seeds of that blueprint after that block."""
+        self._seed_state: dict[tuple[int, str, int], _SeedState] = {}
+        """With :attr:`static`: each group's per-lane modes and alphas as tensors."""
+        self._acc: _Accumulators | None = None
         self._lr = [o.host_lr] * k
         self.n_slots = len(shapes[0].points)
         if any(len(sh.points) != self.n_slots for sh in shapes):
@@ -363,7 +392,11 @@ class BatchedTrainer:
             return Germination(0, False)
         key = self._key(i, slot, blueprint)
         if key not in self.groups:
-            self.groups[key] = SeedGroup(seed, self.seed_lr, self.cfg.optimiser.seed_momentum)
+            self.groups[key] = SeedGroup(seed, self.seed_lr, self.cfg.optimiser.seed_momentum,
+                                         capacity=self.k if self.static else None)
+            if self.static:
+                self._seed_state[key] = _SeedState.empty(self.k, key[2], self.widths[key[0]],
+                                                         self.device)
         self.groups[key].add(i, seed)
         self.lanes[i].seeds[slot] = _Seed(blueprint)
         return Germination(count_parameters(seed), True)
@@ -407,6 +440,8 @@ class BatchedTrainer:
 
     def _seeds_after(self, block: int, x: torch.Tensor) -> torch.Tensor:
         """``x`` (after ``block``) with every lane's seed at that block applied."""
+        if self.static:
+            return self._seeds_after_static(block, x)
         out = x
         for (where, _, c), group in self.groups.items():
             if where != block or not len(group):
@@ -446,6 +481,50 @@ class BatchedTrainer:
                                        _StraightThrough.apply(hl, at_one), blended)
             out = lane_out if channels is None else _put(out, channels, lane_out)
         return out
+
+    def _seeds_after_static(self, block: int, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`_seeds_after` with fixed shapes: every group on every lane, masked by the
+        tensors of :meth:`_refresh_seed_state` (the same sums per lane).
+        """  # noqa: D205
+        out = x
+        for key, group in self.groups.items():
+            if key[0] != block:
+                continue
+            st, c = self._seed_state[key], key[2]
+            hl = x if st.channels is None else _take(x, st.channels)
+            hs = torch.where(per_channel(st.isolate, c), hl.detach(), hl)
+            sv = group.forward_with(group.params, hs)
+            alpha = per_channel(st.alpha, c)
+            if self.cfg.lifecycle.blend == "add":
+                blended, at_one = hl + alpha * (sv - hs), hs + (sv - hs)
+            else:
+                blended, at_one = hl * (1.0 + alpha * torch.tanh(sv)), hs * (1.0 + torch.tanh(sv))
+            lane_out = torch.where(per_channel(st.incubate, c), _StraightThrough.apply(hl, at_one),
+                                   blended)
+            # the other lanes keep what earlier groups at this block made (a lane has one seed
+            # per block, so the groups' live lanes are disjoint)
+            prev = out if st.channels is None else _take(out, st.channels)
+            lane_out = torch.where(per_channel(st.live, c), lane_out, prev)
+            out = lane_out if st.channels is None else _put(out, st.channels, lane_out)
+        return out
+
+    def _refresh_seed_state(self) -> None:
+        """With :attr:`static`: write each group's per-lane modes and alphas into its tensors
+        (in place) from the lanes' records.
+        """  # noqa: D205
+        for key, group in self.groups.items():
+            live, inc, iso, alpha = [], [], [], []
+            for i in range(self.k):
+                lane = self.lanes[i]
+                slot = lane.shape.slot_of_block.get(key[0])
+                seed = lane.seeds[slot] if slot is not None and group.rows[i] is not None else None
+                on = seed is not None and (seed.mode == "incubate" or (
+                    seed.mode == "blend" and seed.alpha > 0.0))
+                live.append(on)
+                inc.append(on and seed.mode == "incubate")  # type: ignore[union-attr]
+                iso.append(seed.isolate if on else True)  # type: ignore[union-attr]
+                alpha.append(seed.alpha if on else 0.0)  # type: ignore[union-attr]
+            self._seed_state[key].write(live, inc, iso, alpha)
 
     # -- an epoch ------------------------------------------------------------------------------
     def run_epoch(self, requests: Sequence[EpochRequest | None]) -> list[EpochReport | None]:
@@ -498,54 +577,24 @@ class BatchedTrainer:
         bs = self.cfg.optimiser.batch_size
         with self.clock("bookkeeping"):
             sizes, orders, labels = self._orders(training)
-        loss_sum = torch.zeros(k, device=dev)
-        correct = torch.zeros(k, device=dev, dtype=torch.long)
-        host_sq = torch.zeros(k, device=dev)
-        seed_sq = {key: torch.zeros(len(g), device=dev) for key, g in self.groups.items()}
+            if self.static:
+                self._refresh_seed_state()
+            acc = self._accumulators()
         with self.clock("train"):
             self.hosts.train()
+            everyone = torch.ones(k, dtype=torch.bool, device=dev) if self.static else None
             for start, size, lanes in _phases(sizes, bs):
-                mask = None if len(lanes) == k else torch.zeros(k, dtype=torch.bool, device=dev
-                                                                ).index_fill_(0, torch.tensor(
-                                                                    lanes, device=dev), True)
+                mask = everyone if len(lanes) == k else torch.zeros(
+                    k, dtype=torch.bool, device=dev).index_fill_(0, torch.tensor(lanes, device=dev),
+                                                                 True)
                 xb = data.prepare(gather_inputs(data.train_x, orders[:, start:start + size]))
                 yb = labels[:, start:start + size]
-                kept = None if mask is None else _running_stats(self.hosts)
-                logits = self._forward(xb)
-                losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                                         reduction="none").view(k, -1)
-                per_lane = losses.mean(dim=1)
-                if mask is not None:
-                    per_lane = torch.where(mask, per_lane, 0.0)
-                self.opt.zero_grad()
-                for g in self.groups.values():
-                    g.zero_grad()
-                per_lane.sum().backward()
-                if kept is not None:  # after backward: BatchNorm's backward reads them
-                    _keep_running_stats(self.hosts, kept, mask)  # type: ignore[arg-type]
-                with torch.no_grad():
-                    sq = sum(p.grad.reshape(k, -1).square().sum(dim=1) for p in self.opt.params)
-                    hits = (logits.argmax(dim=2) == yb).sum(dim=1)
-                    lsum = losses.detach().sum(dim=1)
-                    if mask is not None:
-                        sq, hits, lsum = (torch.where(mask, v, 0) for v in (sq, hits, lsum))
-                    host_sq += sq
-                    loss_sum += lsum
-                    correct += hits
-                    for key, g in self.groups.items():
-                        if len(g):
-                            gsq = sum(t.grad.reshape(len(g), -1).square().sum(dim=1)
-                                      for t in g.params.values() if t.grad is not None)
-                            if mask is not None:
-                                gsq = torch.where(mask[g.lanes], gsq, 0.0)
-                            seed_sq[key] += gsq
-                self.opt.step(mask)
-                for g in self.groups.values():
-                    if len(g):
-                        g.step(None if mask is None else mask[g.lanes])
-                if self.twin_lanes:
-                    with self.clock("twin"):
-                        self._train_twins(xb, yb, mask)
+                if self._graphs is not None:
+                    self._graphs.run(xb, yb, mask)  # type: ignore[arg-type]
+                else:
+                    self._minibatch(xb, yb, mask, acc)
+        seed_sq = acc.seed_sq
+        host_sq, loss_sum, correct = acc.host_sq, acc.loss_sum, acc.correct
         with self.clock("validate"):
             val = self._validate(training, "val")
         reports = {}
@@ -559,7 +608,7 @@ class BatchedTrainer:
                 assert seed is not None
                 key = self._key(i, s, seed.blueprint)
                 group = self.groups[key]
-                j = group.lanes.index(i)
+                j = group.row(i)
                 sq = float(seed_sq[key][j]) if key in seed_sq and j < len(seed_sq[key]) else 0.0
                 n_seed = sum(t[0].numel() for t in group.params.values())
                 sd = math.sqrt(sq)
@@ -572,6 +621,83 @@ class BatchedTrainer:
             reports[i] = EpochReport(loss_l[i] / n, 100.0 * correct_l[i] / n, val_loss, val_acc,
                                      slots)
         return reports
+
+    def _accumulators(self) -> _Accumulators:
+        """The epoch's sums, zeroed (with :attr:`static`: the same tensors every epoch)."""
+        dev, k = self.device, self.k
+        rows = {key: g.n_rows for key, g in self.groups.items()}
+        if not self.static or self._acc is None:
+            self._acc = _Accumulators(torch.zeros(k, device=dev),
+                                      torch.zeros(k, device=dev, dtype=torch.long),
+                                      torch.zeros(k, device=dev), {})
+        acc = self._acc
+        with torch.no_grad():
+            for t in (acc.loss_sum, acc.correct, acc.host_sq, *acc.seed_sq.values()):
+                t.zero_()
+        for key, n in rows.items():
+            if key not in acc.seed_sq:
+                acc.seed_sq[key] = torch.zeros(n, device=dev)
+        return acc
+
+    def _state_tensors(self) -> list[torch.Tensor]:
+        """Every tensor a mini-batch step changes: weights, statistics, momentum (hosts, seed
+        groups, twins) and the epoch's sums.
+        """  # noqa: D205
+        out = [*self.hosts.parameters(), *self.hosts.buffers(), *(self.opt.bufs or [])]
+        for g in self.groups.values():
+            out += [*g.params.values(), *g.bufs.values()]
+        if self.twins is not None and self.twin_opt is not None:
+            out += [*self.twins.parameters(), *self.twins.buffers(), *(self.twin_opt.bufs or [])]
+        if self._acc is not None:
+            out += self._acc.tensors()
+        return out
+
+    def _minibatch(self, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor | None,
+                   acc: _Accumulators) -> None:
+        """One mini-batch step of every lane (only where ``mask``), its sums added to ``acc``:
+        forward, backward, the SGD steps of hosts, seeds and twins. With :attr:`static` it
+        neither syncs with the device nor allocates what outlives it (a CUDA graph captures it).
+        """  # noqa: D205
+        k = self.k
+        kept = None if mask is None else _running_stats(self.hosts)
+        logits = self._forward(xb)
+        losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
+                                 reduction="none").view(k, -1)
+        per_lane = losses.mean(dim=1)
+        if mask is not None:
+            per_lane = torch.where(mask, per_lane, 0.0)
+        self.opt.zero_grad()
+        for g in self.groups.values():
+            g.zero_grad()
+        per_lane.sum().backward()
+        if kept is not None:  # after backward: BatchNorm's backward reads them
+            _keep_running_stats(self.hosts, kept, mask)  # type: ignore[arg-type]
+        with torch.no_grad():
+            sq = sum(p.grad.reshape(k, -1).square().sum(dim=1) for p in self.opt.params)
+            hits = (logits.argmax(dim=2) == yb).sum(dim=1)
+            lsum = losses.detach().sum(dim=1)
+            if mask is not None:
+                sq, hits, lsum = (torch.where(mask, v, 0) for v in (sq, hits, lsum))
+            acc.host_sq += sq
+            acc.loss_sum += lsum
+            acc.correct += hits
+            for key, g in self.groups.items():
+                if self.static or len(g):
+                    gsq = sum(t.grad.reshape(g.n_rows, -1).square().sum(dim=1)
+                              for t in g.params.values() if t.grad is not None)
+                    if mask is not None:
+                        gsq = torch.where(mask if self.static else mask[g.lanes], gsq, 0.0)
+                    acc.seed_sq[key] += gsq
+        self.opt.step(mask)
+        for key, g in self.groups.items():
+            if self.static:  # a member steps when it took part, as a single env's seed does
+                live = self._seed_state[key].live
+                g.step(live if mask is None else live & mask)
+            elif len(g):
+                g.step(None if mask is None else mask[g.lanes])
+        if self.twins is not None:
+            with self.clock("twin"):
+                self._train_twins(xb, yb, mask)
 
     def _orders(self, training: Sequence[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
         """Each lane's training-set size and this epoch's sample order (indices into the shared
@@ -607,6 +733,8 @@ class BatchedTrainer:
         """  # noqa: D205
         x_all, y_all = samples if samples is not None else self._split(split)
         k, n = self.k, x_all.shape[0]
+        if self.static:
+            self._refresh_seed_state()
         need = {self.lanes[i].shape.points[s] for i in lanes
                 for s, seed in enumerate(self.lanes[i].seeds)
                 if seed is not None and seed.mode == "blend" and seed.alpha > 0.0}
@@ -663,10 +791,13 @@ class BatchedTrainer:
     def _restack_twins(self) -> None:
         """Make :attr:`twins` hold exactly the forked lanes' twins: the new forks join, the
         twins of lanes that were reset or whose twin diverged leave. Only forked lanes' twins
-        are stored and trained.
+        are stored and trained (with :attr:`static`: K members, the unforked ones masked).
         """  # noqa: D205
         wanted = [i for i in range(self.k) if self.lanes[i].twin_forked]
         if wanted == self.twin_lanes and not self._twin_forks:
+            return
+        if self.static:
+            self._restack_twins_static(wanted)
             return
         old, old_opt, rows = self.twins, self.twin_opt, {i: r for r, i in enumerate(self.twin_lanes)}
         self.twins = self.twin_opt = None
@@ -684,21 +815,49 @@ class BatchedTrainer:
             self.twins, self.twin_opt = twins, opt
         self._twin_forks.clear()
 
+    def _restack_twins_static(self, wanted: list[int]) -> None:
+        """:meth:`_restack_twins` with fixed shapes: one stack of K twins made at the first fork
+        and kept; a fork writes its lane's member, :attr:`_twin_mask` says which are forked.
+        """  # noqa: D205
+        if self.twins is None:
+            o = self.cfg.optimiser
+            self.twins = build_seeded(0, lambda: StackedHosts([self._template] * self.k,
+                                                              self.memory_format)).to(self.device)
+            self.twin_opt = StackedSGD(list(self.twins.parameters()), self.k, self._lr,
+                                       o.host_momentum, o.host_weight_decay)
+            self.twin_opt.bufs = [torch.zeros_like(p) for p in self.twin_opt.params]
+            self._twin_mask = torch.zeros(self.k, dtype=torch.bool, device=self.device)
+        assert self.twin_opt is not None
+        self.twin_opt.set_lr(self._lr)
+        for i, (state, bufs) in self._twin_forks.items():
+            _write_member(self.twins, self.twin_opt, i, state, bufs)
+        self._twin_forks.clear()
+        self.twin_lanes = wanted
+        self._twin_mask.copy_(torch.tensor([i in wanted for i in range(self.k)],
+                                           device=self.device))
+
+    def _twin_row(self) -> dict[int, int]:
+        """Lane -> its twin's member in :attr:`twins`."""
+        return {i: i if self.static else r for r, i in enumerate(self.twin_lanes)}
+
     def _train_twins(self, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor | None) -> None:
         """One SGD step of the twins on their lanes' batch (only where ``mask``, if given)."""
         twins, opt, lanes = self.twins, self.twin_opt, self.twin_lanes
         assert twins is not None and opt is not None
-        if len(lanes) < self.k:
-            c = xb.shape[1] // self.k
-            xb = _take(xb, _channels(lanes, c, c, xb.device))
-            yb = yb[lanes]
-            mask = None if mask is None else mask[lanes]
-        if mask is not None and bool(mask.all()):
-            mask = None
+        if self.static:
+            mask = self._twin_mask if mask is None else self._twin_mask & mask
+        else:
+            if len(lanes) < self.k:
+                c = xb.shape[1] // self.k
+                xb = _take(xb, _channels(lanes, c, c, xb.device))
+                yb = yb[lanes]
+                mask = None if mask is None else mask[lanes]
+            if mask is not None and bool(mask.all()):
+                mask = None
         kept = None if mask is None else _running_stats(twins)
         logits = twins(xb)
         per_lane = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yb.reshape(-1),
-                                   reduction="none").view(len(lanes), -1).mean(dim=1)
+                                   reduction="none").view(twins.k, -1).mean(dim=1)
         if mask is not None:
             per_lane = torch.where(mask, per_lane, 0.0)
         opt.zero_grad()
@@ -713,7 +872,7 @@ class BatchedTrainer:
         if not forked:
             return out
         assert self.twins is not None
-        t, rows = self.twins.k, {i: r for r, i in enumerate(self.twin_lanes)}
+        t, rows = self.twins.k, self._twin_row()
         x, y = self._split(split)
         x = self.data.prepare(x)
         with torch.inference_mode():
@@ -745,7 +904,7 @@ class BatchedTrainer:
         if not lanes:
             return
         host = _Snapshot.of(self.hosts, self.opt)
-        groups: dict[tuple[int, str, int], tuple[dict, dict, list[int]]] = {}
+        groups: dict[tuple[int, str, int], tuple[dict, dict]] = {}
         for i in lanes:
             lane = self.lanes[i]
             seeds = []
@@ -757,10 +916,10 @@ class BatchedTrainer:
                 if key not in groups:
                     g = self.groups[key]
                     groups[key] = ({n: t.detach().clone() for n, t in g.params.items()},
-                                   {n: t.clone() for n, t in g.bufs.items()}, list(g.lanes))
-                params, bufs, order = groups[key]
+                                   {n: t.clone() for n, t in g.bufs.items()})
+                params, bufs = groups[key]
                 seeds.append((_Seed(seed.blueprint, seed.mode, seed.alpha, seed.isolate),
-                              params, bufs, order.index(i)))
+                              params, bufs, self.groups[key].row(i)))
             lane.checkpoint = {"host": host, "seeds": seeds}
 
     def roll_back(self, i: int, plans: Sequence[SlotPlan | None]) -> EpochReport:
@@ -829,6 +988,149 @@ class BatchedTrainer:
         nan = float("nan")
         return EpochReport(nan, 0.0, nan, 0.0, tuple(SlotMetrics() for _ in range(self.n_slots)),
                            f"{type(exc).__name__}: {exc}")
+
+
+@dataclass
+class _Accumulators:
+    """An epoch's sums per lane (and per seed-group row)."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    host_sq: torch.Tensor
+    seed_sq: dict[tuple[int, str, int], torch.Tensor]
+
+    def tensors(self) -> list[torch.Tensor]:  # noqa: D102
+        return [self.loss_sum, self.correct, self.host_sq, *self.seed_sq.values()]
+
+
+@dataclass
+class _SeedState:
+    """One seed group's per-lane modes and alpha as ``(K,)`` tensors (static shapes), and the
+    stacked channels its members read (None: every channel of the block).
+    """  # noqa: D205
+
+    live: torch.Tensor
+    incubate: torch.Tensor
+    isolate: torch.Tensor
+    alpha: torch.Tensor
+    channels: torch.Tensor | None
+
+    @classmethod
+    def empty(cls, k: int, c: int, width: int, device: torch.device) -> _SeedState:  # noqa: D102
+        def flags() -> torch.Tensor:
+            return torch.zeros(k, dtype=torch.bool, device=device)
+        return cls(flags(), flags(), flags().logical_not_(), torch.zeros(k, device=device),
+                   None if c == width else _channels(range(k), c, width, device))
+
+    def write(self, live: list[bool], incubate: list[bool], isolate: list[bool],
+              alpha: list[float]) -> None:
+        """Overwrite the tensors in place (a captured CUDA graph reads these addresses)."""
+        for t, v in ((self.live, live), (self.incubate, incubate), (self.isolate, isolate),
+                     (self.alpha, alpha)):
+            t.copy_(torch.tensor(v, dtype=t.dtype))
+
+
+class GraphBackend:
+    """How :class:`BatchedTrainer` captures and replays a mini-batch step (``cuda_graphs``).
+
+    :meth:`capture` takes the step as a function of its static inputs and returns what replays
+    it; :meth:`warm_up` runs it the times a backend needs before a capture.
+    """
+
+    warmups = 0
+
+    def warm_up(self, step: Callable[[], None]) -> None:  # noqa: D102
+        for _ in range(self.warmups):
+            step()
+
+    def capture(self, step: Callable[[], None]) -> Callable[[], None]:  # noqa: D102
+        raise NotImplementedError
+
+
+class CudaGraphBackend(GraphBackend):
+    """``torch.cuda.CUDAGraph``: warm-up on a side stream (as PyTorch's whole-network capture
+    example does), one capture per shape, replays on the current stream.
+    """  # noqa: D205
+
+    warmups = 3
+
+    def warm_up(self, step: Callable[[], None]) -> None:  # noqa: D102
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            super().warm_up(step)
+        torch.cuda.current_stream().wait_stream(side)
+
+    def capture(self, step: Callable[[], None]) -> Callable[[], None]:  # noqa: D102
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        return graph.replay
+
+
+class EagerGraphBackend(GraphBackend):
+    """Replays a captured step by calling it: graph mode's bookkeeping (static inputs, warm-up
+    that leaves no trace, capture again when the seed groups change) without CUDA, for tests.
+    """  # noqa: D205
+
+    warmups = 2
+
+    def __init__(self) -> None:
+        self.captures = 0
+
+    def capture(self, step: Callable[[], None]) -> Callable[[], None]:  # noqa: D102
+        self.captures += 1
+        return step
+
+
+class _StepGraphs:
+    """The captured mini-batch steps of a trainer, one per (batch shape, seed groups, twins)."""
+
+    def __init__(self, trainer: BatchedTrainer, backend: GraphBackend) -> None:
+        self.trainer, self.backend = trainer, backend
+        self.graphs: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                       Callable[[], None]]] = {}
+        self._groups: tuple = ()
+
+    def key(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple:
+        """What a captured step depends on beyond its inputs' values."""
+        t = self.trainer
+        return (tuple(xb.shape), tuple(yb.shape), tuple(t.groups), t.twins is not None)
+
+    def run(self, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor) -> None:
+        """One mini-batch step on ``xb``, ``yb`` where ``mask``, replayed (captured first)."""
+        t = self.trainer
+        groups = tuple(t.groups)
+        if groups != self._groups:  # a new seed group: every graph would miss it
+            self.graphs.clear()
+            self._groups = groups
+        key = self.key(xb, yb)
+        if key not in self.graphs:
+            self.graphs[key] = self._capture(xb, yb, mask)
+        sx, sy, sm, replay = self.graphs[key]
+        sx.copy_(xb)
+        sy.copy_(yb)
+        sm.copy_(mask)
+        replay()
+
+    def _capture(self, xb: torch.Tensor, yb: torch.Tensor, mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[], None]]:
+        t = self.trainer
+        sx, sy, sm = xb.clone(), yb.clone(), mask.clone()
+        acc = t._acc
+        assert acc is not None
+
+        def step() -> None:
+            t._minibatch(sx, sy, sm, acc)
+
+        state = t._state_tensors()
+        with torch.no_grad():
+            saved = [v.detach().clone() for v in state]
+        self.backend.warm_up(step)
+        with torch.no_grad():  # the warm-up steps leave no trace
+            for v, kept in zip(state, saved, strict=True):
+                v.copy_(kept)
+        return sx, sy, sm, self.backend.capture(step)
 
 
 def _channels(lanes: Sequence[int], c: int, width: int, device: torch.device) -> torch.Tensor:
@@ -945,6 +1247,6 @@ def _keep_running_stats(hosts: StackedHosts, kept: list[tuple[torch.Tensor, torc
     """Put back the BatchNorm statistics of the members outside ``mask`` (a ``(K,)`` bool)."""
     with torch.no_grad():
         for norm, (mean, var) in zip(hosts.norms, kept, strict=True):
-            rows = mask.repeat_interleave(norm.num_features // hosts.k)
+            rows = repeat_each(mask, norm.num_features // hosts.k)
             norm.running_mean.copy_(torch.where(rows, norm.running_mean, mean))
             norm.running_var.copy_(torch.where(rows, norm.running_var, var))

@@ -198,8 +198,12 @@ class StackedSGD:
         lr = torch.as_tensor(lr, dtype=self.params[0].dtype, device=self.params[0].device)
         if lr.shape != (self.k,):
             raise ValueError(f"lr has shape {tuple(lr.shape)}; allowed: ({self.k},), one per member")
-        self._lr = [lr.repeat_interleave(p.shape[0] // self.k).view(-1, *([1] * (p.dim() - 1)))
-                    .contiguous() for p in self.params]
+        new = [member_rows(lr, p) for p in self.params]
+        if hasattr(self, "_lr"):  # in place: a captured CUDA graph reads these tensors
+            for old, value in zip(self._lr, new, strict=True):
+                old.copy_(value)
+        else:
+            self._lr = [t.contiguous() for t in new]
 
     def zero_grad(self) -> None:  # noqa: D102
         for p in self.params:
@@ -225,7 +229,7 @@ class StackedSGD:
         if self.bufs is None:  # zero momentum: the first step's buf = g
             self.bufs = [torch.zeros_like(p) for p in self.params]
         for p, g, buf, lr in zip(self.params, grads, self.bufs, self._lr, strict=True):
-            rows = mask.repeat_interleave(p.shape[0] // self.k).view(-1, *([1] * (p.dim() - 1)))
+            rows = member_rows(mask, p)
             buf.copy_(torch.where(rows, buf * self.momentum + g, buf))
             p.sub_(torch.where(rows, buf * lr, 0.0))
 
@@ -319,7 +323,21 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, per_member: int = 1) -> torch.T
 
 def per_channel(v: torch.Tensor, channels: int) -> torch.Tensor:
     """A ``(G,)`` per-member value as ``(1, G * channels, 1, 1)``."""
-    return v.repeat_interleave(channels).view(1, -1, 1, 1)
+    return repeat_each(v, channels).view(1, -1, 1, 1)
+
+
+def repeat_each(v: torch.Tensor, times: int) -> torch.Tensor:
+    """``v.repeat_interleave(times)`` for a 1-d ``v`` and an int, as a broadcast (no device sync,
+    so it can run inside a CUDA graph capture).
+    """  # noqa: D205
+    return v.unsqueeze(1).expand(-1, times).reshape(-1)
+
+
+def member_rows(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A ``(K,)`` per-member value shaped to broadcast over a stacked parameter ``p`` (whose
+    leading dimension holds the K members' rows one after another).
+    """  # noqa: D205
+    return repeat_each(v, p.shape[0] // v.shape[0]).view(-1, *([1] * (p.dim() - 1)))
 
 
 def _conv_block(p: dict[str, torch.Tensor], prefix: str, block: nn.Module, x: torch.Tensor
@@ -387,23 +405,59 @@ class SeedGroup:
             * buf + grad``, ``p -= lr * buf``; a new member's buffer starts at zero, which is
             SGD's first step).
 
-    Members are keyed by their episode's lane; :attr:`lanes` lists them in stack order. Their
-    input and output lie side by side in the channel dimension, ``(N, G * C, H, W)``. A CNN
-    blueprint runs hand-batched (:func:`stacked_forward`); any other module as a ``vmap`` of
-    its ``functional_call``.
+        capacity: None (default) keeps exactly the members in the stack: adding or removing one
+            rebuilds it. An integer C fixes the stack at C rows, row ``r`` for lane ``r`` (lanes
+            ``0 .. C - 1``): a member is written into its row and a removed one zeroed in place,
+            so the tensors never change shape or address (what CUDA graphs need); empty rows
+            are computed and masked by the caller.
+
+    Members are keyed by their episode's lane; :attr:`lanes` lists them in stack order and
+    :meth:`row` gives a member's row. Their input and output lie side by side in the channel
+    dimension, ``(N, G * C, H, W)`` (G: :attr:`n_rows`). A CNN blueprint runs hand-batched
+    (:func:`stacked_forward`); any other module as a ``vmap`` of its ``functional_call``.
     """
 
-    def __init__(self, template: nn.Module, lr: float, momentum: float) -> None:
+    def __init__(self, template: nn.Module, lr: float, momentum: float,
+                 capacity: int | None = None) -> None:
         if any(True for _ in template.buffers()):
             raise ValueError(f"{type(template).__name__} holds buffers; allowed: a blueprint "
                              "without running statistics")
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int)
+                                     or capacity < 1):
+            raise ValueError(f"capacity={capacity!r} is invalid; allowed: None or an integer >= 1")
         self.base = copy.deepcopy(template).to("meta")
         self._stacked = stacked_forward(self.base)
         self.names = [n for n, _ in template.named_parameters()]
         self.lr, self.momentum = float(lr), float(momentum)
-        self.lanes: list[int] = []
+        self.capacity = capacity
+        self.rows: list[int | None] = []
+        """The lane held by each row of the stack (None: an empty row of a fixed capacity)."""
         self.params: dict[str, torch.Tensor] = {}
         self.bufs: dict[str, torch.Tensor] = {}
+        if capacity is not None:
+            self.rows = [None] * capacity
+            for n, p in template.named_parameters():
+                self.params[n] = torch.zeros(capacity, *p.shape, dtype=p.dtype, device=p.device
+                                             ).requires_grad_(True)
+                self.bufs[n] = torch.zeros(capacity, *p.shape, dtype=p.dtype, device=p.device)
+
+    @property
+    def lanes(self) -> list[int]:
+        """The members' lanes, in stack order."""
+        return [i for i in self.rows if i is not None]
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the stack: the members, or the fixed capacity."""
+        return len(self.rows)
+
+    def row(self, lane: int) -> int:
+        """The row of ``lane``'s member (ValueError if it has none)."""
+        if self.capacity is not None:
+            if not (0 <= lane < self.capacity and self.rows[lane] == lane):
+                raise ValueError(f"lane {lane} has no seed in this group")
+            return lane
+        return self.rows.index(lane)
 
     def __len__(self) -> int:
         return len(self.lanes)
@@ -422,18 +476,35 @@ class SeedGroup:
         """Append a member from its weights (and momentum buffers; default zero)."""
         if lane in self.lanes:
             raise ValueError(f"lane {lane} already has a seed in this group")
+        if self.capacity is not None:
+            if not 0 <= lane < self.capacity:
+                raise ValueError(f"lane {lane} is outside this group's capacity; allowed: 0 .. "
+                                 f"{self.capacity - 1}")
+            with torch.no_grad():
+                for name in self.names:
+                    self.params[name][lane].copy_(params[name])
+                    self.bufs[name][lane].copy_(bufs[name]) if bufs else self.bufs[name][lane].zero_()
+            self.rows[lane] = lane
+            return
         bufs = bufs or {n: torch.zeros_like(t) for n, t in params.items()}
         self._rebuild(lambda name, t, buf: (
             torch.cat([t, params[name][None]]) if t is not None else params[name][None].clone(),
             torch.cat([buf, bufs[name][None]]) if buf is not None else bufs[name][None].clone()))
-        self.lanes.append(lane)
+        self.rows.append(lane)
 
     def remove(self, lane: int) -> None:
-        """Drop the member of ``lane`` (its weights and momentum)."""
-        i = self.lanes.index(lane)
-        keep = [j for j in range(len(self.lanes)) if j != i]
+        """Drop the member of ``lane`` (its weights and momentum; a fixed row is zeroed)."""
+        i = self.row(lane)
+        if self.capacity is not None:
+            with torch.no_grad():
+                for name in self.names:
+                    self.params[name][i].zero_()
+                    self.bufs[name][i].zero_()
+            self.rows[i] = None
+            return
+        keep = [j for j in range(len(self.rows)) if j != i]
         self._rebuild(lambda name, t, buf: (t[keep], buf[keep]))
-        self.lanes.pop(i)
+        self.rows.pop(i)
 
     def _rebuild(self, change) -> None:  # noqa: ANN001
         params, bufs = {}, {}
@@ -458,7 +529,7 @@ class SeedGroup:
 
     def member(self, lane: int) -> dict[str, torch.Tensor]:
         """The weights of ``lane``'s seed (copies), as the blueprint's state dict."""
-        i = self.lanes.index(lane)
+        i = self.row(lane)
         return {n: t[i].detach().clone() for n, t in self.params.items()}
 
     def zero_grad(self) -> None:  # noqa: D102

@@ -552,8 +552,8 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
     assert "tests/env/test_env_device.py" in test_files
     assert all((repo / f).is_file() for f in test_files)
     benches = [c[2:] for c in calls if c[:2] == ["-m", "benchmarks.speed"]]
-    assert [b[0] for b in benches] == ["vector", "vector", "cifar", "cifar"]
-    vectors, cifars = benches[:2], benches[2:]
+    assert [b[0] for b in benches] == ["vector", "vector", "vector", "cifar", "cifar"]
+    vectors, cifars = benches[:3], benches[3:]
     assert "--profile" in cifars[0] and cifars[1][-2:] == ["--steps", "4"]
     for argv in cifars:
         args = speed.parse_args(argv)  # exits on a flag the runner no longer knows
@@ -562,10 +562,11 @@ def test_gpu_checks_script_runs_existing_tests_and_valid_benchmark_flags(tmp_pat
         args = speed.parse_args(argv)
         assert ("device", "cuda") in args.env_kwarg
     assert "1024" in speed.parse_args(vectors[0]).ks
-    assert speed.parse_args(vectors[1]).tasks == "cifar10"
+    assert ("cuda_graphs", True) in speed.parse_args(vectors[1]).vec_kwarg  # graphs on
+    assert speed.parse_args(vectors[2]).tasks == "cifar10"
     assert {p.name for p in out.iterdir()} >= {"machine.txt", "cuda_tests.txt", "profile.txt",
                                                "speed.txt", "vector_digits.txt",
-                                               "vector_cifar.txt"}
+                                               "vector_digits_graphs.txt", "vector_cifar.txt"}
 
 
 def test_speed_cifar_profile_summary_of_a_gpu_trace_counts_kernels_not_annotations():
