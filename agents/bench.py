@@ -33,6 +33,7 @@ import numpy as np
 from agents.cli import add_env_arguments, env_kwargs_from
 from agents.envs import EnvSpec
 from agents.policies import make_baseline
+from agents.progress import TaskProgress
 from agents.provenance import provenance
 from agents.rollout import EpisodeTrace, episode_plan, run_episode, takes_masks
 from agents.runs import load_curriculum, load_model
@@ -195,17 +196,19 @@ def markdown_table(summary: dict[str, Any]) -> str:
     def cell(d: dict[str, float], digits: int = 2) -> str:
         return f"{d['mean']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]"
 
-    best = summary["best_fixed"]
+    best = summary["best_fixed"]  # None without scripted policies: no such column
     head = ["policy", "return", "test acc %", "val acc %", "+params", "fossilized", "culled", "illegal",
-            "test acc − no-growth (pp)", f"test acc − best fixed ({best}) (pp)", "wall s"]
+            "test acc − no-growth (pp)", *([f"test acc − best fixed ({best}) (pp)"] if best else []),
+            "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p, m in summary["policies"].items():
+        vs_best = ([cell(m["final_test_acc_minus_best_fixed"])
+                    if "final_test_acc_minus_best_fixed" in m else "—"] if best else [])
         row = [p, cell(m["episode_return"]), cell(m["final_test_acc"]), cell(m["final_val_acc"]),
                cell(m["params_added"], 0), cell(m["n_fossilized"]), cell(m["n_culled"]),
                cell(m["illegal_actions"]),
                cell(m["final_test_acc_minus_no-growth"]) if "final_test_acc_minus_no-growth" in m else "—",
-               cell(m["final_test_acc_minus_best_fixed"]) if "final_test_acc_minus_best_fixed" in m else "—",
-               f"{m['wall_s']['mean']:.2f}"]
+               *vs_best, f"{m['wall_s']['mean']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -237,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "or ray://head:10001; nodes need esper-env installed")
     p.add_argument("--out", default="results/bench", help="folder for table.md, bench.jsonl and the PNGs")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib pictures")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (else a bar on a terminal, one line per finished task "
+                        "on stderr otherwise)")
     add_env_arguments(p)
     return p
 
@@ -292,16 +298,17 @@ def main(argv: list[str] | None = None) -> int:
                   for name, model, s in players
                   for chunk in ([plan] if seq[name] or batched else chunks)]
     t0 = time.perf_counter()
-    if args.ray or args.ray_address:
-        done = run_on_ray(_run_task, tasks, args.ray_address, args.workers)
-    else:
-        import torch
+    with TaskProgress([len(t["plan"]) for t in tasks], "esper-bench", quiet=args.quiet) as bar:
+        if args.ray or args.ray_address:
+            done = run_on_ray(_run_task, tasks, args.ray_address, args.workers, progress=bar.done)
+        else:
+            import torch
 
-        before = torch.get_num_threads()  # each task sets its threads: give this process its count back
-        try:
-            done = run_tasks(_run_task, tasks, args.workers, None, chunksize=1)
-        finally:
-            torch.set_num_threads(before)
+            before = torch.get_num_threads()  # each task sets its threads: give this process its count back
+            try:
+                done = run_tasks(_run_task, tasks, args.workers, None, progress=bar.done)
+            finally:
+                torch.set_num_threads(before)
     episodes = [e for d in done for e in d]
     summary = summarize(episodes, modes[0])
     checks = [integrity(episodes, m) for m in modes]

@@ -68,43 +68,48 @@ def init_pool_worker(threads: int | None = None) -> None:
 
 
 def run_tasks(worker: Callable[[Any], Any], tasks: list[Any], workers: int, threads: int | None,
-              chunksize: int = 4, progress: Callable[[int, int], None] | None = None) -> list[Any]:
+              progress: Callable[[int], None] | None = None) -> list[Any]:
     """``[worker(t) for t in tasks]``, in this process or in ``workers`` spawned processes.
 
     Each process uses ``threads`` torch threads (this one too, without workers; None: leave the
     count alone); results come back in task order. Worker processes end with this one
     (:func:`exit_with_parent`). ``worker`` must be a module-level function of an importable module
-    (spawned workers import it). ``progress(done, total)``, if given, is called here as each result
-    arrives (in task order).
+    (spawned workers import it). ``progress(i)``, if given, is called here as task ``i`` finishes
+    (in the order they finish; e.g. :meth:`agents.progress.TaskProgress.done`).
     """
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
     from multiprocessing import get_context
 
-    def collect(results: Any) -> list[Any]:
-        out = []
-        for r in results:
-            out.append(r)
-            if progress is not None:
-                progress(len(out), len(tasks))
-        return out
+    def tell(i: int) -> None:
+        if progress is not None:
+            progress(i)
 
     if workers <= 1:
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
-        return collect(worker(t) for t in tasks)
+        out = []
+        for i, t in enumerate(tasks):
+            out.append(worker(t))
+            tell(i)
+        return out
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_pool_worker,
                              initargs=(threads,)) as pool:
-        return collect(pool.map(worker, tasks, chunksize=chunksize))
+        futures = {pool.submit(worker, t): i for i, t in enumerate(tasks)}
+        results: list[Any] = [None] * len(tasks)
+        for f in as_completed(futures):
+            results[futures[f]] = f.result()
+            tell(futures[f])
+        return results
 
 
-def run_on_ray(worker: Callable[[Any], Any], tasks: list[Any], address: str | None, cpus: int
-               ) -> list[Any]:
+def run_on_ray(worker: Callable[[Any], Any], tasks: list[Any], address: str | None, cpus: int,
+               progress: Callable[[int], None] | None = None) -> list[Any]:
     """``[worker(t) for t in tasks]`` as Ray tasks of one CPU each; results come back in task order.
 
     Connects to the cluster at ``address`` (e.g. ``auto``), or starts a local Ray instance with
-    ``cpus`` CPUs, shut down afterwards.
+    ``cpus`` CPUs, shut down afterwards. ``progress(i)`` as in :func:`run_tasks`.
     """
     try:
         import ray
@@ -118,7 +123,15 @@ def run_on_ray(worker: Callable[[Any], Any], tasks: list[Any], address: str | No
             ray.init(num_cpus=max(cpus, 1), include_dashboard=False, log_to_driver=False)
     try:
         remote = ray.remote(num_cpus=1)(worker)
-        return ray.get([remote.remote(t) for t in tasks])
+        refs = [remote.remote(t) for t in tasks]
+        index = {r: i for i, r in enumerate(refs)}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for r in ready:
+                if progress is not None:
+                    progress(index[r])
+        return ray.get(refs)
     finally:
         if started:
             ray.shutdown()

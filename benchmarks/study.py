@@ -100,11 +100,14 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                "help": "append the result to the tracked benchmarks/results/ "
                                        "(default: the untracked results/ at the repository root)"}),
     "out": (("--out",), {"default": None, "help": "results folder (overrides both defaults)"}),
+    "quiet": (("--quiet",), {"action": "store_true",
+                             "help": "no progress (else a bar on a terminal, one line per finished "
+                                     "task on stderr otherwise)"}),
 }
 """Every shared option: the flags and ``add_argument`` keywords; a recipe's ``defaults`` override."""
 
 EVERY_RECIPE = ("seeds", "first_seed", "env_kwarg", "workers", "torch_threads", "n_envs",
-                "record", "out")
+                "record", "out", "quiet")
 """The shared options every recipe takes (the others only where its ``uses`` names them)."""
 
 
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         t0 = time.perf_counter()
         episodes = play(design.players, design.plan, args.workers, args.torch_threads,
-                        n_envs=args.n_envs)
+                        progress=not args.quiet, n_envs=args.n_envs)
         record = recipe.report(args, design, episodes, time.perf_counter() - t0)
     finally:
         for cleanup in design.cleanup:

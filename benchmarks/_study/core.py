@@ -20,8 +20,6 @@ on :class:`esper_env.vector.EsperVectorEnv`): the same episodes within floating-
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,13 +109,15 @@ def play(players: list[Player], plan: list[Case], workers: int, threads: int,
 
     One task per episode (per player, if it is sequential), in this process (``workers`` 1) or in
     ``workers`` spawned processes; each task uses ``threads`` torch threads, and this process gets
-    its own count back afterwards. ``progress``: one line per finished task on stderr.
+    its own count back afterwards. ``progress``: a progress bar on a terminal, else one line per
+    finished task, on stderr (:class:`agents.progress.TaskProgress`).
     ``n_envs`` > 0: a non-sequential player's cases are one task, a batched work queue of that
     many lanes.
     """
     import torch
 
     from agents.bench import _run_task
+    from agents.progress import TaskProgress
     from agents.workers import run_tasks
 
     tasks = []
@@ -129,19 +129,10 @@ def play(players: list[Player], plan: list[Case], workers: int, threads: int,
                    "sequential": p.sequential, "factory": p.factory, "tags": dict(p.tags),
                    "info_keys": list(p.info_keys), "batched": n_envs if batched else None}
                   for chunk in chunks]
-    done_after = [0]
-    for t in tasks:
-        done_after.append(done_after[-1] + len(t["plan"]))
-    t0 = time.perf_counter()
-
-    def report(done: int, total: int) -> None:
-        print(f"  {done_after[done]}/{done_after[-1]} episodes, {time.perf_counter() - t0:.0f} s",
-              file=sys.stderr, flush=True)
-
     before = torch.get_num_threads()
     try:
-        done = run_tasks(_run_task, tasks, workers, None, chunksize=1,
-                         progress=report if progress else None)
+        with TaskProgress([len(t["plan"]) for t in tasks], "play", quiet=not progress) as bar:
+            done = run_tasks(_run_task, tasks, workers, None, progress=bar.done)
     finally:
         torch.set_num_threads(before)
     return [e for d in done for e in d]

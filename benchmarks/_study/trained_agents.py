@@ -92,7 +92,7 @@ def design(args: Any) -> Design:
     before = torch.get_num_threads()
     try:
         # one run per dispatch: training runs are long and uneven
-        train_s = run_tasks(train_one, runs, args.workers, args.torch_threads, chunksize=1)
+        train_s = run_tasks(train_one, runs, args.workers, args.torch_threads)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

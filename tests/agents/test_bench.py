@@ -71,18 +71,47 @@ def _strip(rec):
     return [{k: v for k, v in e.items() if k != "wall_s"} for e in rec["episodes"]]
 
 
-def test_esper_bench_results_do_not_depend_on_workers_or_chunks(tmp_path):
+def _progress_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("esper-bench: ")]
+
+
+def _check_progress(err: str, episodes: int) -> int:
+    """One line per finished task, counting up to the totals; returns the task count."""
+    lines = _progress_lines(err)
+    tasks = int(lines[-1].split()[1].split("/")[1])
+    assert len(lines) == tasks
+    assert [int(line.split()[1].split("/")[0]) for line in lines] == list(range(1, tasks + 1))
+    assert f"{tasks}/{tasks} tasks, {episodes}/{episodes} episodes" in lines[-1]
+    assert "episodes/s" in lines[-1] and "left" in lines[-1]
+    return tasks
+
+
+def test_esper_bench_results_do_not_depend_on_workers_or_chunks(tmp_path, capsys):
     _, one = _run(tmp_path / "a", "--reward-modes", "contribution", "--no-plots")
+    tasks = _check_progress(capsys.readouterr().err, 27)  # 9 policies x 3 seeds
     _, two = _run(tmp_path / "b", "--reward-modes", "contribution", "--workers", "2", "--chunk", "2",
                   "--no-plots")
+    assert _check_progress(capsys.readouterr().err, 27) > tasks  # chunks of 2, from workers
     assert _strip(one) == _strip(two)
+    _run(tmp_path / "c", "--reward-modes", "contribution", "--no-plots", "--quiet")
+    assert _progress_lines(capsys.readouterr().err) == []
 
 
-def test_esper_bench_on_a_local_two_cpu_ray_instance_gives_identical_results(tmp_path):
+def test_esper_bench_on_a_local_two_cpu_ray_instance_gives_identical_results(tmp_path, capsys):
     _, local = _run(tmp_path / "a", "--reward-modes", "contribution", "--no-plots", "--chunk", "1")
+    capsys.readouterr()
     _, on_ray = _run(tmp_path / "b", "--reward-modes", "contribution", "--no-plots", "--ray",
                      "--workers", "2", "--chunk", "2")
+    _check_progress(capsys.readouterr().err, 27)
     assert _strip(local) == _strip(on_ray)
+
+
+def test_a_table_without_scripted_policies_has_no_best_fixed_column(tmp_path):
+    out = tmp_path / "bench"
+    assert main([*TINY, "--seeds", "2", "--policies", "no-growth,heuristic", "--reward-modes",
+                 "contribution", "--no-plots", "--quiet", "--out", str(out)]) == 0
+    head = (out / "table.md").read_text().splitlines()[0]
+    assert "best fixed" not in head and "test acc − no-growth (pp)" in head
 
 
 def test_esper_bench_rejects_unknown_reward_modes(capsys):

@@ -62,8 +62,11 @@ def test_study_growth_runs_and_saves_provenance(tmp_path, capsys):
     assert rec["summary"]["scripted-norm"]["delta"] == pytest.approx(np.mean(d))
     captured = capsys.readouterr()
     assert "vs no-growth" in captured.out
-    assert [line.split()[0] for line in captured.err.splitlines() if "episodes" in line] == [
-        f"{k}/6" for k in range(1, 7)]  # progress on stderr, one line per episode
+    assert [line.split()[1] for line in captured.err.splitlines() if line.startswith("play: ")] == [
+        f"{k}/6" for k in range(1, 7)]  # progress on stderr, one line per task (an episode here)
+    study.main(["growth", "--task", "synthetic", "--seeds", "1", "--max-epochs", "2", "--quiet",
+                "--blueprints", "norm", "--out", str(tmp_path / "quiet")])
+    assert "play: " not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         study.main(["growth", "--task", "synthetic", "--blueprints", "lora", "--out", str(tmp_path)])
 
