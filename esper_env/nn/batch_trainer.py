@@ -466,12 +466,8 @@ class BatchedTrainer:
             inc = [seeds[j].mode == "incubate" for j in live]  # type: ignore[union-attr]
             alpha = per_channel(torch.tensor([seeds[j].alpha for j in live],  # type: ignore[union-attr]
                                               dtype=x.dtype, device=x.device), c)
-            if self.cfg.lifecycle.blend == "add":
-                blended = hl + alpha * (sv - hs) if not all(inc) else None
-                at_one = hs + (sv - hs) if any(inc) else None
-            else:
-                blended = hl * (1.0 + alpha * torch.tanh(sv)) if not all(inc) else None
-                at_one = hs * (1.0 + torch.tanh(sv)) if any(inc) else None
+            blended, at_one = _blend(self.cfg.lifecycle.blend, hl, hs, sv, alpha,
+                                     blended=not all(inc), at_one=any(inc))
             if blended is None:
                 lane_out = _StraightThrough.apply(hl, at_one)
             elif at_one is None:
@@ -495,10 +491,7 @@ class BatchedTrainer:
             hs = torch.where(per_channel(st.isolate, c), hl.detach(), hl)
             sv = group.forward_with(group.params, hs)
             alpha = per_channel(st.alpha, c)
-            if self.cfg.lifecycle.blend == "add":
-                blended, at_one = hl + alpha * (sv - hs), hs + (sv - hs)
-            else:
-                blended, at_one = hl * (1.0 + alpha * torch.tanh(sv)), hs * (1.0 + torch.tanh(sv))
+            blended, at_one = _blend(self.cfg.lifecycle.blend, hl, hs, sv, alpha)
             lane_out = torch.where(per_channel(st.incubate, c), _StraightThrough.apply(hl, at_one),
                                    blended)
             # the other lanes keep what earlier groups at this block made (a lane has one seed
@@ -1131,6 +1124,18 @@ class _StepGraphs:
             for v, kept in zip(state, saved, strict=True):
                 v.copy_(kept)
         return sx, sy, sm, self.backend.capture(step)
+
+
+def _blend(blend: str, hl: torch.Tensor, hs: torch.Tensor, sv: torch.Tensor, alpha: torch.Tensor,
+           blended: bool = True, at_one: bool = True
+           ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A slot's output blended at ``alpha`` and at alpha 1 (the incubation value), each only if
+    asked: ``add`` is ``h + alpha * (seed - h)``, ``multiply`` is ``h * (1 + alpha * tanh(seed))``.
+    """  # noqa: D205
+    if blend == "add":
+        return (hl + alpha * (sv - hs) if blended else None, hs + (sv - hs) if at_one else None)
+    gate = torch.tanh(sv)
+    return (hl * (1.0 + alpha * gate) if blended else None, hs * (1.0 + gate) if at_one else None)
 
 
 def _channels(lanes: Sequence[int], c: int, width: int, device: torch.device) -> torch.Tensor:
