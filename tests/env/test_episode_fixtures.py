@@ -2,7 +2,10 @@
 
 ``tests/fixtures/episode-v1/`` was written by ``tests/fixtures/make_fixtures.py`` at commit 73f4065,
 before the episode was restructured into a state record and a pure transition; the same episode
-version must reproduce it bit for bit on the CPU (torch 2.13.0, one thread).
+version must reproduce it bit for bit on the CPU it was recorded on (``platform.json``: torch
+2.13.0, one thread, an AMD EPYC). Another CPU model runs other kernels (MKL and oneDNN pick their
+code paths by CPU), whose results differ in the last bits; there the episodes must replay within
+1e-6, which still catches any change of a rule or of the computation.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import pytest
 import torch
 from gymnasium.error import ResetNeeded
 
+from agents.provenance import cpu_name
 from esper_env.config import EsperConfig
 from esper_env.env import EsperEnv
 from esper_env.records import obs_digest, read_records, replay
@@ -26,7 +30,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "episode-v1"
 RECORDS = list(read_records(FIXTURES / "episodes.jsonl"))
 INFOS = [json.loads(line) for line in (FIXTURES / "infos.jsonl").read_text().splitlines()]
-EXACT = torch.__version__.split("+")[0] == RECORDS[0]["torch"].split("+")[0]
+PLATFORM = json.loads((FIXTURES / "platform.json").read_text())
+SAME_TORCH = torch.__version__.split("+")[0] == RECORDS[0]["torch"].split("+")[0]
+EXACT = SAME_TORCH and cpu_name().startswith(PLATFORM["cpu"])
+CLOSE = 1e-6
+"""Tolerance (absolute and relative) on another CPU model."""
 
 
 def _plain(value):
@@ -42,8 +50,21 @@ def _plain(value):
 
 
 def _same(a, b) -> bool:
-    """Equal as JSON (so NaN equals NaN)."""
-    return json.dumps(a, allow_nan=True, sort_keys=True) == json.dumps(b, allow_nan=True, sort_keys=True)
+    """Equal as JSON (so NaN equals NaN); within :data:`CLOSE` where the CPU is not the recording one."""
+    if EXACT:
+        return json.dumps(a, allow_nan=True, sort_keys=True) == json.dumps(b, allow_nan=True,
+                                                                           sort_keys=True)
+    return _close(a, b)
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
+        return bool(np.isclose(a, b, rtol=CLOSE, atol=CLOSE, equal_nan=True))
+    return a == b
 
 
 def test_fixture_set_covers_the_lifecycle() -> None:
@@ -57,14 +78,21 @@ def test_fixture_set_covers_the_lifecycle() -> None:
     assert {r["config"]["reward_mode"] for r in RECORDS} == {"contribution", "delta", "sparse"}
 
 
-@pytest.mark.skipif(not EXACT, reason="the fixtures were recorded with another torch build")
+@pytest.mark.skipif(not EXACT, reason="bit for bit only on the recording CPU and torch build")
 @pytest.mark.parametrize("index", [0, 4])
 def test_recorded_episode_replays_exactly(index: int) -> None:
     report = replay(RECORDS[index])
     assert report.exact and report.ok, report.first_difference
 
 
-@pytest.mark.skipif(not EXACT, reason="the fixtures were recorded with another torch build")
+@pytest.mark.skipif(not SAME_TORCH, reason="the fixtures were recorded with another torch build")
+@pytest.mark.parametrize("index", range(len(RECORDS)))
+def test_recorded_episode_replays_within_a_tight_tolerance(index: int) -> None:
+    report = replay(RECORDS[index], tolerance=CLOSE)
+    assert report.ok, report.first_difference
+
+
+@pytest.mark.skipif(not SAME_TORCH, reason="the fixtures were recorded with another torch build")
 @pytest.mark.parametrize("index", range(len(RECORDS)))
 def test_recorded_episode_gives_the_same_steps_and_infos(index: int) -> None:
     record = RECORDS[index]
@@ -74,11 +102,17 @@ def test_recorded_episode_gives_the_same_steps_and_infos(index: int) -> None:
         rng.bit_generator.state = record["rng_state"]
         env.np_random = rng
     obs, info = env.reset(seed=record["seed"], options=record["options"])
-    assert obs_digest(obs) == record["reset_obs_sha256"]
+    assert obs_digest(obs) == record["reset_obs_sha256"] if EXACT else np.allclose(
+        obs, record["reset_obs"], rtol=CLOSE, atol=CLOSE)
     infos = [info]
     for t, action in enumerate(record["actions"]):
         obs, reward, terminated, truncated, info = env.step(action)
-        assert (reward, obs_digest(obs)) == (record["rewards"][t], record["obs_sha256"][t]), f"step {t + 1}"
+        if EXACT:
+            assert (reward, obs_digest(obs)) == (record["rewards"][t], record["obs_sha256"][t]), \
+                f"step {t + 1}"
+        else:
+            assert np.allclose(obs, record["obs"][t], rtol=CLOSE, atol=CLOSE), f"step {t + 1}"
+            assert reward == pytest.approx(record["rewards"][t], rel=CLOSE, abs=CLOSE)
         infos.append(info)
     assert (terminated, truncated) == (record["terminated"], record["truncated"])
     for t, (got, want) in enumerate(zip(_plain(infos), INFOS[index], strict=True)):
