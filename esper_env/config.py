@@ -28,6 +28,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from esper_env.core.catalog import BLUEPRINT_NAMES
 from esper_env.errors import ConfigError, unknown_name_message
 from esper_env.tasks import TASKS
 
@@ -335,6 +336,12 @@ class HostConfig:
         block_size, n_layer, n_head, n_embd: the transformer host of ``tinytext`` (window length,
             blocks, attention heads, width); ``None`` means the task's default
             (:data:`esper_env.tasks.tinytext.SPEC`).
+        static_seeds: ``(slot, blueprint)`` pairs built into the host at reset, before the first
+            epoch, fully blended and FOSSILIZED, outside the gates: the network "built big from
+            the start", the static reference a grown network is compared with. The k-th pair's
+            module is built from the same module seed as an episode's k-th germinated seed; the
+            pairs must fit the episode's ``param_budget`` (else ``reset`` raises ConfigError).
+            ``()`` (default): the host alone.
     """
 
     n_slots: int = 1
@@ -345,6 +352,7 @@ class HostConfig:
     n_layer: int | None = None
     n_head: int | None = None
     n_embd: int | None = None
+    static_seeds: tuple[tuple[int, str], ...] = ()
 
     def __post_init__(self) -> None:
         _plain_fields(self)
@@ -365,6 +373,19 @@ class HostConfig:
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), 1)
+        self._check_static_seeds()
+
+    def _check_static_seeds(self) -> None:
+        given = pairs = self.static_seeds
+        if isinstance(pairs, (list, tuple)):  # JSON lists as tuples
+            pairs = tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in pairs)
+        ok = isinstance(pairs, tuple) and all(
+            isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], int)
+            and not isinstance(p[0], bool) and 0 <= p[0] < self.n_slots and isinstance(p[1], str)
+            for p in pairs) and len({p[0] for p in pairs}) == len(pairs)
+        _check(ok, "static_seeds", given,
+               f"a tuple of (slot, blueprint) pairs, slots distinct and in [0, {self.n_slots})")
+        object.__setattr__(self, "static_seeds", pairs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -556,7 +577,7 @@ FLAT_KEYWORDS: dict[str, tuple[str, str]] = {
                      "synthetic_samples", "data_root", "download", "instance_set",
                      "instance_split")),
            ("host", ("n_slots", "injection_points", "host_channels", "host_bn_momentum",
-                     "block_size", "n_layer", "n_head", "n_embd")),
+                     "block_size", "n_layer", "n_head", "n_embd", "static_seeds")),
            ("optimiser", ("batch_size", "host_lr", "host_momentum", "host_weight_decay",
                           "seed_lr", "seed_momentum", "grad_clip")),
            ("lifecycle", ("blend", "alpha_schedule", "blending_epochs", "germination_gate",
@@ -644,6 +665,10 @@ class EsperConfig:
         task, host = self.task, self.host
         spec = TASKS[task.name].spec
         text = spec.is_transformer
+        names = BLUEPRINT_NAMES[spec.topology]
+        for _, blueprint in host.static_seeds:
+            _check(blueprint in names, "static_seeds", host.static_seeds,
+                   f"(slot, blueprint) pairs with blueprints of task={task.name!r}: {names}")
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(host, name)
             if value is not None:

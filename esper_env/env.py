@@ -317,16 +317,18 @@ class EsperEnv(EpisodeSnapshots, gym.Env[np.ndarray, np.int64]):
         if self.instances:
             drawn = self.instances[int(self.np_random.integers(len(self.instances)))]
             instance = instance if instance is not None else drawn
-        self._cfg = cfg = self._episode_config(instance)
-        self._params = p = self._episode_params(cfg)
+        cfg = self._episode_config(instance)
+        p = self._episode_params(cfg)
         episode_seed = int(self.np_random.integers(0, 2**31 - 1))
         seeds = ep.episode_seeds(episode_seed)
         data = load_config_task(cfg, episode_seed)
-        self._trainer = trainer = Trainer(cfg, data, seeds.model, seeds.data, twin=p.twin)
+        trainer = Trainer(cfg, data, seeds.model, seeds.data, twin=p.twin)
         setup = EpisodeSetup(seeds.module_base, trainer.facts(), trainer.seed_costs(self.blueprints),
                              instance)
+        request = ep.first_request(p, setup)  # static seeds over the budget fail here
+        self._cfg, self._params, self._trainer = cfg, p, trainer
         self._warned_done = False
-        report = trainer.run_epoch(ep.first_request(p))
+        report = trainer.run_epoch(request)
         self._warn_fault(report.fault, 1)
         self._state, outcome = ep.start_episode(setup, report, p)
         test = trainer.settle(outcome.settle)

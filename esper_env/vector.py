@@ -264,7 +264,7 @@ class EsperVectorEnv(VectorEnv):
             trainer.reset_lane(i, seeds.model, seeds.data, cfg, episode_seed)
             setups[i] = EpisodeSetup(seeds.module_base, trainer.facts(i),
                                      trainer.seed_costs(self.template.blueprints, i), instance)
-            requests[i] = ep.first_request(lp[i])
+            requests[i] = ep.first_request(lp[i], setups[i])
         states: dict[int, EpisodeState] = {}
         for i, a in enumerate(actions):
             if a is None or i in setups:

@@ -31,10 +31,12 @@ from esper_env.core.actions import (
     Action,
     ActionCodec,
     ActionKind,
+    budget_left,
     decisions_available,
     germination_gate_open,
     legal_action_mask,
 )
+from esper_env.core.alpha import AlphaController
 from esper_env.core.governor import GovernorState, check_loss
 from esper_env.core.lifecycle import LIVE_STAGES, MODULE_STAGES, SeedStage
 from esper_env.core.observation import EpisodeFacts
@@ -42,6 +44,7 @@ from esper_env.core.reward import RewardBreakdown, RewardInputs, compute_reward,
 from esper_env.core.seeds import LifecycleEvent, auto_transition, cull, fossilize, germinate, record_epoch
 from esper_env.core.state import EpochReport, GateResult, SlotMetrics, SlotState, TwinReading
 from esper_env.core.tracker import TrackerState, update_tracker
+from esper_env.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     from esper_env.config import EsperConfig, GateConfig, GovernorConfig, RewardConfig
@@ -105,6 +108,7 @@ class EpisodeParams:
     reward: RewardConfig
     governor: GovernorConfig
     codec: ActionCodec = field(compare=False, repr=False)
+    static_seeds: tuple[tuple[int, str], ...] = ()
 
     @classmethod
     def from_config(cls, cfg: EsperConfig, blueprints: tuple[str, ...], n_classes: int,
@@ -125,7 +129,8 @@ class EpisodeParams:
             effective_probation_timeout=cfg.effective_probation_timeout,
             param_budget=life.param_budget, fault_epochs=tuple(cfg.runtime.fault_epochs),
             report_test_acc=cfg.runtime.report_test_acc, gates=life.gates, reward=cfg.reward,
-            governor=cfg.governor, codec=ActionCodec(n_slots, blueprints))
+            governor=cfg.governor, codec=ActionCodec(n_slots, blueprints),
+            static_seeds=tuple(cfg.host.static_seeds))
 
     @property
     def twin(self) -> bool:
@@ -243,6 +248,8 @@ class GerminateRequest:
 class EpochRequest:
     """One epoch for the torch side, in this order.
 
+    0. ``build``: build these seed modules (the static seeds of the first epoch; a module that
+       fails its shape probe is a configuration error);
     1. ``germinate`` (if any): build the seed module (its result comes back in the report);
     2. ``slots``: make every slot compute as planned (None: no module; a module there is removed);
     3. ``checkpoint``: keep the model as the governor's good state (right after a fossilization);
@@ -258,6 +265,7 @@ class EpochRequest:
     poison: bool = False
     train: bool = True
     twin: bool = False
+    build: tuple[GerminateRequest, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,9 +398,54 @@ def no_growth_accuracy(twin: TwinReading, model_acc: float) -> float | None:
 
 
 # -- reset ------------------------------------------------------------------------------------------
-def first_request(params: EpisodeParams) -> EpochRequest:
-    """The first epoch, trained by ``reset``: a model without seeds."""
-    return EpochRequest(slots=(None,) * params.n_slots)
+def first_request(params: EpisodeParams, setup: EpisodeSetup) -> EpochRequest:
+    """The first epoch, trained by ``reset``: the host, with its static seeds built in and fully
+    blended (none by default).
+
+    Raises:
+        ConfigError: the static seeds' parameters exceed the episode's ``param_budget``.
+    """  # noqa: D205
+    check_static_budget(setup, params)
+    build = tuple(GerminateRequest(slot, blueprint, module_seed(setup.module_base, k))
+                  for k, (slot, blueprint) in enumerate(params.static_seeds))
+    return EpochRequest(slots=slot_plans(static_slots(setup, params), params), build=build,
+                        twin=params.twin and bool(build))
+
+
+def static_cost(setup: EpisodeSetup, params: EpisodeParams) -> int:
+    """Parameters the static seeds add (``setup.costs`` at their slots)."""
+    return sum(setup.costs[slot][params.blueprints.index(blueprint)]
+               for slot, blueprint in params.static_seeds)
+
+
+def check_static_budget(setup: EpisodeSetup, params: EpisodeParams) -> None:
+    """Refuse static seeds that do not fit the episode's ``param_budget`` (ConfigError)."""
+    unknown = [b for _, b in params.static_seeds if b not in params.blueprints]
+    if unknown:
+        raise ConfigError(f"static_seeds={params.static_seeds!r} is invalid; allowed: blueprints "
+                          f"of this env, {params.blueprints}")
+    cost = static_cost(setup, params)
+    budget = budget_left((), setup.host_params, params)
+    if cost > budget:
+        where = f" of instance {setup.instance.name!r}" if setup.instance is not None else ""
+        raise ConfigError(
+            f"static_seeds={params.static_seeds!r} add {cost} parameters; the param_budget"
+            f"{where} allows {math.floor(budget)} ({params.param_budget} x {setup.host_params} "
+            "host parameters)")
+
+
+def static_slots(setup: EpisodeSetup, params: EpisodeParams) -> tuple[SlotState, ...]:
+    """The slots at reset: DORMANT, or FOSSILIZED at alpha 1 where a static seed is built (the
+    k-th pair is ``seed{k}``, as the k-th germinated seed would be).
+    """  # noqa: D205
+    slots = [SlotState(i) for i in range(params.n_slots)]
+    for k, (slot, blueprint) in enumerate(params.static_seeds):
+        cost = setup.costs[slot][params.blueprints.index(blueprint)]
+        slots[slot] = SlotState(
+            slot, stage=SeedStage.FOSSILIZED, blueprint=blueprint, seed_id=f"seed{k}",
+            seed_params=cost, alpha=AlphaController(alpha=1.0, start=1.0, target=1.0,
+                                                    schedule=params.alpha_schedule))
+    return tuple(slots)
 
 
 def start_episode(setup: EpisodeSetup, report: EpochReport, params: EpisodeParams
@@ -403,16 +456,21 @@ def start_episode(setup: EpisodeSetup, report: EpochReport, params: EpisodeParam
     a defined terminal step (diverged penalty, final keys), with WAIT the only legal action.
     """
     governor, panic = _judge(GovernorState(), report, params)
-    slots = tuple(record_epoch(SlotState(i), SlotMetrics(), report.val_acc)
-                  for i in range(params.n_slots))
+    metrics = report.slots or (SlotMetrics(),) * params.n_slots
+    slots = tuple(record_epoch(s, m, report.val_acc)
+                  for s, m in zip(static_slots(setup, params), metrics, strict=True))
     tracker = _track(TrackerState(), report, params)
     mask = action_mask(slots, tracker, 1, setup, params, done=False)
+    value, twin_acc = 0.0, report.val_acc
+    if params.twin and params.static_seeds:  # the static seeds blend from the start: a twin ran
+        twin_acc = no_growth_accuracy(report.twin, report.val_acc)
+        value = value_added(report.val_acc, twin_acc, 0.0)
     if panic:
         mask = (True,) + (False,) * (len(mask) - 1)
     state = EpisodeState(
         setup=setup, epoch=1, slots=slots, checkpoint_slots=slots, tracker=tracker,
-        governor=governor, report=report, mask=mask, value_added=0.0,
-        twin_val_acc=report.val_acc, reset_diverged=panic,
+        governor=governor, report=report, mask=mask, value_added=value,
+        twin_val_acc=twin_acc, seeds_made=len(params.static_seeds), reset_diverged=panic,
         curve=((report.val_acc, tuple(s.stage for s in slots)),))
     settle = Settlement(slot_plans(slots, params), checkpoint=params.governor.enabled,
                         test=params.report_test_acc)

@@ -65,6 +65,8 @@ def check_batchable(cfg: EsperConfig) -> None:
          "'add' or 'multiply'"),
         (cfg.optimiser.grad_clip is None or math.isinf(cfg.optimiser.grad_clip), "grad_clip",
          cfg.optimiser.grad_clip, "None (no clipping)"),
+        (not cfg.host.static_seeds, "static_seeds", cfg.host.static_seeds,
+         "() (static references run on EsperEnv)"),
     ]
     for ok, name, value, allowed in checks:
         if not ok:

@@ -485,6 +485,10 @@ class Trainer:
         The report carries the germination's result and the twin's validation accuracy. Without
         ``request.train`` its measurements are placeholders (NaN losses) the episode ignores.
         """
+        for b in request.build:
+            if not self.germinate(b.slot, b.blueprint, b.module_seed)[1]:
+                raise ConfigError(f"static_seeds: blueprint {b.blueprint!r} fails its shape probe "
+                                  f"at slot {b.slot}")
         germination = None
         if request.germinate is not None:
             g = request.germinate

@@ -64,6 +64,8 @@ BAD_TOP: dict[str, list[object]] = {
     "n_layer": [2],
     "n_head": [2],
     "n_embd": [16],
+    "static_seeds": [((1, "norm"),), ((0, "nope"),), "norm", ((0, "norm"), (0, "norm")),
+                     [[0, 1]], ((True, "norm"),)],
     "data_root": ["", 5, "/tmp"],  # "/tmp": a folder, but only CIFAR-10 reads one
     "download": [1, "yes", None],
     "train_subset": [0, 2.5, True],
@@ -243,7 +245,7 @@ NON_DEFAULT = dict(
     host_momentum=0.0, host_weight_decay=0.0, seed_lr=0.1, seed_momentum=0.5,
     synthetic_samples=10, train_fraction=0.5, label_noise=0.1, param_budget=2.0, device="cuda:1",
     torch_threads=1, channels_last=True, fault_epochs=(3, 7), train_subset=100, download=True,
-    seed_checkpointing=True, grad_clip=0.5,
+    seed_checkpointing=True, grad_clip=0.5, static_seeds=((1, "norm"),),
     gates=GateConfig(min_training_epochs=1, min_gradient_ratio=0.0, require_host_improvement=True,
                      min_probation_contribution=-2.0, min_fossilize_contribution=-100.0),
     reward=RewardConfig(gamma=0.95, rent_pp_per_doubling=2.0, pbrs_weight=0.0),
