@@ -1,8 +1,10 @@
 """esper-bench: the policy benchmark — every policy on the same seeded episodes, with honest statistics.
 
 Policies: the baselines (no-growth, random, heuristic, ucb-heuristic: the heuristic with a UCB1
-blueprint curriculum), every fixed single-blueprint scripted policy
-and any saved ``esper-train`` runs (``--model``). Episodes: ``--seeds`` seeds from ``--first-seed``
+blueprint curriculum), every fixed single-blueprint scripted policy, the static references
+(``static-<blueprint>``: the host with that seed built in at slot 0 from the start, fully blended,
+trained on the same batches; "built big from the start") and any saved ``esper-train`` runs
+(``--model``). Episodes: ``--seeds`` seeds from ``--first-seed``
 (held out: 1000+) on a task, or every instance of an instance split × ``--seeds`` seeds; identical
 for every policy. Each episode is played under every reward mode in ``--reward-modes`` (the reward
 never changes what happens, so the modes differ only in the return); the table uses the first mode.
@@ -10,7 +12,11 @@ never changes what happens, so the modes differ only in the return); the table u
 Per episode: return, final validation and test accuracy, parameters added, seeds fossilized and
 culled, illegal actions, wall time, the validation and test accuracy curves and the lifecycle
 timeline (stage per slot per epoch and the action taken). Per policy: mean and 95 % bootstrap interval of each
-quantity, and paired differences (same episode) to no-growth and to the best fixed scripted policy.
+quantity, and paired differences (same episode) to no-growth, to the best fixed scripted policy and
+to "built big": each episode against the static reference of its own final architecture on the
+same case (no-growth where it ends with no fossil; architectures no ``static-*`` row covers are
+played as extra static episodes). A static reference whose seed exceeds an instance's
+``param_budget`` has no episode there (its row says over how many cases it ran).
 Under the table, per reward mode: the Spearman correlation between the policies' mean return and mean
 test accuracy (bootstrap interval over episodes) and the per-episode Spearman of the paired deltas
 against no-growth. Output: a Markdown table (``table.md``), one JSON line per run with every episode
@@ -40,6 +46,14 @@ from agents.runs import load_curriculum, load_model
 from agents.stats import bootstrap_ci, bootstrap_spearman, spearman
 from agents.workers import run_on_ray, run_tasks
 from esper_env.config import REWARD_MODES
+from esper_env.errors import ConfigError
+
+STATIC = "static-"
+"""Prefix of the static reference rows: ``static-<blueprint>`` is the host with that blueprint built
+in at slot 0 from the start (``static_seeds``), playing WAIT."""
+
+BUILT_BIG = "built-big"
+"""Tag of the extra static episodes run only to pair an episode with its own final architecture."""
 
 METRICS = ("episode_return", "final_test_acc", "final_val_acc", "params_added", "n_fossilized",
            "n_culled", "illegal_actions", "wall_s")
@@ -67,7 +81,7 @@ def _record(r: Any, trace: EpisodeTrace, seed: int) -> dict[str, Any]:
            "n_culled": r.n_culled, "final_test_acc": r.final_test_acc,
            "final_val_acc": r.final_val_acc, "params_added": r.params_added,
            "n_fossilized": r.n_fossilized, "lifecycle": r.lifecycle, "rollbacks": r.rollbacks,
-           "length": r.length, "wall_s": trace.wall_s}
+           "length": r.length, "wall_s": trace.wall_s, "fossils": [list(f) for f in r.fossils]}
     if trace.info_keys:
         rec["info"] = trace.info
     return rec
@@ -77,7 +91,6 @@ def batched_env(spec: EnvSpec, n_envs: int) -> Any:
     """The batched vector env that plays ``spec``'s episodes as a work queue (DISABLED
     autoreset); ConfigError for agent-side wrappers, which are per-env.
     """  # noqa: D205
-    from esper_env.errors import ConfigError
     from esper_env.vector import EsperVectorEnv
 
     if spec.mask_observation or spec.curriculum is not None:
@@ -106,10 +119,12 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     tags = task.get("tags") or {}
     info_keys = tuple(task.get("info_keys") or ())
 
+    play_as = task.get("play_as") or task["policy"]  # a static reference plays no-growth (WAIT)
+
     def baseline(seed: int, options: dict[str, Any] | None) -> Any:
         if make is None:
-            return make_baseline(task["policy"], env, seed=seed)
-        return make(task["policy"], env, seed, options)
+            return make_baseline(play_as, env, seed=seed)
+        return make(play_as, env, seed, options)
 
     curriculum = None
     if task["model"] is not None:
@@ -135,10 +150,23 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     for seed, options in task["plan"]:
         if task["model"] is None and not task["sequential"]:  # a fresh baseline per episode, seeded
             policy = baseline(seed, options)  # by it: chunking changes nothing
-        rec = play(env, policy, seed, options, takes_masks(policy), info_keys)
+        try:
+            rec = play(env, policy, seed, options, takes_masks(policy), info_keys)
+        except ConfigError as exc:  # static seeds over this instance's param_budget: no such case
+            if not task.get("static") or "param_budget" not in str(exc):
+                raise
+            rec = {"seed": seed, "instance": _instance_name(env, options), "over_budget": str(exc)}
         out.append({"policy": task["policy"], "reward_mode": task["mode"], **tags, **rec})
     env.close()
     return out
+
+
+def _instance_name(env: Any, options: dict[str, Any] | None) -> str | None:
+    """The name of the instance ``options`` pins (None without one)."""
+    if not options or "instance" not in options:
+        return None
+    spec = options["instance"]
+    return env.unwrapped.instances[spec].name if isinstance(spec, int) else spec["name"]
 
 
 # ---- statistics --------------------------------------------------------------------------------
@@ -147,34 +175,83 @@ def _case(e: dict[str, Any]) -> tuple[int, str | None]:
     return e["seed"], e["instance"]
 
 
+def is_static(e: dict[str, Any]) -> bool:
+    """True for an episode of a static reference (a ``static-*`` row or a built-big pairing)."""
+    return e["policy"].startswith(STATIC) or e.get("reference") == BUILT_BIG
+
+
+def _architecture(e: dict[str, Any]) -> tuple[tuple[int, str], ...]:
+    return tuple((int(k), str(b)) for k, b in e.get("fossils", ()))
+
+
+def built_big_needs(episodes: list[dict[str, Any]], mode: str
+                    ) -> dict[tuple[tuple[int, str], ...], list[tuple[int, str | None]]]:
+    """The (architecture, case) pairs whose static reference no episode played yet: per grown
+    architecture (its fossils, by slot), the cases to play it on.
+    """  # noqa: D205
+    rows = [e for e in episodes if e["reward_mode"] == mode and not e.get("over_budget")]
+    have = {(_architecture(e), _case(e)) for e in rows if is_static(e)}
+    needs: dict[tuple[tuple[int, str], ...], list[tuple[int, str | None]]] = {}
+    for e in rows:
+        arch = _architecture(e)
+        if not is_static(e) and arch and (arch, _case(e)) not in have:
+            needs.setdefault(arch, [])
+            if _case(e) not in needs[arch]:
+                needs[arch].append(_case(e))
+    return needs
+
+
+def _ci(values: list[float]) -> dict[str, float]:
+    return dict(zip(("mean", "lo", "hi"), bootstrap_ci(values), strict=True))
+
+
 def summarize(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """Per-policy bootstrap summaries and paired differences under ``mode``."""
+    """Per-policy bootstrap summaries and paired differences under ``mode``.
+
+    Paired differences (same cases) to no-growth and to the best fixed scripted policy; with
+    no-growth and static references present, ``final_test_acc_minus_built_big``: each episode
+    against the static reference of its own final architecture on its case (no-growth where it
+    ends with no fossil). A static row covers the cases whose ``param_budget`` admits it.
+    """
     rows = [e for e in episodes if e["reward_mode"] == mode]
-    policies = list(dict.fromkeys(e["policy"] for e in rows))
-    by = {(e["policy"], _case(e)): e for e in rows}
-    cases = [_case(e) for e in rows if e["policy"] == policies[0]]
+    policies = list(dict.fromkeys(e["policy"] for e in rows if e.get("reference") != BUILT_BIG))
+    usable = [e for e in rows if not e.get("over_budget")]
+    by = {(e["policy"], _case(e)): e for e in usable}
+    cases = list(dict.fromkeys(_case(e) for e in rows))
     table: dict[str, Any] = {}
     for p in policies:
-        table[p] = {m: dict(zip(("mean", "lo", "hi"), bootstrap_ci([by[p, c][m] for c in cases]),
-                                strict=True)) for m in METRICS}
+        mine = [c for c in cases if (p, c) in by]
+        table[p] = {m: _ci([by[p, c][m] for c in mine]) for m in METRICS} if mine else {}
+        table[p]["cases"] = len(mine)
     scripted = [p for p in policies if p.startswith("scripted-")]
     best_fixed = max(scripted, key=lambda p: table[p]["final_test_acc"]["mean"]) if scripted else None
     for ref_name, ref in (("no-growth", "no-growth"), ("best_fixed", best_fixed)):
         if ref not in table:
             continue
         for p in policies:
-            if p == ref:
+            shared = [c for c in cases if (p, c) in by and (ref, c) in by]
+            if p == ref or not shared:
                 continue
             for m in ("final_test_acc", "episode_return"):
-                d = [by[p, c][m] - by[ref, c][m] for c in cases]
-                table[p][f"{m}_minus_{ref_name}"] = dict(zip(("mean", "lo", "hi"), bootstrap_ci(d),
-                                                             strict=True))
+                table[p][f"{m}_minus_{ref_name}"] = _ci([by[p, c][m] - by[ref, c][m] for c in shared])
+    statics = {(_architecture(e), _case(e)): e for e in usable if is_static(e)}
+    if "no-growth" in table and statics:
+        for p in policies:
+            if p == "no-growth" or p.startswith(STATIC):
+                continue
+            refs = [(by[p, c], statics.get((_architecture(by[p, c]), c)) if _architecture(by[p, c])
+                     else by.get(("no-growth", c))) for c in cases if (p, c) in by]
+            if all(r is not None for _, r in refs):
+                table[p]["final_test_acc_minus_built_big"] = _ci(
+                    [e["final_test_acc"] - r["final_test_acc"] for e, r in refs])  # type: ignore[index]
     return {"mode": mode, "policies": table, "best_fixed": best_fixed, "cases": len(cases)}
 
 
 def integrity(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """Spearman(mean return, mean test acc) over policies with its interval, and the per-episode one."""
-    rows = [e for e in episodes if e["reward_mode"] == mode]
+    """Spearman(mean return, mean test acc) over policies with its interval, and the per-episode one
+    (static references are not policies of the env's game: their return starts from a built model).
+    """  # noqa: D205
+    rows = [e for e in episodes if e["reward_mode"] == mode and not is_static(e)]
     policies = list(dict.fromkeys(e["policy"] for e in rows))
     by = {(e["policy"], _case(e)): e for e in rows}
     cases = [_case(e) for e in rows if e["policy"] == policies[0]]
@@ -192,23 +269,35 @@ def integrity(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    """The results table (Markdown): mean [95 % bootstrap interval] per quantity and policy."""
+    """The results table (Markdown): mean [95 % bootstrap interval] per quantity and policy.
+
+    A static reference's return is "—" (it starts from a built model and pays no rent: not
+    comparable); a row over fewer cases than the table says how many.
+    """
     def cell(d: dict[str, float], digits: int = 2) -> str:
         return f"{d['mean']:.{digits}f} [{d['lo']:.{digits}f}, {d['hi']:.{digits}f}]"
 
+    def paired(m: dict[str, Any], key: str) -> str:
+        return cell(m[key]) if key in m else "—"
+
     best = summary["best_fixed"]  # None without scripted policies: no such column
+    big = any("final_test_acc_minus_built_big" in m for m in summary["policies"].values())
     head = ["policy", "return", "test acc %", "val acc %", "+params", "fossilized", "culled", "illegal",
             "test acc − no-growth (pp)", *([f"test acc − best fixed ({best}) (pp)"] if best else []),
-            "wall s"]
+            *(["test acc − built big (pp)"] if big else []), "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p, m in summary["policies"].items():
-        vs_best = ([cell(m["final_test_acc_minus_best_fixed"])
-                    if "final_test_acc_minus_best_fixed" in m else "—"] if best else [])
-        row = [p, cell(m["episode_return"]), cell(m["final_test_acc"]), cell(m["final_val_acc"]),
+        name = p if m["cases"] == summary["cases"] else f"{p} ({m['cases']}/{summary['cases']} cases)"
+        if not m["cases"]:  # a static reference that fits no case's param_budget
+            lines.append("| " + " | ".join([name] + ["—"] * (len(head) - 1)) + " |")
+            continue
+        row = [name, "—" if p.startswith(STATIC) else cell(m["episode_return"]),
+               cell(m["final_test_acc"]), cell(m["final_val_acc"]),
                cell(m["params_added"], 0), cell(m["n_fossilized"]), cell(m["n_culled"]),
-               cell(m["illegal_actions"]),
-               cell(m["final_test_acc_minus_no-growth"]) if "final_test_acc_minus_no-growth" in m else "—",
-               *vs_best, f"{m['wall_s']['mean']:.2f}"]
+               cell(m["illegal_actions"]), paired(m, "final_test_acc_minus_no-growth"),
+               *([paired(m, "final_test_acc_minus_best_fixed")] if best else []),
+               *([paired(m, "final_test_acc_minus_built_big")] if big else []),
+               f"{m['wall_s']['mean']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -219,8 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``esper-bench`` argument parser."""
     p = argparse.ArgumentParser(prog="esper-bench", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--policies", default="no-growth,random,heuristic,ucb-heuristic,scripted",
-                   help="comma-separated baselines; 'scripted' = every fixed single-blueprint policy")
+    p.add_argument("--policies", default="no-growth,random,heuristic,ucb-heuristic,scripted,static",
+                   help="comma-separated baselines; 'scripted' = every fixed single-blueprint "
+                        "policy; 'static' = every static reference (static-<blueprint>: the "
+                        "host built with that seed from the start)")
+    p.add_argument("--no-built-big", action="store_true",
+                   help="skip the static references of the grown architectures that no "
+                        "static-* row covers (and the 'built big' column they complete)")
     p.add_argument("--model", action="append", default=[], metavar="RUN", help="esper-train run folder")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per policy (default 20; with an instance set, 3 per instance)")
@@ -247,6 +341,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _chunks(plan: list[Any], size: int) -> list[list[Any]]:
+    return [plan[i:i + size] for i in range(0, len(plan), size)]
+
+
+def static_task(name: str, arch: tuple[tuple[int, str], ...], spec: EnvSpec, mode: str,
+                plan: list[Any], threads: int, tags: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    """A task that plays ``plan`` with the host built as ``arch`` from the start, waiting."""
+    s = spec.replace_config(reward_mode=mode, static_seeds=arch)
+    return {"policy": name, "model": None, "spec": s.to_json(), "mode": mode, "plan": plan,
+            "threads": threads, "sequential": False, "batched": None, "play_as": "no-growth",
+            "static": True, **({"tags": tags} if tags else {})}
+
+
+def _run_all(tasks: list[dict[str, Any]], args: argparse.Namespace, label: str) -> list[Any]:
+    """Run ``tasks`` on local workers or Ray, with progress."""
+    with TaskProgress([len(t["plan"]) for t in tasks], label, quiet=args.quiet) as bar:
+        if args.ray or args.ray_address:
+            return run_on_ray(_run_task, tasks, args.ray_address, args.workers, progress=bar.done)
+        import torch
+
+        before = torch.get_num_threads()  # each task sets its threads: give this process its count back
+        try:
+            return run_tasks(_run_task, tasks, args.workers, None, progress=bar.done)
+        finally:
+            torch.set_num_threads(before)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``esper-bench``."""
     args = build_parser().parse_args(argv)
@@ -266,11 +388,17 @@ def main(argv: list[str] | None = None) -> int:
         spec = spec.replace_config(instance_split=args.split)
     probe = spec.make()
     names = []
+    blueprints = probe.unwrapped.codec.blueprints
     for name in (n.strip() for n in args.policies.split(",") if n.strip()):
-        names += [f"scripted-{b}" for b in probe.unwrapped.codec.blueprints] if name == "scripted" else [name]
+        names += ([f"scripted-{b}" for b in blueprints] if name == "scripted" else
+                  [f"{STATIC}{b}" for b in blueprints] if name == "static" else [name])
+    bad = [n for n in names if n.startswith(STATIC) and n[len(STATIC):] not in blueprints]
     try:
+        if bad:
+            raise ValueError(f"policy {bad[0]!r} is invalid; allowed: static-<blueprint> with a "
+                             f"blueprint of {blueprints}")
         sequential = {n: bool(getattr(make_baseline(n, probe), "learns_across_episodes", False))
-                      for n in names}
+                      for n in names if not n.startswith(STATIC)}
     except (ValueError, KeyError) as e:
         print(f"esper-bench: error: {e}", file=sys.stderr)
         return 2
@@ -278,10 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = episode_plan(probe, args.first_seed, args.seeds or 20, per_instance=args.seeds or 3)
     probe.close()
     threads = 1  # one torch thread everywhere: results do not depend on how the episodes were spread
-    chunks = [plan[i:i + args.chunk] for i in range(0, len(plan), args.chunk)]
+    chunks = _chunks(plan, args.chunk)
     tasks = []
     for mode in modes:
-        players = [(name, None, spec.replace_config(reward_mode=mode)) for name in names]
+        players = [(name, None, spec.replace_config(reward_mode=mode)) for name in names
+                   if not name.startswith(STATIC)]
         seq = dict(sequential)
         for run in args.model:
             _, run_spec = load_model(run)
@@ -297,19 +426,21 @@ def main(argv: list[str] | None = None) -> int:
                    "batched": args.n_envs if batched and not seq[name] else None}
                   for name, model, s in players
                   for chunk in ([plan] if seq[name] or batched else chunks)]
+    # the static references: under the table's reward mode only (their outcome is the same in all)
+    tasks += [static_task(name, ((0, name[len(STATIC):]),), spec, modes[0], chunk, threads)
+              for name in names if name.startswith(STATIC) for chunk in chunks]
     t0 = time.perf_counter()
-    with TaskProgress([len(t["plan"]) for t in tasks], "esper-bench", quiet=args.quiet) as bar:
-        if args.ray or args.ray_address:
-            done = run_on_ray(_run_task, tasks, args.ray_address, args.workers, progress=bar.done)
-        else:
-            import torch
-
-            before = torch.get_num_threads()  # each task sets its threads: give this process its count back
-            try:
-                done = run_tasks(_run_task, tasks, args.workers, None, progress=bar.done)
-            finally:
-                torch.set_num_threads(before)
+    done = _run_all(tasks, args, "esper-bench")
     episodes = [e for d in done for e in d]
+    needs = {} if args.no_built_big or "no-growth" not in names else built_big_needs(episodes,
+                                                                                      modes[0])
+    if needs:  # grown architectures that no static-* row covers: their own static references
+        options = {seed: opts for seed, opts in plan}
+        extra = [static_task(f"{BUILT_BIG} " + "+".join(f"{k}:{b}" for k, b in arch), arch, spec,
+                             modes[0], chunk, threads, tags={"reference": BUILT_BIG})
+                 for arch, cases in needs.items()
+                 for chunk in _chunks([(seed, options[seed]) for seed, _ in cases], args.chunk)]
+        episodes += [e for d in _run_all(extra, args, "esper-bench built-big") for e in d]
     summary = summarize(episodes, modes[0])
     checks = [integrity(episodes, m) for m in modes]
     table = markdown_table(summary)
@@ -336,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plots:
         from agents.plots import plot_accuracy_curves, plot_pareto, plot_timelines
 
-        shown = [e for e in episodes if e["reward_mode"] == modes[0]]
+        shown = [e for e in episodes if e["reward_mode"] == modes[0] and not e.get("over_budget")
+                 and e.get("reference") != BUILT_BIG]
         for plot, name in ((plot_accuracy_curves, "test_acc_per_epoch.png"),
                            (plot_timelines, "timelines.png"), (plot_pareto, "pareto.png")):
             plot(shown, out / name)

@@ -38,6 +38,7 @@ class EpisodeResult:
     rollbacks: int = 0
     length: int = 0
     instance: str | None = None
+    fossils: tuple[tuple[int, str], ...] = ()
 
     @property
     def n_culled(self) -> int:
@@ -73,6 +74,15 @@ class EpisodeTrace:
             self.info.setdefault(key, []).append(info.get(key))
         if action is not None:
             self.actions.append(action)
+
+
+def fossils(info: dict[str, Any]) -> tuple[tuple[int, str], ...]:
+    """The ``(slot, blueprint)`` pairs FOSSILIZED in ``info``'s model (its grown architecture;
+    what ``static_seeds`` builds from the start), by slot.
+    """  # noqa: D205
+    return tuple((k, str(b)) for k, (stage, b) in enumerate(zip(info["stages"], info["blueprints"],
+                                                               strict=True))
+                 if stage == "FOSSILIZED")
 
 
 class MasksRequired(ValueError):
@@ -152,7 +162,7 @@ def run_episode(env: Any, policy: Any, seed: int, name: str | None = None,
         episode_return=total, final_val_acc=info["final_val_acc"],
         final_test_acc=info["final_test_acc"], params_added=info["params_added"],
         n_fossilized=info["n_fossilized"], lifecycle=dict(counts), illegal_actions=illegal,
-        rollbacks=rollbacks, length=steps, instance=instance)
+        rollbacks=rollbacks, length=steps, instance=instance, fossils=fossils(info))
 
 
 def episode_plan(env: Any, first_seed: int, episodes: int | None = None,
@@ -182,6 +192,8 @@ def run_batched(venv: Any, policies: list[Any], seeds: list[int], name: str | No
     :func:`run_episode` plays one. Lanes that finish wait (WAIT) until every lane has finished.
     """  # noqa: D205
     from gymnasium.vector import AutoresetMode
+
+    from agents.batched_vec_env import unbatch_info
 
     k = venv.num_envs
     if len(policies) != k or len(seeds) != k:
@@ -218,7 +230,8 @@ def run_batched(venv: Any, policies: list[Any], seeds: list[int], name: str | No
                     final_test_acc=float(info["final_test_acc"][i]),
                     params_added=int(info["params_added"][i]),
                     n_fossilized=int(info["n_fossilized"][i]), lifecycle=dict(counts[i]),
-                    illegal_actions=illegal[i], rollbacks=rollbacks[i], length=steps[i])
+                    illegal_actions=illegal[i], rollbacks=rollbacks[i], length=steps[i],
+                    fossils=fossils(unbatch_info(info, i)))
     return results  # type: ignore[return-value]
 
 
@@ -316,7 +329,8 @@ def run_queue(venv: Any, plan: list[tuple[int, dict[str, Any] | None]],
                     params_added=lane_info["params_added"],
                     n_fossilized=lane_info["n_fossilized"], lifecycle=dict(lane["counts"]),
                     illegal_actions=lane["illegal"], rollbacks=lane["rollbacks"],
-                    length=lane["steps"], instance=lane["instance"]), trace)
+                    length=lane["steps"], instance=lane["instance"],
+                    fossils=fossils(lane_info)), trace)
                 lanes[i] = None
                 ended.append(i)
         if ended and queue:

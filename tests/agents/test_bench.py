@@ -35,7 +35,7 @@ def _run(tmp_path, *extra):
 
 def test_esper_bench_plays_identical_episodes_and_reports_paired_statistics(tmp_path, capsys):
     out, rec = _run(tmp_path)
-    episodes = rec["episodes"]
+    episodes = [e for e in rec["episodes"] if e.get("reference") is None]  # not the built-big pairs
     policies = {e["policy"] for e in episodes}
     assert policies == {"no-growth", "random", "heuristic", "ucb-heuristic", "scripted-norm",
                         "scripted-attention", "scripted-depthwise", "scripted-conv_light",
@@ -147,7 +147,8 @@ def test_esper_bench_writes_three_pictures(tmp_path):
 def test_esper_bench_on_tinytext_plays_the_transformer_blueprints(tmp_path):
     text = ["--task", "tinytext", "--env-kwarg", "train_subset=32", "--env-kwarg", "batch_size=16",
             "--env-kwarg", "block_size=8", "--env-kwarg", "n_embd=16", "--env-kwarg", "n_layer=1"]
-    out, rec = _run(tmp_path, *text, "--seeds", "1", "--reward-modes", "contribution", "--no-plots")
+    out, rec = _run(tmp_path, *text, "--seeds", "1", "--reward-modes", "contribution", "--no-plots",
+                    "--no-built-big")
     episodes = rec["episodes"]
     scripted = {f"scripted-{b}" for b in available_blueprints("transformer")}
     assert {e["policy"] for e in episodes} == {"no-growth", "random", "heuristic", "ucb-heuristic"} | scripted
