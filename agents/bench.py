@@ -20,8 +20,11 @@ played as extra static episodes). A static reference whose seed exceeds an insta
 Under the table, per reward mode: the Spearman correlation between the policies' mean return and mean
 test accuracy (bootstrap interval over episodes) and the per-episode Spearman of the paired deltas
 against no-growth. Output: a Markdown table (``table.md``), one JSON line per run with every episode
-and provenance (``bench.jsonl``), and three pictures (:mod:`agents.plots`: test accuracy per epoch,
-lifecycle timelines, accuracy against parameters with the Pareto front). Local worker processes
+and provenance (``bench.jsonl``), and four pictures (:mod:`agents.plots`: the forest plot of every
+policy's gain over no-growth, the gain curves of a handful of policies, gain against parameters
+added, lifecycle timelines) with ``pictures.json`` naming what each shows. The handful is
+``--curve-policies`` plus, with ``--select-on``, the best fixed script, trained agent and static
+reference of another run (the training split, or other seeds), never chosen on the cases shown. Local worker processes
 with one torch thread each (``--workers``, :func:`agents.workers.run_tasks`), or Ray (``--ray``).
 """
 
@@ -81,7 +84,8 @@ def _record(r: Any, trace: EpisodeTrace, seed: int) -> dict[str, Any]:
            "n_culled": r.n_culled, "final_test_acc": r.final_test_acc,
            "final_val_acc": r.final_val_acc, "params_added": r.params_added,
            "n_fossilized": r.n_fossilized, "lifecycle": r.lifecycle, "rollbacks": r.rollbacks,
-           "length": r.length, "wall_s": trace.wall_s, "fossils": [list(f) for f in r.fossils]}
+           "length": r.length, "wall_s": trace.wall_s, "fossils": [list(f) for f in r.fossils],
+           "host_params": r.host_params}
     if trace.info_keys:
         rec["info"] = trace.info
     return rec
@@ -334,11 +338,72 @@ def build_parser() -> argparse.ArgumentParser:
                                          "or ray://head:10001; nodes need esper-env installed")
     p.add_argument("--out", default="results/bench", help="folder for table.md, bench.jsonl and the PNGs")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib pictures")
+    p.add_argument("--curve-policies", default="no-growth,heuristic",
+                   help="policies of the gain-curve picture")
+    p.add_argument("--select-on", metavar="BENCH_JSONL",
+                   help="an esper-bench run on other cases (the training split, validation "
+                        "seeds): its best fixed script, trained agent and static reference join "
+                        "the gain curves")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (else a bar on a terminal, one line per finished task "
                         "on stderr otherwise)")
     add_env_arguments(p)
     return p
+
+
+BASELINES = ("no-growth", "random", "heuristic", "ucb-heuristic")
+"""The baselines that are neither scripts, static references nor trained agents."""
+
+
+def curve_policies(args: argparse.Namespace, playing: list[str],
+                   cases: set[tuple[int, str | None]]) -> dict[str, Any]:
+    """The policies of the gain-curve picture: ``--curve-policies``, plus, with ``--select-on``,
+    the best fixed script, the best trained agent and the best static reference of that other run
+    (by mean test accuracy there), which must share no case with this one.
+    """  # noqa: D205
+    chosen = [n.strip() for n in args.curve_policies.split(",") if n.strip()]
+    source = None
+    if args.select_on:
+        lines = Path(args.select_on).read_text().splitlines()
+        other = json.loads(lines[-1])
+        shared = cases & {(e["seed"], e["instance"]) for e in other["episodes"]}
+        if shared:
+            raise ValueError(f"--select-on {args.select_on} shares {len(shared)} cases with this "
+                             f"run (e.g. seed {min(shared)[0]}); allowed: a run on another split "
+                             "or other seeds (never select on the cases shown)")
+        table = other["summary"]["policies"]
+        kinds = {"best fixed": lambda p: p.startswith("scripted-"),
+                 "best static": lambda p: p.startswith(STATIC),
+                 "best agent": lambda p: not p.startswith(("scripted-", STATIC, BUILT_BIG))
+                 and p not in BASELINES}
+        for test in kinds.values():
+            pool = [p for p in table if test(p) and p in playing and table[p].get("cases")]
+            if pool:
+                chosen.append(max(pool, key=lambda p: table[p]["final_test_acc"]["mean"]))
+        source = str(args.select_on)
+    unknown = [n for n in chosen if n not in playing]
+    if unknown:
+        raise ValueError(f"--curve-policies {unknown[0]!r} does not play in this run; allowed: "
+                         f"{playing}")
+    return {"policies": list(dict.fromkeys(chosen)), "selected_on": source}
+
+
+def write_pictures(episodes: list[dict[str, Any]], summary: dict[str, Any], out: Path,
+                   curves: dict[str, Any]) -> dict[str, Any]:
+    """The PNGs (:mod:`agents.plots`; the three gain pictures need no-growth) and
+    ``pictures.json``: what each legend names, and how the gain curves' policies were chosen.
+    """  # noqa: D205
+    from agents.plots import plot_forest, plot_gain_curves, plot_gain_vs_params, plot_timelines
+
+    pictures = [plot_timelines(episodes, out / "timelines.png")]
+    if "no-growth" in summary["policies"]:  # the gains are over no-growth on the same episodes
+        pictures[:0] = [plot_forest(summary, out / "forest.png"),
+                        plot_gain_curves(episodes, out / "gain_curves.png", curves["policies"]),
+                        plot_gain_vs_params(episodes, out / "gain_vs_params.png")]
+    index = {p.path.name: list(p.labels) for p in pictures}
+    index["curves"] = curves
+    (out / "pictures.json").write_text(json.dumps(index, indent=1) + "\n")
+    return index
 
 
 def _chunks(plan: list[Any], size: int) -> list[list[Any]]:
@@ -404,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_instances = len(probe.unwrapped.instances)
     plan = episode_plan(probe, args.first_seed, args.seeds or 20, per_instance=args.seeds or 3)
+    try:
+        curves = curve_policies(args, names + [Path(r).name for r in args.model],
+                                {(seed, _instance_name(probe, o)) for seed, o in plan})
+    except ValueError as e:
+        print(f"esper-bench: error: {e}", file=sys.stderr)
+        return 2
     probe.close()
     threads = 1  # one torch thread everywhere: results do not depend on how the episodes were spread
     chunks = _chunks(plan, args.chunk)
@@ -465,14 +536,13 @@ def main(argv: list[str] | None = None) -> int:
         f.write(json.dumps({**prov, "argv": argv if argv is not None else sys.argv[1:],
                             "summary": summary, "integrity": checks, "episodes": episodes}) + "\n")
     if not args.no_plots:
-        from agents.plots import plot_accuracy_curves, plot_pareto, plot_timelines
-
         shown = [e for e in episodes if e["reward_mode"] == modes[0] and not e.get("over_budget")
                  and e.get("reference") != BUILT_BIG]
-        for plot, name in ((plot_accuracy_curves, "test_acc_per_epoch.png"),
-                           (plot_timelines, "timelines.png"), (plot_pareto, "pareto.png")):
-            plot(shown, out / name)
-    print(f"\nwrote {out / 'table.md'}, {out / 'bench.jsonl'}" + ("" if args.no_plots else " and 3 PNGs"))
+        pictures = write_pictures(shown, summary, out, curves)
+        print(f"\nwrote {out / 'table.md'}, {out / 'bench.jsonl'} and {len(pictures) - 1} PNGs "
+              f"(their legends in {out / 'pictures.json'})")
+    else:
+        print(f"\nwrote {out / 'table.md'}, {out / 'bench.jsonl'}")
     return 0
 
 

@@ -39,6 +39,7 @@ class EpisodeResult:
     length: int = 0
     instance: str | None = None
     fossils: tuple[tuple[int, str], ...] = ()
+    host_params: int = 0
 
     @property
     def n_culled(self) -> int:
@@ -162,7 +163,8 @@ def run_episode(env: Any, policy: Any, seed: int, name: str | None = None,
         episode_return=total, final_val_acc=info["final_val_acc"],
         final_test_acc=info["final_test_acc"], params_added=info["params_added"],
         n_fossilized=info["n_fossilized"], lifecycle=dict(counts), illegal_actions=illegal,
-        rollbacks=rollbacks, length=steps, instance=instance, fossils=fossils(info))
+        rollbacks=rollbacks, length=steps, instance=instance, fossils=fossils(info),
+        host_params=int(info["host_params"]))
 
 
 def episode_plan(env: Any, first_seed: int, episodes: int | None = None,
@@ -231,7 +233,8 @@ def run_batched(venv: Any, policies: list[Any], seeds: list[int], name: str | No
                     params_added=int(info["params_added"][i]),
                     n_fossilized=int(info["n_fossilized"][i]), lifecycle=dict(counts[i]),
                     illegal_actions=illegal[i], rollbacks=rollbacks[i], length=steps[i],
-                    fossils=fossils(unbatch_info(info, i)))
+                    fossils=fossils(unbatch_info(info, i)),
+                    host_params=int(info["host_params"][i]))
     return results  # type: ignore[return-value]
 
 
@@ -330,7 +333,8 @@ def run_queue(venv: Any, plan: list[tuple[int, dict[str, Any] | None]],
                     n_fossilized=lane_info["n_fossilized"], lifecycle=dict(lane["counts"]),
                     illegal_actions=lane["illegal"], rollbacks=lane["rollbacks"],
                     length=lane["steps"], instance=lane["instance"],
-                    fossils=fossils(lane_info)), trace)
+                    fossils=fossils(lane_info), host_params=int(lane_info["host_params"])),
+                    trace)
                 lanes[i] = None
                 ended.append(i)
         if ended and queue:

@@ -72,7 +72,7 @@ def test_reference_pages_render(site):
 
 def test_benchmark_pictures_are_published(site):
     for run in ("bench-digits", "bench-digits-mix"):
-        for name in ("test_acc_per_epoch.png", "timelines.png", "pareto.png"):
+        for name in ("forest.png", "gain_curves.png", "gain_vs_params.png", "timelines.png"):
             assert (site / "results" / run / name).is_file()
 
 

@@ -134,13 +134,58 @@ def test_pareto_front_keeps_exactly_the_undominated_points():
         assert (i in front) == (not dominated)
 
 
-def test_esper_bench_writes_three_pictures(tmp_path):
-    out, rec = _run(tmp_path, "--reward-modes", "contribution")
-    for name in ("test_acc_per_epoch.png", "timelines.png", "pareto.png"):
+def test_esper_bench_draws_four_pictures_that_name_their_policies(tmp_path):
+    """A tiny run draws the forest plot, the gain curves (with the best script, static reference
+    and agent chosen on another run's cases), gain against parameters and the timelines; each
+    names its policies (pictures.json holds what the legend or axis shows).
+    """  # noqa: D205
+    select, _ = _run(tmp_path / "select", "--reward-modes", "contribution", "--first-seed", "0",
+                     "--no-plots", "--policies", "no-growth,heuristic,scripted,static")
+    out, rec = _run(tmp_path / "shown", "--reward-modes", "contribution", "--policies",
+                    "no-growth,heuristic,scripted,static", "--select-on",
+                    str(select / "bench.jsonl"))
+    index = json.loads((out / "pictures.json").read_text())
+    for name in ("forest.png", "gain_curves.png", "gain_vs_params.png", "timelines.png"):
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 300_000
+    table = json.loads((select / "bench.jsonl").read_text().splitlines()[-1])["summary"]["policies"]
+    best = {kind: max((p for p in table if p.startswith(kind)),
+                      key=lambda p: table[p]["final_test_acc"]["mean"])
+            for kind in ("scripted-", "static-")}
+    assert index["gain_curves.png"] == ["no-growth", "heuristic", best["scripted-"], best["static-"]]
+    assert index["curves"]["selected_on"] == str(select / "bench.jsonl")
+    played = {e["policy"] for e in rec["episodes"] if e.get("reference") is None}
+    assert set(index["forest.png"]) == played - {"no-growth"}
+    assert set(index["timelines.png"]) == played
+    assert played <= set(index["gain_vs_params.png"])
+    assert any(label.startswith("front, host of") for label in index["gain_vs_params.png"])
     e0 = rec["episodes"][0]
     assert len(e0["test_curve"]) == len(e0["val_curve"]) and e0["test_curve"][-1] == e0["final_test_acc"]
+
+
+def test_selecting_the_curve_policies_on_the_cases_shown_is_refused(tmp_path, capsys):
+    select, _ = _run(tmp_path / "select", "--reward-modes", "contribution", "--no-plots")
+    assert main([*TINY, "--seeds", "3", "--select-on", str(select / "bench.jsonl"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "shares 3 cases with this run (e.g. seed 1000)" in capsys.readouterr().err
+    assert main([*TINY, "--curve-policies", "no-growth,oracle", "--out", str(tmp_path / "x")]) == 2
+    assert "--curve-policies 'oracle' does not play in this run" in capsys.readouterr().err
+
+
+def test_gain_curves_align_episodes_on_their_own_budget():
+    from agents.plots import GRID, gain_curves
+
+    def ep(policy, seed, curve):
+        return {"policy": policy, "seed": seed, "instance": None, "test_curve": curve}
+
+    episodes = [ep("no-growth", 1, [10.0] * 5), ep("p", 1, [10.0, 10.0, 10.0, 10.0, 20.0]),
+                ep("no-growth", 2, [0.0] * 10), ep("p", 2, [float(i) for i in range(10)])]
+    g = gain_curves(episodes, "p")
+    assert g.shape == (2, len(GRID))
+    assert g[0, -1] == 10.0 and g[1, -1] == 9.0  # the last epoch of each, at fraction 1
+    assert g[1, 9] == pytest.approx(4.0)  # fraction 0.5 of a 10-epoch episode: epoch 5
+    with pytest.raises(ValueError, match="need no-growth"):
+        gain_curves([ep("p", 1, [1.0])], "p")
 
 
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # see transformer.py
