@@ -24,8 +24,8 @@ and provenance (``bench.jsonl``), and four pictures (:mod:`agents.plots`: the fo
 policy's gain over no-growth, the gain curves of a handful of policies, gain against parameters
 added, lifecycle timelines) with ``pictures.json`` naming what each shows. The handful is
 ``--curve-policies`` plus, with ``--select-on``, the best fixed script, trained agent and static
-reference of another run (the training split, or other seeds), never chosen on the cases shown. Local worker processes
-with one torch thread each (``--workers``, :func:`agents.workers.run_tasks`), or Ray (``--ray``).
+reference of another run (the training split, or other seeds), never chosen on the cases shown.
+Local worker processes with one torch thread each (``--workers``, :func:`agents.workers.run_tasks`), or Ray (``--ray``).
 """
 
 from __future__ import annotations
