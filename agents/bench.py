@@ -25,7 +25,8 @@ policy's gain over no-growth, the gain curves of a handful of policies, gain aga
 added, lifecycle timelines) with ``pictures.json`` naming what each shows. The handful is
 ``--curve-policies`` plus, with ``--select-on``, the best fixed script, trained agent and static
 reference of another run (the training split, or other seeds), never chosen on the cases shown.
-Local worker processes with one torch thread each (``--workers``, :func:`agents.workers.run_tasks`), or Ray (``--ray``).
+Local worker processes with one torch thread each (``--workers``,
+:func:`agents.workers.run_tasks`), or Ray (``--ray``).
 """
 
 from __future__ import annotations
