@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -213,7 +214,8 @@ def _ci(values: list[float]) -> dict[str, float]:
 def summarize(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
     """Per-policy bootstrap summaries and paired differences under ``mode``.
 
-    Paired differences (same cases) to no-growth and to the best fixed scripted policy; with
+    Paired differences (same cases) to no-growth, the best fixed scripted policy and the heuristic;
+    with
     no-growth and static references present, ``final_test_acc_minus_built_big``: each episode
     against the static reference of its own final architecture on its case (no-growth where it
     ends with no fossil). A static row covers the cases whose ``param_budget`` admits it.
@@ -230,7 +232,8 @@ def summarize(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
         table[p]["cases"] = len(mine)
     scripted = [p for p in policies if p.startswith("scripted-")]
     best_fixed = max(scripted, key=lambda p: table[p]["final_test_acc"]["mean"]) if scripted else None
-    for ref_name, ref in (("no-growth", "no-growth"), ("best_fixed", best_fixed)):
+    for ref_name, ref in (("no-growth", "no-growth"), ("best_fixed", best_fixed),
+                          ("heuristic", "heuristic")):
         if ref not in table:
             continue
         for p in policies:
@@ -287,8 +290,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
     best = summary["best_fixed"]  # None without scripted policies: no such column
     big = any("final_test_acc_minus_built_big" in m for m in summary["policies"].values())
+    heur = "heuristic" in summary["policies"]
     head = ["policy", "return", "test acc %", "val acc %", "+params", "fossilized", "culled", "illegal",
             "test acc − no-growth (pp)", *([f"test acc − best fixed ({best}) (pp)"] if best else []),
+            *(["test acc − heuristic (pp)"] if heur else []),
             *(["test acc − built big (pp)"] if big else []), "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for p, m in summary["policies"].items():
@@ -301,9 +306,43 @@ def markdown_table(summary: dict[str, Any]) -> str:
                cell(m["params_added"], 0), cell(m["n_fossilized"]), cell(m["n_culled"]),
                cell(m["illegal_actions"]), paired(m, "final_test_acc_minus_no-growth"),
                *([paired(m, "final_test_acc_minus_best_fixed")] if best else []),
+               *([paired(m, "final_test_acc_minus_heuristic")] if heur else []),
                *([paired(m, "final_test_acc_minus_built_big")] if big else []),
                f"{m['wall_s']['mean']:.2f}"]
         lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def compact_table(summary: dict[str, Any]) -> str:
+    """The results table as the README shows it: return, test accuracy, the paired differences
+    and parameters added, policies sorted by test accuracy (static references last).
+    """  # noqa: D205
+    def cell(m: dict[str, Any], key: str, digits: int = 2) -> str:
+        if key not in m:
+            return "—"
+        d = m[key]
+        return f"{d['mean']:+.{digits}f} [{d['lo']:+.{digits}f}, {d['hi']:+.{digits}f}]"
+
+    def plain(d: dict[str, float]) -> str:
+        return f"{d['mean']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]"
+
+    best = summary["best_fixed"]
+    keys = [("− no-growth", "final_test_acc_minus_no-growth"),
+            *([(f"− best fixed ({best.removeprefix('scripted-')})", "final_test_acc_minus_best_fixed")]
+              if best else []),
+            ("− heuristic", "final_test_acc_minus_heuristic"),
+            ("− built big", "final_test_acc_minus_built_big")]
+    keys = [(h, k) for h, k in keys if any(k in m for m in summary["policies"].values())]
+    head = ["policy", "return", "test acc %", *[h for h, _ in keys], "+params", "illegal"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [(p, m) for p, m in summary["policies"].items() if m["cases"]]
+    rows.sort(key=lambda r: (r[0].startswith(STATIC), -r[1]["final_test_acc"]["mean"]))
+    for p, m in rows:
+        name = p if m["cases"] == summary["cases"] else f"{p} ({m['cases']}/{summary['cases']} cases)"
+        lines.append("| " + " | ".join([
+            name, "—" if p.startswith(STATIC) else plain(m["episode_return"]),
+            plain(m["final_test_acc"]), *[cell(m, k) for _, k in keys],
+            f"{m['params_added']['mean']:.0f}", f"{m['illegal_actions']['mean']:.2f}"]) + " |")
     return "\n".join(lines)
 
 
@@ -526,13 +565,17 @@ def main(argv: list[str] | None = None) -> int:
     prov = provenance()
     where = (f"{spec.esper_config.task.instance_set} {args.split} split, {len(plan)} episodes"
              if n_instances else f"{spec.esper_config.task.name}, seeds {plan[0][0]}–{plan[-1][0]}")
-    lines.append(f"\n{where}; table under reward mode `{modes[0]}`; {prov['machine']}, {prov['cores']} "
-                 f"cores, torch {prov['torch']}, commit {prov['commit']}; {time.perf_counter() - t0:.0f} s")
+    command = shlex.join(["esper-bench", *(argv if argv is not None else sys.argv[1:])])
+    footer = (f"{where}; table under reward mode `{modes[0]}`; {prov['machine']}, {prov['cores']} "
+              f"cores, torch {prov['torch']}, commit {prov['commit']}, episode version "
+              f"{prov['episode_version']}; {time.perf_counter() - t0:.0f} s. Command: `{command}`")
+    lines.append("\n" + footer)
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text + "\n")
+    (out / "table-compact.md").write_text(compact_table(summary) + "\n\n" + footer + "\n")
     with (out / "bench.jsonl").open("a") as f:
         f.write(json.dumps({**prov, "argv": argv if argv is not None else sys.argv[1:],
                             "summary": summary, "integrity": checks, "episodes": episodes}) + "\n")
