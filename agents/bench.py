@@ -378,8 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "or ray://head:10001; nodes need esper-env installed")
     p.add_argument("--out", default="results/bench", help="folder for table.md, bench.jsonl and the PNGs")
     p.add_argument("--no-plots", action="store_true", help="skip the matplotlib pictures")
-    p.add_argument("--curve-policies", default="no-growth,heuristic",
-                   help="policies of the gain-curve picture")
+    p.add_argument("--curve-policies", default=None,
+                   help="policies of the gain-curve picture (default: no-growth and heuristic, "
+                        "those that play)")
     p.add_argument("--select-on", metavar="BENCH_JSONL",
                    help="an esper-bench run on other cases (the training split, validation "
                         "seeds): its best fixed script, trained agent and static reference join "
@@ -401,7 +402,10 @@ def curve_policies(args: argparse.Namespace, playing: list[str],
     the best fixed script, the best trained agent and the best static reference of that other run
     (by mean test accuracy there), which must share no case with this one.
     """  # noqa: D205
-    chosen = [n.strip() for n in args.curve_policies.split(",") if n.strip()]
+    if args.curve_policies is None:  # the default: those of no-growth and the heuristic that play
+        chosen = [n for n in ("no-growth", "heuristic") if n in playing]
+    else:
+        chosen = [n.strip() for n in args.curve_policies.split(",") if n.strip()]
     source = None
     if args.select_on:
         lines = Path(args.select_on).read_text().splitlines()
