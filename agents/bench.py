@@ -211,25 +211,56 @@ def _ci(values: list[float]) -> dict[str, float]:
     return dict(zip(("mean", "lo", "hi"), bootstrap_ci(values), strict=True))
 
 
-def summarize(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+def summarize(episodes: list[dict[str, Any]], mode: str,
+              groups: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Per-policy bootstrap summaries and paired differences under ``mode``.
 
-    Paired differences (same cases) to no-growth, the best fixed scripted policy and the heuristic;
-    with
-    no-growth and static references present, ``final_test_acc_minus_built_big``: each episode
-    against the static reference of its own final architecture on its case (no-growth where it
-    ends with no fossil). A static row covers the cases whose ``param_budget`` admits it.
+    Paired differences (same cases) to no-growth, the best fixed scripted policy and the
+    heuristic; with no-growth and static references present, ``final_test_acc_minus_built_big``:
+    each episode against the static reference of its own final architecture on its case
+    (no-growth where it ends with no fossil). A static row covers the cases whose
+    ``param_budget`` admits it. ``groups`` (label -> policies, e.g. the training seeds of one
+    algorithm) adds a row per group whose every quantity is, per case, the mean over its members,
+    so its intervals are over cases and its paired differences are those of the seed average.
     """
     rows = [e for e in episodes if e["reward_mode"] == mode]
     policies = list(dict.fromkeys(e["policy"] for e in rows if e.get("reference") != BUILT_BIG))
     usable = [e for e in rows if not e.get("over_budget")]
     by = {(e["policy"], _case(e)): e for e in usable}
     cases = list(dict.fromkeys(_case(e) for e in rows))
+    statics = {(_architecture(e), _case(e)): e for e in usable if is_static(e)}
+
+    def built_big(e: dict[str, Any]) -> float | None:
+        """The test accuracy of ``e``'s static reference (its own architecture, its case)."""
+        if "built_big_acc" in e:  # a group's mean
+            return e["built_big_acc"]
+        ref = statics.get((_architecture(e), _case(e))) if _architecture(e) else by.get(
+            ("no-growth", _case(e)))
+        return None if ref is None else ref["final_test_acc"]
+
+    for label, members in (groups or {}).items():
+        unknown = [m for m in members if m not in policies]
+        if unknown or label in policies:
+            raise ValueError(f"group {label}={','.join(members)} is invalid; allowed: a new label "
+                             f"and policies of this run ({unknown or label!r} is not)")
+        for c in cases:
+            mine = [by[m, c] for m in members if (m, c) in by]
+            if len(mine) < len(members):
+                continue
+            refs = [built_big(e) for e in mine]
+            synth = {"policy": label, "seed": c[0], "instance": c[1], "reward_mode": mode,
+                     "group": members, **{m: float(np.mean([e[m] for e in mine])) for m in METRICS}}
+            if statics and all(r is not None for r in refs):
+                synth["built_big_acc"] = float(np.mean(refs))  # type: ignore[arg-type]
+            by[label, c] = synth
+        policies.append(label)
     table: dict[str, Any] = {}
     for p in policies:
         mine = [c for c in cases if (p, c) in by]
         table[p] = {m: _ci([by[p, c][m] for c in mine]) for m in METRICS} if mine else {}
         table[p]["cases"] = len(mine)
+        if p in (groups or {}):
+            table[p]["group"] = groups[p]  # type: ignore[index]
     scripted = [p for p in policies if p.startswith("scripted-")]
     best_fixed = max(scripted, key=lambda p: table[p]["final_test_acc"]["mean"]) if scripted else None
     for ref_name, ref in (("no-growth", "no-growth"), ("best_fixed", best_fixed),
@@ -242,16 +273,13 @@ def summarize(episodes: list[dict[str, Any]], mode: str) -> dict[str, Any]:
                 continue
             for m in ("final_test_acc", "episode_return"):
                 table[p][f"{m}_minus_{ref_name}"] = _ci([by[p, c][m] - by[ref, c][m] for c in shared])
-    statics = {(_architecture(e), _case(e)): e for e in usable if is_static(e)}
     if "no-growth" in table and statics:
         for p in policies:
             if p == "no-growth" or p.startswith(STATIC):
                 continue
-            refs = [(by[p, c], statics.get((_architecture(by[p, c]), c)) if _architecture(by[p, c])
-                     else by.get(("no-growth", c))) for c in cases if (p, c) in by]
-            if all(r is not None for _, r in refs):
-                table[p]["final_test_acc_minus_built_big"] = _ci(
-                    [e["final_test_acc"] - r["final_test_acc"] for e, r in refs])  # type: ignore[index]
+            pairs = [(by[p, c]["final_test_acc"], built_big(by[p, c])) for c in cases if (p, c) in by]
+            if pairs and all(r is not None for _, r in pairs):
+                table[p]["final_test_acc_minus_built_big"] = _ci([a - r for a, r in pairs])  # type: ignore[operator]
     return {"mode": mode, "policies": table, "best_fixed": best_fixed, "cases": len(cases)}
 
 
@@ -356,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated baselines; 'scripted' = every fixed single-blueprint "
                         "policy; 'static' = every static reference (static-<blueprint>: the "
                         "host built with that seed from the start)")
+    p.add_argument("--group", action="append", default=[], metavar="LABEL=P1,P2,...",
+                   help="a row whose quantities are, per case, the mean over these policies (e.g. "
+                        "an algorithm's training seeds; repeatable)")
     p.add_argument("--no-built-big", action="store_true",
                    help="skip the static references of the grown architectures that no "
                         "static-* row covers (and the 'built big' column they complete)")
@@ -491,6 +522,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"esper-bench: error: --chunk {args.chunk}, --workers {args.workers} and --n-envs "
               f"{args.n_envs} must be >= 1", file=sys.stderr)
         return 2
+    groups = {}
+    for g in args.group:
+        label, _, members = g.partition("=")
+        groups[label.strip()] = [m.strip() for m in members.split(",") if m.strip()]
+        if not label.strip() or not groups[label.strip()]:
+            print(f"esper-bench: error: --group {g!r} is invalid; allowed: LABEL=POLICY,POLICY,...",
+                  file=sys.stderr)
+            return 2
     # test accuracy every epoch, for the pictures (reporting only: nothing else changes)
     spec = EnvSpec.from_kwargs(**env_kwargs_from(args), report_test_acc=True)
     if spec.esper_config.task.instance_set is not None:
@@ -513,9 +552,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     n_instances = len(probe.unwrapped.instances)
     plan = episode_plan(probe, args.first_seed, args.seeds or 20, per_instance=args.seeds or 3)
+    playing = names + [Path(r).name for r in args.model]
     try:
-        curves = curve_policies(args, names + [Path(r).name for r in args.model],
-                                {(seed, _instance_name(probe, o)) for seed, o in plan})
+        for label, members in groups.items():
+            if label in playing or not set(members) <= set(playing):
+                raise ValueError(f"--group {label}={','.join(members)} is invalid; allowed: a new "
+                                 f"label and policies that play in this run, {playing}")
+        curves = curve_policies(args, playing, {(seed, _instance_name(probe, o)) for seed, o in plan})
     except ValueError as e:
         print(f"esper-bench: error: {e}", file=sys.stderr)
         return 2
@@ -556,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
                  for arch, cases in needs.items()
                  for chunk in _chunks([(seed, options[seed]) for seed, _ in cases], args.chunk)]
         episodes += [e for d in _run_all(extra, args, "esper-bench built-big") for e in d]
-    summary = summarize(episodes, modes[0])
+    summary = summarize(episodes, modes[0], groups)
     checks = [integrity(episodes, m) for m in modes]
     table = markdown_table(summary)
     lines = [table, ""]

@@ -73,3 +73,22 @@ def test_a_static_reference_over_an_instances_param_budget_skips_that_case(tmp_p
 def test_an_unknown_static_blueprint_is_refused_by_name(tmp_path, capsys):
     assert main([*TINY_CLI, "--policies", "static-huge", "--out", str(tmp_path)]) == 2
     assert "policy 'static-huge' is invalid; allowed: static-<blueprint>" in capsys.readouterr().err
+
+
+def test_a_group_row_is_the_per_case_mean_of_its_members(tmp_path, capsys):
+    rec, table = _bench(tmp_path, *TINY_CLI, "--seeds", "3", "--policies",
+                        "no-growth,heuristic,scripted-norm,scripted-conv_light,static-conv_light",
+                        "--group", "scripts=scripted-norm,scripted-conv_light")
+    by = {(e["policy"], e["seed"]): e for e in rec["episodes"] if e.get("reference") is None}
+    row = rec["summary"]["policies"]["scripts"]
+    means = [np.mean([by[p, s]["final_test_acc"] for p in ("scripted-norm", "scripted-conv_light")])
+             for s in (1000, 1001, 1002)]
+    assert row["final_test_acc"]["mean"] == pytest.approx(np.mean(means))
+    heur = [m - by["heuristic", s]["final_test_acc"] for m, s in zip(means, (1000, 1001, 1002))]
+    assert row["final_test_acc_minus_heuristic"]["mean"] == pytest.approx(np.mean(heur))
+    members = [rec["summary"]["policies"][p]["final_test_acc_minus_built_big"]["mean"]
+               for p in ("scripted-norm", "scripted-conv_light")]
+    assert row["final_test_acc_minus_built_big"]["mean"] == pytest.approx(np.mean(members))
+    assert row["group"] == ["scripted-norm", "scripted-conv_light"] and "| scripts |" in table
+    assert main([*TINY_CLI, "--group", "x=heuristic,oracle", "--out", str(tmp_path)]) == 2
+    assert "--group x=heuristic,oracle is invalid" in capsys.readouterr().err
