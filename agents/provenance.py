@@ -13,6 +13,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from esper_env.records import cpu_name
+
+__all__ = ["ROOT", "cpu_name", "git_commit", "provenance"]
+
 ROOT = Path(__file__).resolve().parent.parent
 """The checkout that holds this package (where ``git`` is asked for the commit)."""
 
@@ -27,17 +31,6 @@ def git_commit() -> str:
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (falls back to platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def provenance() -> dict[str, Any]:

@@ -8,8 +8,10 @@ every action, every reward and, for the reset observation and every step's obser
 SHA-256 (float32 bytes) and its values.
 
 :func:`replay` rebuilds the env from the record, plays the same actions and compares. It is
-**exact** (rewards equal, observation hashes equal) on the CPU with the torch version the record
-was made with; it runs at the recorded thread count. Otherwise (another torch build, a GPU) it
+**exact** (rewards equal, observation hashes equal) on the CPU with the torch version and the CPU
+model the record was made with (``cpu``; records without it are taken to come from this CPU); it
+runs at the recorded thread count. Otherwise (another torch build, another CPU model, whose MKL
+and oneDNN kernels differ in the last bits, a GPU) it
 compares within ``tolerance`` (absolute, on rewards and on every observation value; default
 :data:`DEFAULT_TOLERANCE`), because floating-point results then legitimately differ. It reports the
 first step that differs. A record of another episode version cannot replay exactly: without a
@@ -23,6 +25,7 @@ import argparse
 import hashlib
 import json
 import math
+import platform
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +53,17 @@ REQUIRED_KEYS = ("format", "env_version", "torch", "torch_threads", "config", "s
 
 class RecordVersionError(EsperError, ValueError):
     """An exact replay of a record made with another episode version."""
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (falls back to platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def record_version(record: dict[str, Any]) -> int:
@@ -100,7 +114,7 @@ class RecordEpisodes(gym.Wrapper):
         self._episode = {
             "format": RECORD_FORMAT, "env_id": getattr(inner.spec, "id", "Esper-v0"),
             "env_version": __version__, "episode_version": EPISODE_VERSION,
-            "torch": torch.__version__,
+            "torch": torch.__version__, "cpu": cpu_name(),
             "torch_threads": cfg.runtime.torch_threads or torch.get_num_threads(),
             "device": cfg.runtime.device, "config": _jsonable(cfg.to_dict()), "seed": seed,
             "rng_state": rng_state, "options": _jsonable(options),
@@ -123,7 +137,8 @@ class RecordEpisodes(gym.Wrapper):
             if terminated or truncated:
                 ep["terminated"], ep["truncated"] = bool(terminated), bool(truncated)
                 ep["final"] = {k: _jsonable(info[k]) for k in
-                               ("final_val_acc", "final_test_acc", "n_fossilized") if k in info}
+                               ("final_val_acc", "final_test_acc", "n_fossilized", "params_added")
+                               if k in info}
                 self._flush(complete=True)
         return obs, reward, terminated, truncated, info
 
@@ -207,7 +222,8 @@ def replay(record: dict[str, Any], tolerance: float | None = None) -> ReplayRepo
             f"version {EPISODE_VERSION}, so it cannot replay it exactly; give a tolerance "
             "(esper-replay --tolerance) to compare within it")
     cfg = EsperConfig.from_dict(record["config"])
-    exact = tolerance is None and record["torch"] == torch.__version__ and cfg.runtime.device == "cpu"
+    exact = (tolerance is None and record["torch"] == torch.__version__ and cfg.runtime.device == "cpu"
+             and record.get("cpu", cpu_name()) == cpu_name())
     tol = DEFAULT_TOLERANCE if tolerance is None else float(tolerance)
     env = EsperEnv(cfg)
     threads = torch.get_num_threads()
