@@ -149,7 +149,7 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         return [{"policy": task["policy"], "reward_mode": task["mode"], **tags,
                  **_record(r, trace, seed)}
                 for (r, trace), (seed, _) in zip(played, task["plan"], strict=True)]
-    env = spec.make(curriculum=curriculum)
+    env = spec.make(curriculum=curriculum, record=task.get("record"))
     out = []
     if task["model"] is None and task["sequential"]:  # one policy that learns across the episodes
         policy = baseline(*task["plan"][0])
@@ -387,6 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", action="append", default=[], metavar="LABEL=P1,P2,...",
                    help="a row whose quantities are, per case, the mean over these policies (e.g. "
                         "an algorithm's training seeds; repeatable)")
+    p.add_argument("--leaderboard-out", metavar="DIR",
+                   help="write a leaderboard entry per policy (its JSON and episode records) "
+                        "into DIR/<protocol>/; the options must be a protocol's "
+                        "(agents.leaderboard.PROTOCOLS)")
+    p.add_argument("--entry-authors", default="esper_env maintainers",
+                   help="authors of the entries --leaderboard-out writes")
+    p.add_argument("--validate-entry", metavar="FILE",
+                   help="replay a leaderboard entry's episodes and recompute its row, then exit "
+                        "(0: reproduced or stale, 1: it does not reproduce)")
+    p.add_argument("--run-model", action="store_true",
+                   help="with --validate-entry: also play the entry's policy (a baseline or a "
+                        "model it ships; the model is unpickled) and compare its actions")
     p.add_argument("--no-built-big", action="store_true",
                    help="skip the static references of the grown architectures that no "
                         "static-* row covers (and the 'built big' column they complete)")
@@ -481,6 +493,43 @@ def write_pictures(episodes: list[dict[str, Any]], summary: dict[str, Any], out:
     return index
 
 
+def _validate(path: str, run_model: bool) -> int:
+    """``--validate-entry``: print the verdict; 1 if the entry does not reproduce."""
+    from agents.leaderboard import EntryError, validate_entry
+
+    try:
+        v = validate_entry(path, run_policy=run_model)
+    except EntryError as e:
+        print(f"esper-bench: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{path}: {v.status}")
+    for m in v.messages:
+        print(f"  {m}")
+    return 0 if v.ok else 1
+
+
+def _write_entries(args: argparse.Namespace, protocol: Any, tasks: list[dict[str, Any]],
+                   staging: Path, command: str, models: dict[str, str]) -> None:
+    """One leaderboard entry per policy from the records its tasks wrote (in plan order)."""
+    import shutil
+
+    from agents.leaderboard import write_entry
+    from esper_env.records import read_records
+
+    by_policy: dict[str, list[dict[str, Any]]] = {}
+    for t in tasks:
+        if "record" in t:
+            by_policy.setdefault(t["policy"], []).extend(read_records(t["record"]))
+    out = Path(args.leaderboard_out)
+    for name, records in by_policy.items():
+        policy = {"model": models[name]} if name in models else {"baseline": name}
+        code = models.get(name, "agents/policies.py" if name != "heuristic" and
+                          name != "ucb-heuristic" else "agents/heuristic.py")
+        path = write_entry(out, protocol, name, records, command, args.entry_authors, code, policy)
+        print(f"wrote the leaderboard entry {path}")
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def _chunks(plan: list[Any], size: int) -> list[list[Any]]:
     return [plan[i:i + size] for i in range(0, len(plan), size)]
 
@@ -512,6 +561,8 @@ def _run_all(tasks: list[dict[str, Any]], args: argparse.Namespace, label: str) 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``esper-bench``."""
     args = build_parser().parse_args(argv)
+    if args.validate_entry:
+        return _validate(args.validate_entry, args.run_model)
     modes = [m.strip() for m in args.reward_modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in REWARD_MODES]
     if unknown or not modes:
@@ -562,15 +613,29 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"esper-bench: error: {e}", file=sys.stderr)
         return 2
+    protocol = None
+    if args.leaderboard_out:
+        from agents.leaderboard import matching_protocol
+
+        try:
+            if args.vec_env == "batched":
+                raise ValueError("--leaderboard-out records each episode on its own env; "
+                                 "allowed: --vec-env env")
+            protocol = matching_protocol(args, spec)
+        except ValueError as e:
+            print(f"esper-bench: error: {e}", file=sys.stderr)
+            return 2
     probe.close()
     threads = 1  # one torch thread everywhere: results do not depend on how the episodes were spread
     chunks = _chunks(plan, args.chunk)
     tasks = []
+    players_models: dict[str, str] = {}
     for mode in modes:
         players = [(name, None, spec.replace_config(reward_mode=mode)) for name in names
                    if not name.startswith(STATIC)]
         seq = dict(sequential)
         for run in args.model:
+            players_models[Path(run).name] = run
             _, run_spec = load_model(run)
             run_spec = run_spec.replace_config(reward_mode=mode, report_test_acc=True)
             if run_spec.esper_config.task.instance_set is not None:
@@ -587,6 +652,14 @@ def main(argv: list[str] | None = None) -> int:
     # the static references: under the table's reward mode only (their outcome is the same in all)
     tasks += [static_task(name, ((0, name[len(STATIC):]),), spec, modes[0], chunk, threads)
               for name in names if name.startswith(STATIC) for chunk in chunks]
+    staging = None
+    if protocol is not None:  # each task of the table's mode records its episodes in its own file
+        import tempfile
+
+        staging = Path(tempfile.mkdtemp(prefix="esper-bench-records-"))
+        for i, t in enumerate(tasks):
+            if t["mode"] == modes[0] and not t.get("static"):
+                t["record"] = str(staging / f"{i:05d}.jsonl")
     t0 = time.perf_counter()
     done = _run_all(tasks, args, "esper-bench")
     episodes = [e for d in done for e in d]
@@ -626,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     with (out / "bench.jsonl").open("a") as f:
         f.write(json.dumps({**prov, "argv": argv if argv is not None else sys.argv[1:],
                             "summary": summary, "integrity": checks, "episodes": episodes}) + "\n")
+    if protocol is not None and staging is not None:
+        _write_entries(args, protocol, tasks, staging, command, dict(players_models))
     if not args.no_plots:
         shown = [e for e in episodes if e["reward_mode"] == modes[0] and not e.get("over_budget")
                  and e.get("reference") != BUILT_BIG]

@@ -56,18 +56,27 @@ class EnvSpec:
         return EnvSpec(self.esper_config.replace(**changes).to_dict(), self.mask_observation,
                        self.curriculum, self.env_id)
 
-    def make(self, curriculum: Any = None, torch_threads: int | None = None) -> gym.Env:
-        """Build the env: ``gym.make`` then the curriculum wrapper, then the mask observation.
+    def make(self, curriculum: Any = None, torch_threads: int | None = None,
+             record: str | Path | None = None) -> gym.Env:
+        """Build the env: ``gym.make``, the episode recorder, the curriculum wrapper, then the mask
+        observation.
 
         Args:
             curriculum: a :class:`agents.curriculum.BlueprintCurriculum` to share (DummyVecEnv envs
                 share one); None builds one from ``self.curriculum``'s arguments.
             torch_threads: torch threads of this process (1 in subprocess workers).
-        """
+            record: append every episode's record to this file
+                (:class:`esper_env.records.RecordEpisodes`, right on the env, so a record replays
+                on the plain env whatever the agent-side wrappers).
+        """  # noqa: D205
         config = self.esper_config
         if torch_threads is not None:
             config = config.replace(torch_threads=torch_threads)
         env = gym.make(self.env_id, config=config)
+        if record is not None:
+            from esper_env.records import RecordEpisodes
+
+            env = RecordEpisodes(env, record)
         if self.curriculum is not None:
             from agents.wrappers import BlueprintCurriculumWrapper
 
