@@ -162,6 +162,8 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
             if not task.get("static") or "param_budget" not in str(exc):
                 raise
             rec = {"seed": seed, "instance": _instance_name(env, options), "over_budget": str(exc)}
+            env.close()  # Gymnasium's passive checker cannot step after a refused first reset
+            env = spec.make(curriculum=curriculum, record=task.get("record"))
         out.append({"policy": task["policy"], "reward_mode": task["mode"], **tags, **rec})
     env.close()
     return out

@@ -54,10 +54,11 @@ def test_static_rows_and_each_episode_paired_with_its_own_architecture_built_big
 
 def test_a_static_reference_over_an_instances_param_budget_skips_that_case(tmp_path):
     path = tmp_path / "set.json"
-    path.write_text(json.dumps([{"name": "free", "max_epochs": 4},
-                                {"name": "tight", "max_epochs": 4, "param_budget": 0.05}]))
+    path.write_text(json.dumps([{"name": "tight", "max_epochs": 4, "param_budget": 0.05},
+                                {"name": "free", "max_epochs": 4}]))
+    # refused on a task's first reset, then the next episodes play (with 2-episode chunks)
     rec, table = _bench(tmp_path, "--instance-set", str(path), "--seeds", "2", "--policies",
-                        "no-growth,static-conv_heavy,static-norm")
+                        "no-growth,static-conv_heavy,static-norm", "--chunk", "3")
     heavy = [e for e in rec["episodes"] if e["policy"] == "static-conv_heavy"]
     assert sorted((e["instance"], bool(e.get("over_budget"))) for e in heavy) == [
         ("free", False), ("free", False), ("tight", True), ("tight", True)]
