@@ -35,13 +35,17 @@ class TaskProgress:
         quiet: print nothing.
         stream: where to write (default ``sys.stderr``).
         bar: draw the rich bar (default: when ``stream`` is a terminal).
+        unit: what ``episodes`` counts (``"episodes"``; the speed benchmarks count ``"rounds"``,
+            one per task, and then name them once).
 
     Use it as a context manager and call :meth:`done` with a task's index when it finishes.
     """
 
     def __init__(self, episodes: Sequence[int], label: str, quiet: bool = False,
-                 stream: TextIO | None = None, bar: bool | None = None) -> None:
+                 stream: TextIO | None = None, bar: bool | None = None,
+                 unit: str = "episodes") -> None:
         self.episodes = [int(n) for n in episodes]
+        self.unit = unit
         self.total = sum(self.episodes)
         self.label, self.quiet = label, bool(quiet)
         self.stream = stream if stream is not None else sys.stderr
@@ -82,13 +86,15 @@ class TaskProgress:
         finally:
             random.setstate(state)
 
+        unit = self.unit
+
         class Rate(ProgressColumn):
             def render(self, task: Any) -> Any:  # noqa: D102
                 speed = task.finished_speed or task.speed
-                return Text("– episodes/s" if not speed else f"{speed:.1f} episodes/s")
+                return Text(f"– {unit}/s" if not speed else f"{speed:.1f} {unit}/s")
 
         self._rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TextColumn("episodes"), Rate(), TimeElapsedColumn(),
+                              TextColumn(self.unit), Rate(), TimeElapsedColumn(),
                               TextColumn("left"), TimeRemainingColumn(),
                               console=Console(file=self.stream, force_terminal=True))
         self._task = self._rich.add_task(self.label, total=self.total)
@@ -109,6 +115,8 @@ class TaskProgress:
         elapsed = time.perf_counter() - self._t0
         rate = self.episodes_done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.episodes_done) / rate if rate > 0 else 0.0
-        print(f"{self.label}: {self.tasks_done}/{len(self.episodes)} tasks, "
-              f"{self.episodes_done}/{self.total} episodes, {rate:.2f} episodes/s, "
+        tasks = "" if self.unit != "episodes" and self.total == len(self.episodes) else \
+            f"{self.tasks_done}/{len(self.episodes)} tasks, "
+        print(f"{self.label}: {tasks}"
+              f"{self.episodes_done}/{self.total} {self.unit}, {rate:.2f} {self.unit}/s, "
               f"{_eta(elapsed)} elapsed, ~{_eta(left)} left", file=self.stream, flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,21 @@ SCRATCH = Path(__file__).resolve().parent.parent / "results"
 
 class OptionError(ValueError):
     """A recipe cannot run with these options (the runners report it as a usage error)."""
+
+
+QUIET = False
+"""No progress lines (``python -m benchmarks.speed RECIPE --quiet`` sets it)."""
+
+
+def rounds(n: int, label: str) -> Iterator[int]:
+    """``range(n)`` of a benchmark's rounds, with progress (a bar on a terminal, else one line per
+    finished round on stderr: rounds done of total, rate, time left)."""  # noqa: D205
+    from agents.progress import TaskProgress
+
+    with TaskProgress([1] * n, label, quiet=QUIET, unit="rounds") as bar:
+        for r in range(n):
+            yield r
+            bar.done(r)
 
 
 def save(name: str, record: dict[str, Any], out_dir: Path | str | None = None,

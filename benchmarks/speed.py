@@ -101,10 +101,13 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                "help": "append the results to the tracked benchmarks/results/ "
                                        "(default: the untracked results/ at the repository root)"}),
     "out": (("--out",), {"default": None, "help": "results folder (overrides both defaults)"}),
+    "quiet": (("--quiet",), {"action": "store_true",
+                             "help": "no progress (else a bar on a terminal, one line per "
+                                     "finished round on stderr otherwise)"}),
 }
 """Every shared option: the flags and ``add_argument`` keywords; a recipe's ``defaults`` override."""
 
-EVERY_RECIPE = ("record", "out")
+EVERY_RECIPE = ("record", "out", "quiet")
 """The shared options every recipe takes."""
 
 
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     args = parse_args(argv)
     from agents.provenance import provenance
+    from benchmarks import _common
+
+    _common.QUIET = args.quiet
 
     start = provenance()
     started = {"date": start["date"], "commit": start["commit"]}  # the code that ran

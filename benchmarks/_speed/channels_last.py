@@ -25,6 +25,7 @@ import statistics
 
 from agents.provenance import provenance
 from benchmarks._common import grow_actions, paired_ratios, sync, timed_steps
+from benchmarks._common import rounds as rounds_of
 from esper_env.env import EsperEnv
 
 
@@ -41,7 +42,7 @@ def bench_task(task: str, policy: str, rounds: int, steps: int, device: str, kwa
     config = {"task": task, "device": device, "germination_gate": False, "max_epochs": steps + 2,
               **kwargs}
     default_s, nhwc_s, gaps = [], [], []
-    for r in range(rounds):
+    for r in rounds_of(rounds, f"channels-last {task} {policy}"):
         envs = {}
         for nhwc in (False, True):
             env = EsperEnv(**config, channels_last=nhwc)

@@ -52,7 +52,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from agents.provenance import provenance
-from benchmarks._common import OptionError, grow_actions, sync, timed_steps
+from benchmarks._common import OptionError, grow_actions, rounds, sync, timed_steps
 
 
 def _worker(rank: int, kwargs: dict, steps: int, policy: str, seed: int, cudnn_benchmark: bool,
@@ -351,27 +351,29 @@ def _speed_sweep(args, root: str) -> list[dict]:
     print(f"{'envs':>4} {'layout':>9} {'batch':>5} {'policy':>6} {'cudnn.benchmark':>15} "
           f"{'channels_last':>13} {'epochs/s (all envs)':>20} {'per env':>8} {'GPU busy':>8}")
     records = []
-    for envs in (int(e) for e in args.envs.split(",")):
-        for bs in (int(b) for b in args.batch_size.split(",")):
-            for layout, policy, bench, nhwc in itertools.product(
-                    args.layouts, args.policies, args.benchmark_modes, args.nhwc_modes):
-                r = run(envs, _env_kwargs(args, root, bs, nhwc), args.steps, policy, args.seed,
-                        bench, layout)
-                busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
-                per = sum(r["per_env_epochs_per_s"]) / envs
-                print(f"{envs:>4} {layout:>9} {bs:>5} {policy:>6} {_on_off(bench):>15} "
-                      f"{_on_off(nhwc):>13} {r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} "
-                      f"{busy:>8}", flush=True)
-                records.append({"bench": "cifar_speed", **_source(args), "batch_size": bs,
-                                "channels_last": nhwc, **r})
+    runs = list(itertools.product((int(e) for e in args.envs.split(",")),
+                                  (int(b) for b in args.batch_size.split(",")), args.layouts,
+                                  args.policies, args.benchmark_modes, args.nhwc_modes))
+    for i in rounds(len(runs), "cifar runs"):
+        envs, bs, layout, policy, bench, nhwc = runs[i]
+        r = run(envs, _env_kwargs(args, root, bs, nhwc), args.steps, policy, args.seed,
+                bench, layout)
+        busy = "-" if r["gpu_util_median"] is None else f"{r['gpu_util_median']:.0f} %"
+        per = sum(r["per_env_epochs_per_s"]) / envs
+        print(f"{envs:>4} {layout:>9} {bs:>5} {policy:>6} {_on_off(bench):>15} "
+              f"{_on_off(nhwc):>13} {r['aggregate_epochs_per_s']:>20.2f} {per:>8.2f} "
+              f"{busy:>8}", flush=True)
+        records.append({"bench": "cifar_speed", **_source(args), "batch_size": bs,
+                        "channels_last": nhwc, **r})
     return records
 
 
 def _profile_sweep(args, root: str) -> list[dict]:
     records = []
-    for bs, policy, bench, nhwc in itertools.product(
-            (int(b) for b in args.batch_size.split(",")), args.policies,
-            args.benchmark_modes, args.nhwc_modes):
+    runs = list(itertools.product((int(b) for b in args.batch_size.split(",")), args.policies,
+                                  args.benchmark_modes, args.nhwc_modes))
+    for i in rounds(len(runs), "cifar profiles"):
+        bs, policy, bench, nhwc = runs[i]
         trace = None if args.trace_dir is None else args.trace_dir / (
             f"cifar_profile_bs{bs}_{policy}_cudnn{int(bench)}_nhwc{int(nhwc)}.json.gz")
         r = {"bench": "cifar_profile", **_source(args), "batch_size": bs, "channels_last": nhwc,

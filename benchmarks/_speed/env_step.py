@@ -28,6 +28,7 @@ import time
 
 from agents.policies import ScriptedPolicy
 from agents.provenance import provenance
+from benchmarks._common import rounds
 from esper_env.env import EsperEnv
 from esper_env.nn.data import load_task
 from esper_env.nn.trainer import Trainer
@@ -84,7 +85,7 @@ def bench_task(task: str, repeats: int, max_epochs: int) -> dict:
     _episode_steps(env, 1000)  # warm-up
     nog, bare, grow, grow_ratio, grow_plain, twin_cost = [], [], [], [], [], []
     policy = ScriptedPolicy(env, "conv_heavy")
-    for r in range(repeats):
+    for r in rounds(repeats, f"env-step {task}"):
         total, steps, _ = _episode_steps(env, r)
         nog.append(total / steps)
         bare.append(_bare_epochs(env, r, max_epochs - 1))

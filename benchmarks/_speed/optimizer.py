@@ -24,6 +24,7 @@ import torch
 
 from agents.provenance import provenance
 from benchmarks._common import paired_ratios, sync
+from benchmarks._common import rounds as rounds_of
 from esper_env.config import EsperConfig
 from esper_env.nn import trainer as trainer_module
 from esper_env.nn.data import load_task
@@ -68,7 +69,7 @@ def bench_task(task: str, blueprint: str | None, rounds: int, epochs: int, devic
                      train_subset=cfg.task.train_subset, synthetic_samples=cfg.task.synthetic_samples,
                      block_size=cfg.host.block_size)
     fused_s, unfused_s = [], []
-    for r in range(rounds):
+    for r in rounds_of(rounds, f"optimizer {task} {blueprint or 'host'}"):
         pair = {True: _trainer(cfg, data, r, blueprint, True),
                 False: _trainer(cfg, data, r, blueprint, False)}
         order = (True, False) if r % 2 == 0 else (False, True)

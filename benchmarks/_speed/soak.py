@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import OptionError
+from benchmarks._common import OptionError, rounds
 from esper_env.env import EsperEnv
 
 FLAT_LIMIT = 0.05
@@ -61,7 +61,7 @@ def measure(args) -> list[dict]:  # noqa: ANN001
     samples: list[dict] = []
     steps = 0
     start = time.perf_counter()
-    for ep in range(1, args.episodes + 1):
+    for ep in (r + 1 for r in rounds(args.episodes, "soak episodes")):
         env.reset(seed=args.first_seed + ep)
         done = False
         while not done:

@@ -29,7 +29,7 @@ import time
 from agents.envs import EnvSpec
 from agents.provenance import provenance
 from agents.train import TrainArgs, train
-from benchmarks._common import paired_ratios
+from benchmarks._common import paired_ratios, rounds
 from benchmarks._speed.env_step import _bare_epochs, _episode_steps
 from esper_env.env import EsperEnv
 from esper_env.nn.threads import num_threads
@@ -72,7 +72,7 @@ def bench_task(task: str, repeats: int, max_epochs: int, workers: int, vec_steps
     env = EsperEnv(task=task, max_epochs=max_epochs)
     _episode_steps(env, 1000)  # warm-up
     single, bare, sub, thr, trained, trained_thr = [], [], [], [], [], []
-    for r in range(repeats):
+    for r in rounds(repeats, f"throughput {task}"):
         total, steps, _ = _episode_steps(env, r)
         single.append(steps / total)
         bare.append(1.0 / _bare_epochs(env, r, max_epochs - 1))

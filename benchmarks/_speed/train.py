@@ -25,7 +25,7 @@ from typing import Any
 
 from agents.provenance import provenance
 from agents.train import TrainArgs, train
-from benchmarks._common import OptionError, paired_ratios
+from benchmarks._common import OptionError, paired_ratios, rounds
 
 DEFAULT_N_ENVS, DEFAULT_N_STEPS = 4, 96
 """The YAML's maskable-ppo rollout: 4 envs x 96 steps = 384 transitions per update."""
@@ -79,7 +79,7 @@ def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
           f"{threads} torch thread(s), {prov['cpu']}, torch {prov['torch']}, "
           f"commit {prov['commit']}", flush=True)
     default, batched = [], []
-    for r in range(args.repeats):
+    for r in rounds(args.repeats, "train"):
         default.append(_run(env_kwargs, "dummy", DEFAULT_N_ENVS, args.train_steps, r, threads,
                             dummy_hp))
         batched.append(_run(env_kwargs, "batched", k, args.train_steps, r, threads, batched_hp))

@@ -31,7 +31,7 @@ import numpy as np
 
 from agents.cli import key_value
 from agents.provenance import provenance
-from benchmarks._common import OptionError, paired_ratios
+from benchmarks._common import OptionError, paired_ratios, rounds
 
 
 def add_options(p: Any) -> None:  # noqa: D103
@@ -158,7 +158,7 @@ def measure(args: Any) -> list[dict[str, Any]]:  # noqa: D103
     for policy in args.policies:
         for k in args.k_values:
             single, batched = [], []
-            for r in range(args.repeats):
+            for r in rounds(args.repeats, f"vector {policy} K={k}"):
                 single.append(_single(kwargs, policy, args.steps, r))
                 batched.append(_batched(kwargs, k, policy, args.steps, r, vec_kwargs))
             ratio = paired_ratios("speedup", batched, single)

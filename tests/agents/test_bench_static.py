@@ -85,7 +85,7 @@ def test_a_group_row_is_the_per_case_mean_of_its_members(tmp_path, capsys):
     means = [np.mean([by[p, s]["final_test_acc"] for p in ("scripted-norm", "scripted-conv_light")])
              for s in (1000, 1001, 1002)]
     assert row["final_test_acc"]["mean"] == pytest.approx(np.mean(means))
-    heur = [m - by["heuristic", s]["final_test_acc"] for m, s in zip(means, (1000, 1001, 1002))]
+    heur = [m - by["heuristic", s]["final_test_acc"] for m, s in zip(means, (1000, 1001, 1002), strict=True)]
     assert row["final_test_acc_minus_heuristic"]["mean"] == pytest.approx(np.mean(heur))
     members = [rec["summary"]["policies"][p]["final_test_acc_minus_built_big"]["mean"]
                for p in ("scripted-norm", "scripted-conv_light")]

@@ -298,7 +298,7 @@ def test_study_rollback_runs_and_reports_the_paired_drop(tmp_path, capsys):
 
 # ---- the speed runner ----------------------------------------------------------------------------
 
-def test_speed_env_step_runs_and_reports_ratios(tmp_path):
+def test_speed_env_step_runs_and_reports_ratios(tmp_path, capsys):
     from benchmarks import speed
 
     (r,) = speed.main(["env-step", "--tasks", "synthetic", "--repeats", "1", "--max-epochs", "3",
@@ -308,6 +308,7 @@ def test_speed_env_step_runs_and_reports_ratios(tmp_path):
         r["bare_epochs_per_s"] / r["no_growth_steps_per_s"])
     assert r["overhead_growth"] >= 1.0  # step time includes the trainer's compute
     assert (tmp_path / "env_step.jsonl").exists()
+    assert "env-step synthetic: 1/1 rounds" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # an option another recipe has
         speed.main(["env-step", "--device", "cpu"])
 
@@ -344,7 +345,14 @@ def test_speed_soak_runs_and_reports_rss_samples(tmp_path, capsys):
     assert rec["flat"] == (rec["max_growth"] <= 0.05)
     line = _saved(tmp_path / "soak.jsonl")
     assert line["episodes"] == 4 and "commit" in line and line["torch_threads"] == 1
-    assert "largest growth" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "largest growth" in captured.out
+    lines = [x for x in captured.err.splitlines() if x.startswith("soak episodes:")]
+    assert [x.split(",")[0] for x in lines] == [f"soak episodes: {i}/4 rounds" for i in range(1, 5)]
+    assert all("rounds/s" in x and "left" in x for x in lines)
+    speed.main(["soak", "--task", "synthetic", "--episodes", "2", "--every", "1", "--max-epochs",
+                "3", "--out", str(tmp_path), "--quiet"])
+    assert "rounds" not in capsys.readouterr().err
     with pytest.raises(SystemExit):
         speed.main(["soak", "--episodes", "3", "--every", "2"])
 
