@@ -367,8 +367,8 @@ def render(root: str | Path = ROOT) -> str:
         base = next((e for _, e in mine if e.get("policy") == {"baseline": "no-growth"}), None)
         ref = {tuple(c[:2]): c[2] for c in base["row"]["cases"]} if base else {}
         lines = [f"### {protocol.title}", "",
-                 "| rank | entry | authors | test acc % | − no-growth (pp) | +params | status |",
-                 "|---|---|---|---|---|---|---|"]
+                 "| rank | entry | authors | test acc % | − no-growth (pp) | +params | re-run | "
+                 "episode version |", "|---|---|---|---|---|---|---|---|"]
         mine.sort(key=lambda pe: -pe[1]["row"]["final_test_acc"]["mean"])
         for rank, (_, e) in enumerate(mine, start=1):
             acc = e["row"]["final_test_acc"]
@@ -377,13 +377,15 @@ def render(root: str | Path = ROOT) -> str:
                 d = [c[2] - ref[tuple(c[:2])] for c in e["row"]["cases"] if tuple(c[:2]) in ref]
                 m, lo, hi = bootstrap_ci(d)
                 gain = f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}]"
-            status = ("stale (episode version {})".format(e["episode_version"])
-                      if e["episode_version"] != EPISODE_VERSION else
-                      "replay-verified" if e.get("policy") is None else "re-runnable")
+            policy = e.get("policy") or {}
+            rerun = ("baseline" if "baseline" in policy else "model" if "model" in policy
+                     else "records only")
+            version = (f"{e['episode_version']} (stale)" if e["episode_version"] != EPISODE_VERSION
+                       else f"{e['episode_version']} (current)")
             link = f"[{e['name']}]({e['code']})" if e["code"].startswith("http") else e["name"]
             lines.append(f"| {rank} | {link} | {e['authors']} | {acc['mean']:.2f} "
                          f"[{acc['lo']:.2f}, {acc['hi']:.2f}] | {gain} | "
-                         f"{e['row']['params_added']:.0f} | {status} |")
+                         f"{e['row']['params_added']:.0f} | {rerun} | {version} |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

@@ -115,7 +115,7 @@ def test_an_entry_of_another_episode_version_is_stale(board, tmp_path, tiny_prot
     v = lb.validate_entry(path)
     assert v.status == "stale" and v.ok
     assert main(["--validate-entry", str(path)]) == 0
-    assert "stale (episode version" in lb.render(tmp_path)
+    assert f"{entry['episode_version']} (stale)" in lb.render(tmp_path)
 
 
 @pytest.mark.parametrize(("change", "message"), [
