@@ -46,7 +46,7 @@ from agents.envs import EnvSpec
 from agents.policies import make_baseline
 from agents.progress import TaskProgress
 from agents.provenance import provenance
-from agents.rollout import EpisodeTrace, episode_plan, run_episode, takes_masks
+from agents.rollout import EpisodeTrace, episode_plan, instance_name, run_episode, takes_masks
 from agents.runs import load_curriculum, load_model
 from agents.stats import bootstrap_ci, bootstrap_spearman, spearman
 from agents.workers import run_on_ray, run_tasks
@@ -161,20 +161,12 @@ def _run_task(task: dict[str, Any]) -> list[dict[str, Any]]:
         except ConfigError as exc:  # static seeds over this instance's param_budget: no such case
             if not task.get("static") or "param_budget" not in str(exc):
                 raise
-            rec = {"seed": seed, "instance": _instance_name(env, options), "over_budget": str(exc)}
+            rec = {"seed": seed, "instance": instance_name(env, options), "over_budget": str(exc)}
             env.close()  # Gymnasium's passive checker cannot step after a refused first reset
             env = spec.make(curriculum=curriculum, record=task.get("record"))
         out.append({"policy": task["policy"], "reward_mode": task["mode"], **tags, **rec})
     env.close()
     return out
-
-
-def _instance_name(env: Any, options: dict[str, Any] | None) -> str | None:
-    """The name of the instance ``options`` pins (None without one)."""
-    if not options or "instance" not in options:
-        return None
-    spec = options["instance"]
-    return env.unwrapped.instances[spec].name if isinstance(spec, int) else spec["name"]
 
 
 # ---- statistics --------------------------------------------------------------------------------
@@ -611,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             if label in playing or not set(members) <= set(playing):
                 raise ValueError(f"--group {label}={','.join(members)} is invalid; allowed: a new "
                                  f"label and policies that play in this run, {playing}")
-        curves = curve_policies(args, playing, {(seed, _instance_name(probe, o)) for seed, o in plan})
+        curves = curve_policies(args, playing, {(seed, instance_name(probe, o)) for seed, o in plan})
     except ValueError as e:
         print(f"esper-bench: error: {e}", file=sys.stderr)
         return 2

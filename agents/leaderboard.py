@@ -158,21 +158,35 @@ def row_from_records(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def protocol_cases(protocol: Protocol) -> list[list[Any]]:
     """The protocol's ``[seed, instance name]`` cases, in order."""
-    from agents.bench import _instance_name, build_parser
     from agents.cli import env_kwargs_from
     from agents.envs import EnvSpec
-    from agents.rollout import episode_plan
+    from agents.rollout import episode_plan, instance_name
 
-    args = build_parser().parse_args(protocol.env_args())
+    args = _parser().parse_args(protocol.env_args())
     spec = EnvSpec.from_kwargs(**env_kwargs_from(args))
     if spec.esper_config.task.instance_set is not None:
         spec = spec.replace_config(instance_split=args.split)
     env = spec.make()
     try:
         plan = episode_plan(env, args.first_seed, args.seeds or 20, per_instance=args.seeds or 3)
-        return [[seed, _instance_name(env, options)] for seed, options in plan]
+        return [[seed, instance_name(env, options)] for seed, options in plan]
     finally:
         env.close()
+
+
+def _parser() -> Any:
+    """The esper-bench options a protocol fixes (its cases and env)."""
+    import argparse
+
+    from agents.cli import add_env_arguments
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--first-seed", type=int, default=1000)
+    p.add_argument("--split", default="test")
+    p.add_argument("--reward-modes", default="contribution")
+    add_env_arguments(p)
+    return p
 
 
 @dataclass
@@ -248,7 +262,6 @@ def _brief(row: dict[str, Any]) -> str:
 
 def _rerun(path: Path, entry: dict[str, Any], records: list[dict[str, Any]]) -> str | None:
     """Play the entry's policy on the protocol's cases; the first action that differs, or None."""
-    from agents.bench import _run_task
     from agents.envs import EnvSpec
     from agents.policies import make_baseline
     from agents.runs import load_model
@@ -271,8 +284,7 @@ def _rerun(path: Path, entry: dict[str, Any], records: list[dict[str, Any]]) -> 
         finally:
             probe.close()
         task = {"policy": policy["baseline"], "model": None, "sequential": learns}
-    played = _run_task({**task, "spec": spec.to_json(), "mode": config.reward.mode, "plan": plan,
-                        "threads": int(records[0]["torch_threads"]), "batched": None})
+    played = _play(task, spec, plan, int(records[0]["torch_threads"]))
     for i, (rec, ep) in enumerate(zip(records, played, strict=True)):
         names = _action_names(rec)
         if ep["actions"] != names:
@@ -280,6 +292,38 @@ def _rerun(path: Path, entry: dict[str, Any], records: list[dict[str, Any]]) -> 
             return (f"episode {i} (seed {rec['seed']}): the policy plays {ep['actions'][t]} at step "
                     f"{t + 1}, the record {names[t]}")
     return None
+
+
+def _play(task: dict[str, Any], spec: Any, plan: list[Any], threads: int) -> list[dict[str, Any]]:
+    """Play ``plan`` with the task's policy as esper-bench does; each episode's action names."""
+    import torch
+
+    from agents.policies import make_baseline
+    from agents.rollout import EpisodeTrace, run_episode, takes_masks
+    from agents.runs import load_curriculum, load_model
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    curriculum = policy = None
+    if task["model"] is not None:
+        policy, _ = load_model(task["model"], which="best")
+        curriculum = load_curriculum(task["model"], "best")
+    env = spec.make(curriculum=curriculum)
+    out = []
+    try:
+        if task["model"] is None and task["sequential"]:
+            policy = make_baseline(task["policy"], env, seed=plan[0][0])
+        for seed, options in plan:
+            if task["model"] is None and not task["sequential"]:
+                policy = make_baseline(task["policy"], env, seed=seed)
+            trace = EpisodeTrace()
+            run_episode(env, policy, seed, options=options, use_masks=takes_masks(policy),
+                        trace=trace)
+            out.append({"actions": trace.actions})
+    finally:
+        env.close()
+        torch.set_num_threads(before)
+    return out
 
 
 def _action_names(record: dict[str, Any]) -> list[str]:
@@ -300,12 +344,11 @@ def _action_names(record: dict[str, Any]) -> list[str]:
 
 def matching_protocol(args: Any, spec: Any) -> Protocol:
     """The protocol whose cases and env ``esper-bench``'s options give (ValueError if none)."""
-    from agents.bench import build_parser
     from agents.cli import env_kwargs_from
     from agents.envs import EnvSpec
 
     for protocol in PROTOCOLS.values():
-        theirs = build_parser().parse_args(protocol.env_args())
+        theirs = _parser().parse_args(protocol.env_args())
         ref = EnvSpec.from_kwargs(**env_kwargs_from(theirs), report_test_acc=True)
         if ref.esper_config.task.instance_set is not None:
             ref = ref.replace_config(instance_split=theirs.split)

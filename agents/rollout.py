@@ -167,6 +167,14 @@ def run_episode(env: Any, policy: Any, seed: int, name: str | None = None,
         host_params=int(info["host_params"]))
 
 
+def instance_name(env: Any, options: dict[str, Any] | None) -> str | None:
+    """The name of the instance reset ``options`` pin (None without one)."""
+    if not options or "instance" not in options:
+        return None
+    spec = options["instance"]
+    return env.unwrapped.instances[spec].name if isinstance(spec, int) else spec["name"]
+
+
 def episode_plan(env: Any, first_seed: int, episodes: int | None = None,
                  per_instance: int | None = None) -> list[tuple[int, dict[str, Any] | None]]:
     """(seed, reset options) of each episode to play in ``env``.
